@@ -1,6 +1,16 @@
 """MoleBLEND (Yu et al., ICLR 2024) for PyTorch Geometric."""
 from pyg_molblend import constants, data, functional, transforms
+from pyg_molblend.models import MoleBlend
+from pyg_molblend.nn import BlendedGraphTransformer
 
 __version__ = "0.1.0"
 
-__all__ = ["constants", "data", "functional", "transforms", "__version__"]
+__all__ = [
+    "BlendedGraphTransformer",
+    "MoleBlend",
+    "constants",
+    "data",
+    "functional",
+    "transforms",
+    "__version__",
+]

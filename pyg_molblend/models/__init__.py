@@ -1,0 +1,19 @@
+"""Models: the MoleBLEND encoder and its fine-tuning wrapper."""
+from pyg_molblend.models.moleblend import DEFAULT_LOSS_WEIGHTS, PRESETS, EncoderOutput, MoleBlend
+from pyg_molblend.models.predictor import (
+    TASK_TYPES,
+    MoleBlendPredictor,
+    masked_bce_loss,
+    masked_mse_loss,
+)
+
+__all__ = [
+    "MoleBlend",
+    "MoleBlendPredictor",
+    "EncoderOutput",
+    "PRESETS",
+    "DEFAULT_LOSS_WEIGHTS",
+    "TASK_TYPES",
+    "masked_bce_loss",
+    "masked_mse_loss",
+]

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["BlendedGraphTransformer", "DropPath"]
+
+
+class DropPath(nn.Module):
+    r"""Stochastic depth per sample: in training, each sample's residual branch is
+    dropped with probability :obj:`p` and kept ones are scaled by :math:`1/(1-p)`.
+
+    The reference's ``DropPath`` draws its mask over dim 0 of a ``(T, B, C)`` tensor and so
+    drops atom positions shared across the batch; here the mask is ``[B, 1, 1]``.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand((x.size(0),) + (1,) * (x.dim() - 1), device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class BlendedGraphTransformer(nn.Module):
+    r"""Transformer layer with an additive attention bias (MoleBLEND eq. 2).
+
+    .. math::
+        \mathrm{Attention}(Q, K, V) = \mathrm{softmax}\Big(\frac{QK^\top}{\sqrt{d}}
+        + \Psi\Big) V
+
+    where :math:`\Psi` is the per-head relation bias (blended, 2D, 3D or 2D+3D, see
+    :class:`~pyg_molblend.nn.ModalityBlend`) and padded keys are masked out. Attention
+    runs through :func:`torch.nn.functional.scaled_dot_product_attention`, so the
+    :math:`[B, H, N, N]` logits are never formed by hand and fused kernels are used where
+    the device has them. Post-LayerNorm by default, as the reference
+    (``norm_first=True`` gives pre-LN); stochastic depth is per sample.
+
+    Paper: `Multimodal Molecular Pretraining via Modality Blending
+    <https://arxiv.org/abs/2307.06235>`_.
+
+    Args:
+        channels (int): model width :math:`C`.
+        heads (int): number of attention heads :math:`H` (must divide :math:`C`).
+        ffn_channels (int, optional): hidden size of the feed-forward block.
+            (default: :obj:`channels`, as MoleBLEND-base)
+        dropout (float, optional): dropout on the two residual branches. (default: :obj:`0.0`)
+        attn_dropout (float, optional): dropout on attention weights. (default: :obj:`0.1`)
+        activation_dropout (float, optional): dropout after the FFN activation.
+            (default: :obj:`0.0`)
+        drop_path (float, optional): stochastic depth probability. (default: :obj:`0.0`)
+        norm_first (bool, optional): pre-LN instead of post-LN. (default: :obj:`False`)
+
+    Shapes:
+        - **input:** ``x`` ``[B, N, C]``, ``attn_bias`` ``[B, H, N, N]``, ``mask``
+          ``[B, N]`` (True = real atom)
+        - **output:** ``[B, N, C]``, zero at padded positions.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        ffn_channels: int | None = None,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.1,
+        activation_dropout: float = 0.0,
+        drop_path: float = 0.0,
+        norm_first: bool = False,
+    ) -> None:
+        super().__init__()
+        if channels % heads != 0:
+            raise ValueError(f"heads ({heads}) must divide channels ({channels})")
+        self.channels = channels
+        self.heads = heads
+        self.ffn_channels = ffn_channels or channels
+        self.attn_dropout = attn_dropout
+        self.norm_first = norm_first
+        self.q_proj = nn.Linear(channels, channels)
+        self.k_proj = nn.Linear(channels, channels)
+        self.v_proj = nn.Linear(channels, channels)
+        self.out_proj = nn.Linear(channels, channels)
+        self.attn_norm = nn.LayerNorm(channels)
+        self.fc1 = nn.Linear(channels, self.ffn_channels)
+        self.fc2 = nn.Linear(self.ffn_channels, channels)
+        self.ffn_norm = nn.LayerNorm(channels)
+        self.dropout = nn.Dropout(dropout)
+        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def reset_parameters(self) -> None:
+        for module in self.children():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def attention(self, x: Tensor, attn_bias: Tensor, mask: Tensor) -> Tensor:
+        batch, num_nodes, _ = x.shape
+        head_dim = self.channels // self.heads
+
+        def split(t: Tensor) -> Tensor:
+            return t.view(batch, num_nodes, self.heads, head_dim).transpose(1, 2)
+
+        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        # A row whose keys are all padding (an all-padding sample) would softmax to NaN:
+        # let it see every key; its output is zeroed below anyway.
+        key_mask = mask | ~mask.any(-1, keepdim=True)
+        bias = attn_bias.to(q.dtype).masked_fill(~key_mask.view(batch, 1, 1, num_nodes), float("-inf"))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        return self.out_proj(out.transpose(1, 2).reshape(batch, num_nodes, self.channels))
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.activation_dropout(F.gelu(self.fc1(x))))
+
+    def forward(self, x: Tensor, attn_bias: Tensor, mask: Tensor) -> Tensor:
+        if self.norm_first:
+            x = x + self.drop_path(self.dropout(self.attention(self.attn_norm(x), attn_bias, mask)))
+            x = x + self.drop_path(self.dropout(self.feed_forward(self.ffn_norm(x))))
+        else:
+            x = self.attn_norm(x + self.drop_path(self.dropout(self.attention(x, attn_bias, mask))))
+            x = self.ffn_norm(x + self.drop_path(self.dropout(self.feed_forward(x))))
+        return x * mask.unsqueeze(-1).to(x.dtype)
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
+            f"ffn_channels={self.ffn_channels}, norm_first={self.norm_first})"
+        )
