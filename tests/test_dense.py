@@ -34,12 +34,12 @@ def _datasets(smiles):
 
 
 def test_on_the_fly_equals_precomputed(real_smiles):
-    smiles = real_smiles[:64] + ["C", "[Na+].[Cl-]"]
+    smiles = [*real_smiles[:64], "C", "[Na+].[Cl-]"]
     plain, stored = _datasets(smiles)
     for batch_size in (1, 7, 64):
         loader_plain = DataLoader(plain, batch_size=batch_size)
         loader_stored = DataLoader(stored, batch_size=batch_size)
-        for a, b in zip(loader_plain, loader_stored):
+        for a, b in zip(loader_plain, loader_stored, strict=False):
             fly, pre = to_dense(a), to_dense(b)
             for key in ("x", "mask", "degree", "spd", "path_edge", "has_pos", "pos", "dist"):
                 assert torch.equal(getattr(fly, key), getattr(pre, key)), (batch_size, key)

@@ -52,7 +52,7 @@ def test_benzene_by_hand():
     expected = torch.tensor([[min(abs(i - j), 6 - abs(i - j)) for j in range(6)] for i in range(6)])
     assert torch.equal(spd, expected)
     # Two shortest paths lead from atom 0 to atom 3; the lowest edge id leaving 0 is taken.
-    src, dst = data.edge_index
+    src, _dst = data.edge_index
     first = int(path[0, 3, 0])
     assert src[first] == 0 and first == min(e for e in range(12) if src[e] == 0)
     assert (path[0, 3, :3] >= 0).all() and (path[0, 3, 3:] == -1).all()
@@ -91,7 +91,7 @@ def test_spd_equals_networkx_on_real_molecules(real_smiles):
     assert len(real_smiles) >= 500
     for smiles in real_smiles:
         data = from_smiles(smiles)
-        spd, path = _run(data)
+        spd, _path = _run(data)
         graph = nx.Graph()
         graph.add_nodes_from(range(data.num_nodes))
         graph.add_edges_from(data.edge_index.t().tolist())
@@ -131,7 +131,9 @@ def test_batched_equals_per_molecule(real_smiles):
 def random_graphs(draw):
     n = draw(st.integers(1, 14))
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    chosen = draw(st.lists(st.sampled_from(pairs), unique=True, max_size=len(pairs))) if pairs else []
+    chosen = (
+        draw(st.lists(st.sampled_from(pairs), unique=True, max_size=len(pairs))) if pairs else []
+    )
     edges = [e for i, j in chosen for e in ((i, j), (j, i))]
     edge_index = torch.tensor(edges, dtype=torch.long).view(-1, 2).t()
     return Data(edge_index=edge_index, num_nodes=n)

@@ -25,8 +25,10 @@ def test_add_shortest_path_storage():
     assert out.spd.tolist() == [0, 1, 2, 1, 0, 1, 2, 1, 0]
     assert out.path_edge[2].tolist() == [0, 2, -1, -1, -1]
     # Compact: 1 byte of SPD + 2 bytes per path hop per ordered pair.
-    per_pair = (out.spd.element_size() * out.spd.numel() + out.path_edge.element_size()
-                * out.path_edge.numel()) / 9
+    per_pair = (
+        out.spd.element_size() * out.spd.numel()
+        + out.path_edge.element_size() * out.path_edge.numel()
+    ) / 9
     assert per_pair == 11
     assert "spd" not in data  # the caller's object is untouched
     assert repr(AddShortestPath(max_distance=20, max_hops=3)) == (
@@ -42,7 +44,9 @@ def test_add_shortest_path_bad_arguments():
 
 
 def test_transforms_pickle_and_compose():
-    transform = T.Compose([AddConformer(seed=3), AddShortestPath(max_hops=3), AddPairwiseDistance()])
+    transform = T.Compose(
+        [AddConformer(seed=3), AddShortestPath(max_hops=3), AddPairwiseDistance()]
+    )
     clone = pickle.loads(pickle.dumps(transform))
     a = transform(from_smiles("CC(=O)O"))
     b = clone(from_smiles("CC(=O)O"))

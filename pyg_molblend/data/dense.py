@@ -1,4 +1,5 @@
 """Padded dense tensors of a molecule batch, the model's input."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -155,7 +156,9 @@ def to_dense(
         keep = has_pos.view(-1, 1, 1)
         pos_dense = torch.where(keep & mask.unsqueeze(-1), pos_dense, 0.0)
         if getattr(batch, "dist", None) is not None:
-            dist_dense = torch.zeros(num_graphs * width * width, device=device, dtype=batch.dist.dtype)
+            dist_dense = torch.zeros(
+                num_graphs * width * width, device=device, dtype=batch.dist.dtype
+            )
             dist_dense[flat] = batch.dist
             dist_dense = dist_dense.view(num_graphs, width, width)
         else:

@@ -1,6 +1,9 @@
 """SMILES and RDKit molecules to PyG graphs with the OGB vocabulary."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -8,7 +11,19 @@ from torch_geometric.data import Data
 
 from pyg_molblend.constants import NUM_ATOM_FEATURES, NUM_BOND_FEATURES
 
-__all__ = ["from_smiles", "from_mol"]
+__all__ = ["from_mol", "from_smiles"]
+
+
+@contextmanager
+def quiet_rdkit() -> Iterator[None]:
+    """Silence RDKit's logger (parse errors are reported by our own exceptions)."""
+    from rdkit import RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        yield
+    finally:
+        RDLogger.EnableLog("rdApp.*")
 
 
 def from_smiles(smiles: str, with_hydrogen: bool = False) -> Data:
@@ -31,17 +46,14 @@ def from_smiles(smiles: str, with_hydrogen: bool = False) -> Data:
     Raises:
         ValueError: if the string is empty or RDKit cannot parse it, naming the string.
     """
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem
 
     if not isinstance(smiles, str):
         raise TypeError(f"SMILES must be a string, got {type(smiles).__name__}: {smiles!r}")
     if not smiles.strip():
         raise ValueError(f"Empty SMILES string: {smiles!r}")
-    RDLogger.DisableLog("rdApp.*")
-    try:
+    with quiet_rdkit():
         mol = Chem.MolFromSmiles(smiles)
-    finally:
-        RDLogger.EnableLog("rdApp.*")
     if mol is None:
         raise ValueError(f"Invalid SMILES string (RDKit cannot parse it): {smiles!r}")
     if mol.GetNumAtoms() == 0:
@@ -77,7 +89,8 @@ def from_mol(
         raise ValueError("Molecule is None (an unparsable SMILES or SDF record?)")
     if smiles is None:
         smiles = Chem.MolToSmiles(mol)
-    mol = Chem.AddHs(mol, addCoords=True) if with_hydrogen else Chem.RemoveHs(mol)
+    with quiet_rdkit():  # "not removing hydrogen atom without neighbors" for [H+]
+        mol = Chem.AddHs(mol, addCoords=True) if with_hydrogen else Chem.RemoveHs(mol)
     num_atoms = mol.GetNumAtoms()
     if num_atoms == 0:
         raise ValueError(f"Molecule has no atoms: {smiles!r}")

@@ -1,7 +1,7 @@
 """Pairwise Euclidean distances."""
+
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 __all__ = ["pairwise_distance"]
@@ -23,7 +23,9 @@ def pairwise_distance(pos: Tensor, mask: Tensor | None = None) -> Tensor:
         ``[..., N, N]`` distances in Angstrom.
     """
     if pos.size(-1) != 3:
-        raise ValueError(f"pos must have 3 coordinates in its last dimension, got {tuple(pos.shape)}")
+        raise ValueError(
+            f"pos must have 3 coordinates in its last dimension, got {tuple(pos.shape)}"
+        )
     dist = (pos.unsqueeze(-2) - pos.unsqueeze(-3)).norm(dim=-1)
     if mask is not None:
         pair_mask = mask.unsqueeze(-1) & mask.unsqueeze(-2)

@@ -1,12 +1,15 @@
 """All-pairs shortest paths of a batch of graphs, with the first bonds of one path."""
+
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import Tensor
 
 from pyg_molblend.constants import DEFAULT_MAX_HOPS, MAX_SPD, NO_EDGE, SPD_UNREACHABLE
 
-__all__ = ["shortest_path", "pair_index"]
+__all__ = ["pair_index", "shortest_path"]
 
 # Up to this many nodes in a batch the propagation operator is a dense matrix (one small
 # GEMM per step beats sparse kernels); above it, a sparse CSR matrix over the edge list.
@@ -186,13 +189,9 @@ def _shortest_path(
         step[dst, src] = 1.0
     else:
         loops = torch.arange(num_nodes, device=device)
-        step = torch.sparse_coo_tensor(
-            torch.stack([torch.cat([dst, loops]), torch.cat([src, loops])]),
-            torch.ones(num_edges + num_nodes, device=device),
-            (num_nodes, num_nodes),
-            is_coalesced=False,
-            check_invariants=False,
-        ).coalesce().to_sparse_csr()
+        with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+            warnings.simplefilter("ignore", UserWarning)
+            step = _sparse_step(dst, src, loops, num_nodes)
     reached_sum = reach.clone()
     rounds = 0
     while True:
@@ -247,6 +246,21 @@ def _shortest_path(
     if none != NO_EDGE:
         path.masked_fill_(path == none, NO_EDGE)
     return spd.to(torch.long), path
+
+
+def _sparse_step(dst: Tensor, src: Tensor, loops: Tensor, num_nodes: int) -> Tensor:
+    """Sparse CSR :math:`A + I` with :math:`A_{vu} = 1` for every edge :math:`u \\to v`."""
+    return (
+        torch.sparse_coo_tensor(
+            torch.stack([torch.cat([dst, loops]), torch.cat([src, loops])]),
+            torch.ones(dst.numel() + num_nodes, device=dst.device),
+            (num_nodes, num_nodes),
+            is_coalesced=False,
+            check_invariants=False,
+        )
+        .coalesce()
+        .to_sparse_csr()
+    )
 
 
 def _compact(

@@ -1,4 +1,5 @@
 """Models: the MoleBLEND encoder and its fine-tuning wrapper."""
+
 from pyg_molblend.models.moleblend import DEFAULT_LOSS_WEIGHTS, PRESETS, EncoderOutput, MoleBlend
 from pyg_molblend.models.predictor import (
     TASK_TYPES,
@@ -8,12 +9,12 @@ from pyg_molblend.models.predictor import (
 )
 
 __all__ = [
+    "DEFAULT_LOSS_WEIGHTS",
+    "PRESETS",
+    "TASK_TYPES",
+    "EncoderOutput",
     "MoleBlend",
     "MoleBlendPredictor",
-    "EncoderOutput",
-    "PRESETS",
-    "DEFAULT_LOSS_WEIGHTS",
-    "TASK_TYPES",
     "masked_bce_loss",
     "masked_mse_loss",
 ]

@@ -1,4 +1,5 @@
 """The MoleBLEND encoder with its pretraining heads and losses."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -26,15 +27,17 @@ from pyg_molblend.nn import (
     SPDBias,
 )
 
-__all__ = ["MoleBlend", "EncoderOutput", "PRESETS", "DEFAULT_LOSS_WEIGHTS"]
+__all__ = ["DEFAULT_LOSS_WEIGHTS", "PRESETS", "EncoderOutput", "MoleBlend"]
 
 #: Model sizes. ``"base"`` is MoleBLEND-base (spec section 3); ``"small"`` pretrains on two
 #: CPU cores.
 PRESETS: dict[str, dict[str, Any]] = {
-    "base": dict(num_layers=12, channels=768, heads=32, ffn_channels=768, num_kernels=128,
-                 head_channels=32),
-    "small": dict(num_layers=4, channels=128, heads=8, ffn_channels=256, num_kernels=32,
-                  head_channels=16),
+    "base": dict(
+        num_layers=12, channels=768, heads=32, ffn_channels=768, num_kernels=128, head_channels=32
+    ),
+    "small": dict(
+        num_layers=4, channels=128, heads=8, ffn_channels=256, num_kernels=32, head_channels=16
+    ),
 }
 
 #: Loss weights of the reference: 6 L_denoise + 0.1 L_spd + 0.1 L_edge + 0.5 L_3d.
@@ -158,11 +161,22 @@ class MoleBlend(nn.Module):
         self.loss_weights = weights
         self.init = init
         self.config = dict(
-            num_layers=num_layers, channels=channels, heads=heads, ffn_channels=ffn_channels,
-            dropout=dropout, attn_dropout=attn_dropout, activation_dropout=activation_dropout,
-            drop_path=drop_path, norm_first=norm_first, max_distance=max_distance,
-            max_hops=max_hops, num_kernels=num_kernels, head_channels=head_channels,
-            noise_scale=noise_scale, loss_weights=weights, init=init,
+            num_layers=num_layers,
+            channels=channels,
+            heads=heads,
+            ffn_channels=ffn_channels,
+            dropout=dropout,
+            attn_dropout=attn_dropout,
+            activation_dropout=activation_dropout,
+            drop_path=drop_path,
+            norm_first=norm_first,
+            max_distance=max_distance,
+            max_hops=max_hops,
+            num_kernels=num_kernels,
+            head_channels=head_channels,
+            noise_scale=noise_scale,
+            loss_weights=weights,
+            init=init,
         )
 
         self.atom_encoder = AtomEncoder(channels)
@@ -176,8 +190,13 @@ class MoleBlend(nn.Module):
         self.embed_norm = nn.LayerNorm(channels)
         self.layers = nn.ModuleList(
             BlendedGraphTransformer(
-                channels, heads, ffn_channels, dropout=dropout, attn_dropout=attn_dropout,
-                activation_dropout=activation_dropout, norm_first=norm_first,
+                channels,
+                heads,
+                ffn_channels,
+                dropout=dropout,
+                attn_dropout=attn_dropout,
+                activation_dropout=activation_dropout,
+                norm_first=norm_first,
                 drop_path=drop_path * i / max(num_layers - 1, 1),
             )
             for i in range(num_layers)
@@ -279,8 +298,13 @@ class MoleBlend(nn.Module):
         for layer in self.layers:
             h = layer(h, attn_bias, full_mask)
         return EncoderOutput(
-            node=h[:, 1:], graph=h[:, 0], mask=mask, bias=blend.bias, blend=blend,
-            dense=dense, pos=pos,
+            node=h[:, 1:],
+            graph=h[:, 0],
+            mask=mask,
+            bias=blend.bias,
+            blend=blend,
+            dense=dense,
+            pos=pos,
         )
 
     def forward(self, batch: Batch | Data | DenseMolBatch, mode: str = "2d") -> Tensor:

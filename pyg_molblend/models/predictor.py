@@ -1,4 +1,5 @@
 """Graph-level prediction on top of the MoleBLEND encoder (fine-tuning)."""
+
 from __future__ import annotations
 
 import torch
@@ -10,7 +11,7 @@ from pyg_molblend.data.dense import DenseMolBatch
 from pyg_molblend.models.moleblend import MoleBlend
 from pyg_molblend.nn.blend import MODES
 
-__all__ = ["MoleBlendPredictor", "masked_bce_loss", "masked_mse_loss", "TASK_TYPES"]
+__all__ = ["TASK_TYPES", "MoleBlendPredictor", "masked_bce_loss", "masked_mse_loss"]
 
 TASK_TYPES = ("classification", "regression")
 
@@ -72,8 +73,11 @@ class MoleBlendPredictor(nn.Module):
         self.task_type = task_type
         self.mode = mode
         self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(channels, channels), nn.GELU(),
-            nn.Dropout(dropout), nn.Linear(channels, num_tasks),
+            nn.Dropout(dropout),
+            nn.Linear(channels, channels),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(channels, num_tasks),
         )
         self.register_buffer("target_mean", torch.zeros(num_tasks))
         self.register_buffer("target_std", torch.ones(num_tasks))

@@ -1,4 +1,5 @@
 """Neural network building blocks of MoleBLEND."""
+
 from pyg_molblend.nn.blend import DIST, EDGE, MODES, SPD, BlendResult, ModalityBlend
 from pyg_molblend.nn.encoders import (
     AtomEncoder,
@@ -11,19 +12,19 @@ from pyg_molblend.nn.heads import DenoiseHead, PairHead
 from pyg_molblend.nn.layer import BlendedGraphTransformer, DropPath
 
 __all__ = [
+    "DIST",
+    "EDGE",
+    "MODES",
+    "SPD",
     "AtomEncoder",
+    "BlendResult",
+    "BlendedGraphTransformer",
     "DegreeEncoder",
-    "SPDBias",
+    "DenoiseHead",
+    "DropPath",
     "EdgePathBias",
     "GaussianDistanceBias",
     "ModalityBlend",
-    "BlendResult",
-    "MODES",
-    "SPD",
-    "EDGE",
-    "DIST",
-    "BlendedGraphTransformer",
-    "DropPath",
     "PairHead",
-    "DenoiseHead",
+    "SPDBias",
 ]

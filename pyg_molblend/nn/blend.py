@@ -1,4 +1,5 @@
 r"""Modality blending (MoleBLEND eq. 1)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ModalityBlend", "BlendResult", "MODES", "SPD", "EDGE", "DIST"]
+__all__ = ["DIST", "EDGE", "MODES", "SPD", "BlendResult", "ModalityBlend"]
 
 #: Encoding modes: ``"blend"`` (pretraining), ``"2d"``, ``"3d"``, ``"2d+3d"``.
 MODES = ("blend", "2d", "3d", "2d+3d")
@@ -83,7 +84,9 @@ class ModalityBlend(nn.Module):
     ) -> None:
         super().__init__()
         if len(ratio) != 3 or any(float(r) < 0 for r in ratio) or sum(ratio) <= 0:
-            raise ValueError(f"ratio must be three non-negative numbers with a positive sum, got {ratio}")
+            raise ValueError(
+                f"ratio must be three non-negative numbers with a positive sum, got {ratio}"
+            )
         if not 0.0 <= atom_2d_prob <= 1.0:
             raise ValueError(f"atom_2d_prob must be in [0, 1], got {atom_2d_prob}")
         total = float(sum(ratio))
@@ -134,14 +137,14 @@ class ModalityBlend(nn.Module):
             node_3d = mask & use_3d.view(-1, 1)
 
         two_d = None if spd is None else spd + edge
-        if mode == "2d":
+        if mode == "2d" or dist is None:
             bias = two_d
+        elif two_d is None:
+            bias = dist
         elif mode == "3d":
-            bias = dist if two_d is None else torch.where(mol_3d, dist, two_d)
+            bias = torch.where(mol_3d, dist, two_d)
         elif mode == "2d+3d":
-            bias = two_d if dist is None else torch.where(mol_3d, two_d + dist, two_d)
-        elif dist is None:
-            bias = two_d
+            bias = torch.where(mol_3d, two_d + dist, two_d)
         else:
             choice = pair_choice.unsqueeze(1)
             blended = torch.where(choice == SPD, spd, torch.where(choice == EDGE, edge, dist))

@@ -3,6 +3,7 @@ r"""Relation encoders: tensors in, per-head attention biases ``[B, H, N, N]`` ou
 They take plain tensors (no graph objects) so each can be tested alone and reused in
 other dense graph transformers. Padding follows :class:`~pyg_molblend.data.DenseMolBatch`.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,6 @@ from pyg_molblend.constants import (
     BOND_FEATURE_DIMS,
     DEFAULT_MAX_HOPS,
     MAX_SPD,
-    NO_EDGE,
     SPD_PAD,
     SPD_UNREACHABLE,
 )
@@ -23,9 +23,9 @@ from pyg_molblend.constants import (
 __all__ = [
     "AtomEncoder",
     "DegreeEncoder",
-    "SPDBias",
     "EdgePathBias",
     "GaussianDistanceBias",
+    "SPDBias",
 ]
 
 

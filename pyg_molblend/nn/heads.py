@@ -1,4 +1,5 @@
 """Pretraining heads: modality-targeted pair heads (eq. 3) and the 3D denoising head."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PairHead", "DenoiseHead"]
+__all__ = ["DenoiseHead", "PairHead"]
 
 
 class PairHead(nn.Module):
@@ -119,5 +120,9 @@ class DenoiseHead(nn.Module):
         unit = delta / (delta.norm(dim=-1, keepdim=True) + 1e-5)
         # [B, H, N, N] x [B, N, N, 3] -> [B, H, 3, N, N], then times V -> [B, H, 3, N, d]
         weighted = prob.unsqueeze(2) * unit.permute(0, 3, 1, 2).unsqueeze(1)
-        out = (weighted @ v.unsqueeze(2)).permute(0, 3, 2, 1, 4).reshape(batch, num_nodes, 3, channels)
+        out = (
+            (weighted @ v.unsqueeze(2))
+            .permute(0, 3, 2, 1, 4)
+            .reshape(batch, num_nodes, 3, channels)
+        )
         return (out * self.axis_weight).sum(-1) + self.axis_bias

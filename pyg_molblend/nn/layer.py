@@ -113,7 +113,9 @@ class BlendedGraphTransformer(nn.Module):
         # A row whose keys are all padding (an all-padding sample) would softmax to NaN:
         # let it see every key; its output is zeroed below anyway.
         key_mask = mask | ~mask.any(-1, keepdim=True)
-        bias = attn_bias.to(q.dtype).masked_fill(~key_mask.view(batch, 1, 1, num_nodes), float("-inf"))
+        bias = attn_bias.to(q.dtype).masked_fill(
+            ~key_mask.view(batch, 1, 1, num_nodes), float("-inf")
+        )
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0
         )

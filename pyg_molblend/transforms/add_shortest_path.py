@@ -65,6 +65,5 @@ class AddShortestPath(BaseTransform):
 
     def __repr__(self) -> str:
         return (
-            f"{self.__class__.__name__}(max_distance={self.max_distance}, "
-            f"max_hops={self.max_hops})"
+            f"{self.__class__.__name__}(max_distance={self.max_distance}, max_hops={self.max_hops})"
         )

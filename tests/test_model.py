@@ -1,0 +1,195 @@
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from pyg_molblend import MoleBlend
+from pyg_molblend.data import from_smiles
+from pyg_molblend.models import MoleBlendPredictor, masked_bce_loss
+from pyg_molblend.models.moleblend import edge_labels, spd_labels
+from pyg_molblend.transforms import AddConformer
+
+SMILES = ["CCO", "c1ccccc1CCN", "CC(=O)Oc1ccccc1C(=O)O", "[Na+].[Cl-]", "C", "CCCCCCCCCC"]
+
+
+def _tiny(**kwargs):
+    defaults = dict(num_layers=2, channels=32, heads=4, num_kernels=8, head_channels=8)
+    return MoleBlend(**{**defaults, **kwargs})
+
+
+def _with_pos(smiles, seed=0):
+    return AddConformer(seed=seed)(from_smiles(smiles))
+
+
+@pytest.mark.parametrize("mode", ["2d", "3d", "2d+3d"])
+def test_output_independent_of_padding_and_batch_mates(mode):
+    model = _tiny().eval()
+    alone = Batch.from_data_list([_with_pos("CCO")])
+    crowd = Batch.from_data_list(
+        [_with_pos("CC(=O)Oc1ccccc1C(=O)O"), _with_pos("CCO"), _with_pos("C")]
+    )
+    a = model.encode(alone, mode)
+    b = model.encode(crowd, mode)
+    assert torch.allclose(a.graph[0], b.graph[1], atol=1e-5)
+    assert torch.allclose(a.node[0, :3], b.node[1, :3], atol=1e-5)
+    assert (b.node[1, 3:] == 0).all() and torch.isfinite(b.node).all()
+
+
+def test_atom_permutation_equivariance():
+    model = _tiny().eval()
+    data = _with_pos("CC(=O)Oc1ccccc1C(=O)O")
+    perm = torch.randperm(data.num_nodes)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel())
+    permuted = data.clone()
+    permuted.x = data.x[perm]
+    permuted.pos = data.pos[perm]
+    permuted.edge_index = inv[data.edge_index]
+    for mode in ("2d", "2d+3d"):
+        a = model.encode(Batch.from_data_list([data]), mode)
+        b = model.encode(Batch.from_data_list([permuted]), mode)
+        assert torch.allclose(a.graph, b.graph, atol=1e-5)
+        assert torch.allclose(a.node[0, perm], b.node[0], atol=1e-5)
+
+
+def test_3d_modes_rotation_translation_invariant():
+    model = _tiny().eval()
+    data = _with_pos("c1ccccc1CCN")
+    moved = data.clone()
+    q, _ = torch.linalg.qr(torch.randn(3, 3))
+    moved.pos = data.pos @ q.T + torch.tensor([5.0, 1.0, -3.0])
+    for mode in ("3d", "2d+3d"):
+        a = model(Batch.from_data_list([data]), mode)
+        b = model(Batch.from_data_list([moved]), mode)
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_2d_mode_ignores_pos_entirely():
+    model = _tiny().eval()
+    plain = Batch.from_data_list([from_smiles("c1ccccc1CCN")])
+    with_pos = Batch.from_data_list([_with_pos("c1ccccc1CCN")])
+    assert torch.equal(model(plain, "2d"), model(with_pos, "2d"))
+    assert not torch.allclose(model(with_pos, "2d"), model(with_pos, "2d+3d"))
+
+
+def test_3d_mode_without_coordinates_falls_back_to_2d_and_counts():
+    model = _tiny().eval()
+    batch = Batch.from_data_list([from_smiles("CCO"), from_smiles("CCN")])
+    out = model.encode(batch, "3d")
+    assert out.blend.num_fallback == 2
+    assert torch.allclose(out.graph, model.encode(batch, "2d").graph)
+
+
+def test_same_seed_same_pretraining_loss():
+    model = _tiny()
+    batch = Batch.from_data_list([_with_pos(s) for s in SMILES])
+    model.eval()
+    a, _ = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(3))
+    b, _ = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(3))
+    c, _ = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_every_parameter_gets_a_gradient():
+    model = _tiny()
+    batch = Batch.from_data_list([_with_pos(s) for s in SMILES])
+    loss, parts = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
+    assert missing == []
+    assert set(parts) >= {"spd", "edge", "3d", "denoise", "spd_acc", "edge_acc", "num_fallback"}
+    assert all(torch.isfinite(v) for v in parts.values() if v is not None)
+
+
+def test_absent_terms_are_reported_not_nan():
+    model = _tiny()
+    loss, parts = model.pretrain_loss(Batch.from_data_list([from_smiles("CCO")]))
+    assert parts["3d"] is None and parts["denoise"] is None
+    assert torch.isfinite(loss)
+    expected = 0.1 * parts["spd"] + 0.1 * parts["edge"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    single, parts = model.pretrain_loss(Batch.from_data_list([from_smiles("C")]))
+    assert parts["spd"] is None and parts["edge"] is None and single.item() == 0.0
+
+
+def test_labels_by_hand():
+    spd = torch.tensor([[[0, 1, 12], [1, 0, 255], [25, 3, -1]]])
+    pair_mask = torch.tensor([[[True, True, True], [True, True, True], [True, True, False]]])
+    assert spd_labels(spd, pair_mask).tolist() == [[[-100, 0, 10], [0, -100, -100], [10, 2, -100]]]
+    edge_attr = torch.tensor([[1, 0, 1], [4, 5, 0]])
+    path = torch.tensor([[0, 1, -1]])
+    # double, no stereo, conjugated = 1*12 + 0 + 1; misc type with stereo ANY = 4*12 + 5*2
+    assert edge_labels(path, edge_attr).tolist() == [[13, 58, -100]]
+
+
+def test_reference_init_overwrites_gaussian_basis():
+    model = _tiny(init="reference")
+    assert model.dist_bias.mean.abs().max() < 0.2
+    assert _tiny().dist_bias.mean.max() > 1.0
+    with pytest.raises(ValueError, match="'fancy'"):
+        _tiny(init="fancy")
+    with pytest.raises(ValueError, match="typo"):
+        _tiny(loss_weights={"typo": 1.0})
+
+
+def test_presets():
+    base = MoleBlend.from_preset("base")
+    assert (base.num_layers, base.channels, base.heads) == (12, 768, 32)
+    assert base.layers[0].ffn_channels == 768
+    assert 40e6 < sum(p.numel() for p in base.parameters()) < 60e6
+    with pytest.raises(ValueError, match="huge"):
+        MoleBlend.from_preset("huge")
+
+
+def test_overfit_spd_accuracy(real_smiles):
+    # Conformers break the symmetry of equivalent atoms (in 2D alone, the two meta
+    # carbons of a phenyl have identical states, so no head can tell their SPDs apart).
+    torch.manual_seed(0)
+    conformer = AddConformer(seed=0)
+    datas = [from_smiles(s) for s in real_smiles]
+    datas = [conformer(d) for d in datas if d.num_nodes <= 16][:50]
+    assert len(datas) == 50
+    model = MoleBlend(
+        num_layers=3,
+        channels=64,
+        heads=8,
+        num_kernels=16,
+        head_channels=16,
+        attn_dropout=0.0,
+        activation_dropout=0.0,
+        drop_path=0.0,
+        norm_first=True,
+        loss_weights={"spd": 1.0, "edge": 0.1, "3d": 0.1, "denoise": 0.1},
+    )
+    dense = model._dense(Batch.from_data_list(datas))
+    optim = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for _ in range(400):
+        optim.zero_grad()
+        loss, parts = model.pretrain_loss(dense, mode="2d+3d")
+        loss.backward()
+        optim.step()
+    _, parts = model.eval().pretrain_loss(dense, mode="2d+3d")
+    assert parts["spd_acc"] > 0.9
+
+
+def test_predictor_losses_and_standardisation():
+    model = _tiny()
+    batch = Batch.from_data_list([from_smiles("CCO"), from_smiles("CCN"), from_smiles("CCC")])
+    clf = MoleBlendPredictor(model, num_tasks=2)
+    batch.y = torch.tensor([[1.0, float("nan")], [0.0, 1.0], [float("nan"), float("nan")]])
+    out = clf(batch)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.stack([out[0, 0], out[1, 0], out[1, 1]]), torch.tensor([1.0, 0.0, 1.0])
+    )
+    assert clf.loss(batch, out).item() == pytest.approx(expected.item())
+    assert masked_bce_loss(out, torch.full_like(out, float("nan"))).item() == 0.0
+    reg = MoleBlendPredictor(model, num_tasks=1, task_type="regression").eval()
+    reg.fit_targets(torch.tensor([[1.0], [3.0], [float("nan")], [5.0]]))
+    assert reg.target_mean.item() == pytest.approx(3.0)
+    assert reg.target_std.item() == pytest.approx((8 / 3) ** 0.5)
+    batch.y = torch.tensor([[3.0], [5.0], [1.0]])
+    raw = reg(batch)
+    assert torch.allclose(reg.predict(batch), raw * reg.target_std + 3.0)
+    with pytest.raises(ValueError, match="blend"):
+        MoleBlendPredictor(model, 1, mode="blend")

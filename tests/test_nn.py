@@ -1,0 +1,218 @@
+import math
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from pyg_molblend import BlendedGraphTransformer
+from pyg_molblend.constants import SPD_PAD, SPD_UNREACHABLE
+from pyg_molblend.data import from_smiles, to_dense
+from pyg_molblend.nn import (
+    DIST,
+    EDGE,
+    SPD,
+    AtomEncoder,
+    DropPath,
+    EdgePathBias,
+    GaussianDistanceBias,
+    ModalityBlend,
+    PairHead,
+    SPDBias,
+)
+
+
+def test_spd_bias_by_hand():
+    enc = SPDBias(heads=2, max_distance=3)
+    with torch.no_grad():
+        enc.table.weight.copy_(torch.arange(12, dtype=torch.float).view(6, 2))
+        enc.table.weight[0] = 0.0  # the padding row
+    spd = torch.tensor([[[0, 1, 5], [SPD_UNREACHABLE, 2, SPD_PAD]]])
+    out = enc(spd)  # rows: pad 0, d=0 ->1, 1->2, 2->3, 3+->4, unreachable 5
+    assert out.shape == (1, 2, 2, 3)
+    assert out[0, 0].tolist() == [[2, 4, 8], [10, 6, 0]]
+    assert out[0, 1].tolist() == [[3, 5, 9], [11, 7, 0]]
+
+
+def test_edge_path_bias_by_hand():
+    dense = to_dense(Batch.from_data_list([from_smiles("C=CC")]))
+    enc = EdgePathBias(heads=1, max_hops=2)
+    with torch.no_grad():
+        enc.edge.table.weight.zero_()
+        enc.edge.table.weight[1:6, 0] = torch.tensor([3.0, 6.0, 9.0, 12.0, 15.0])  # bond type
+        enc.hop_weight.copy_(torch.tensor([[[1.0]], [[10.0]]]))
+    path = dense.path_edge[..., :2]
+    out = enc(path, dense.edge_attr, dense.spd)
+    # Bond types: C0=C1 double (row 2 -> 6), C1-C2 single (row 1 -> 3); the other two
+    # features embed to 0, so the mean over 3 features is 2 resp. 1.
+    assert out[0, 0, 0, 1].item() == pytest.approx(2.0)
+    assert out[0, 0, 1, 2].item() == pytest.approx(1.0)
+    # 0 -> 2: hop 1 double (2 * 1), hop 2 single (1 * 10), divided by distance 2.
+    assert out[0, 0, 0, 2].item() == pytest.approx((2.0 + 10.0) / 2)
+    assert out[0, 0, 1, 1].item() == 0.0
+
+
+def test_gaussian_basis_matches_formula_and_masks():
+    enc = GaussianDistanceBias(heads=4, channels=8, num_kernels=5)
+    dist = torch.tensor([[[0.0, 1.5], [1.5, 0.0]]])
+    z = torch.tensor([[5, 7]])
+    phi = enc.basis(dist, z)
+    mul = enc.mul.weight[5, 0] + enc.mul.weight[119 + 7, 0]
+    shift = enc.bias.weight[5, 0] + enc.bias.weight[119 + 7, 0]
+    x = mul * 1.5 + shift
+    std = enc.std.abs() + 0.01
+    expected = torch.exp(-0.5 * ((x - enc.mean) / std) ** 2) / (math.sqrt(2 * math.pi) * std)
+    assert torch.allclose(phi[0, 0, 1], expected)
+    mask = torch.tensor([[[True, False], [False, False]]])
+    bias, atom = enc(dist, z, mask)
+    assert bias.shape == (1, 4, 2, 2) and (bias[0, :, 0, 1] == 0).all()
+    assert torch.allclose(atom[0, 1], enc.atom_proj.bias)  # no real partner: phi sum is 0
+
+
+def test_gaussian_bias_is_rotation_and_translation_invariant():
+    from pyg_molblend.functional import pairwise_distance
+
+    pos = torch.randn(1, 6, 3)
+    q, _ = torch.linalg.qr(torch.randn(3, 3))
+    moved = pos @ q.T + torch.tensor([1.0, -2.0, 0.5])
+    enc = GaussianDistanceBias(heads=2, channels=4, num_kernels=8)
+    z = torch.randint(0, 10, (1, 6))
+    mask = torch.ones(1, 6, 6, dtype=torch.bool)
+    a, fa = enc(pairwise_distance(pos), z, mask)
+    b, fb = enc(pairwise_distance(moved), z, mask)
+    assert torch.allclose(a, b, atol=1e-4) and torch.allclose(fa, fb, atol=1e-4)
+
+
+def test_atom_encoder_rejects_out_of_vocabulary():
+    enc = AtomEncoder(4)
+    x = from_smiles("CCO").x.clone()
+    x[1, 2] = 12  # degree vocabulary has 12 entries (0..11)
+    with pytest.raises(ValueError, match="12"):
+        enc(x)
+
+
+def _relations(batch_size=3, n=7, heads=2, channels=4):
+    g = torch.Generator().manual_seed(1)
+    spd, edge, dist = (torch.randn(batch_size, heads, n, n, generator=g) for _ in range(3))
+    degree, atom = (torch.randn(batch_size, n, channels, generator=g) for _ in range(2))
+    mask = torch.ones(batch_size, n, dtype=torch.bool)
+    return spd, edge, dist, degree, atom, mask
+
+
+def test_blend_modes_combine_relations():
+    spd, edge, dist, degree, atom, mask = _relations()
+    has_pos = torch.tensor([True, True, False])
+    blend = ModalityBlend()
+    out = blend("2d+3d", spd, edge, dist, degree, atom, has_pos, mask)
+    assert torch.equal(out.bias[:2], (spd + edge + dist)[:2])
+    assert torch.equal(out.bias[2], (spd + edge)[2])  # no 3D: 2D relations, not zeros
+    assert out.fallback.tolist() == [False, False, True] and out.num_fallback == 1
+    assert torch.allclose(out.node[:2], (degree + 0.01 * atom)[:2])
+    two = blend("2d", spd, edge, None, degree, None, has_pos, mask)
+    assert torch.equal(two.bias, spd + edge) and two.num_fallback == 0
+    three = blend("3d", spd, edge, dist, degree, atom, has_pos, mask)
+    assert torch.equal(three.bias[:2], dist[:2]) and torch.equal(three.bias[2], (spd + edge)[2])
+    assert torch.allclose(three.node[0], 0.01 * atom[0]) and torch.equal(three.node[2], degree[2])
+    with pytest.raises(ValueError, match="mode"):
+        blend("4d", spd, edge, dist, degree, atom, has_pos, mask)
+
+
+def test_blend_takes_exactly_one_relation_per_pair():
+    spd, edge, dist, degree, atom, mask = _relations()
+    has_pos = torch.ones(3, dtype=torch.bool)
+    out = ModalityBlend()(
+        "blend",
+        spd,
+        edge,
+        dist,
+        degree,
+        atom,
+        has_pos,
+        mask,
+        generator=torch.Generator().manual_seed(0),
+    )
+    choice = out.pair_choice.unsqueeze(1).expand_as(spd)
+    expected = torch.where(choice == SPD, spd, torch.where(choice == EDGE, edge, dist))
+    assert torch.equal(out.bias, expected)
+    node_expected = torch.where(out.atom_3d.unsqueeze(-1), 0.01 * atom, degree)
+    assert torch.allclose(out.node, node_expected)
+
+
+def test_realised_blend_ratio_and_seed():
+    n = 64
+    spd, edge, dist, degree, atom, mask = _relations(batch_size=8, n=n)
+    has_pos = torch.ones(8, dtype=torch.bool)
+    blend = ModalityBlend(ratio=(1, 1, 8), atom_2d_prob=0.25)
+    a = blend(
+        "blend", spd, edge, dist, degree, atom, has_pos, mask, torch.Generator().manual_seed(5)
+    )
+    b = blend(
+        "blend", spd, edge, dist, degree, atom, has_pos, mask, torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(a.pair_choice, b.pair_choice) and torch.equal(a.atom_3d, b.atom_3d)
+    freq = torch.bincount(a.pair_choice.flatten(), minlength=3).float() / a.pair_choice.numel()
+    assert torch.allclose(freq, torch.tensor([0.1, 0.1, 0.8]), atol=0.01)
+    assert abs(a.atom_3d.float().mean().item() - 0.75) < 0.03
+    # Per molecule by default; the reference's one matrix per batch on request.
+    assert not torch.equal(a.pair_choice[0], a.pair_choice[1])
+    shared = ModalityBlend(per_molecule=False)(
+        "blend", spd, edge, dist, degree, atom, has_pos, mask
+    )
+    assert torch.equal(shared.pair_choice[0], shared.pair_choice[1])
+    assert DIST == 2
+
+
+def test_blend_ratio_validation():
+    with pytest.raises(ValueError, match="ratio"):
+        ModalityBlend(ratio=(1, -1, 2))
+    with pytest.raises(ValueError, match=r"1\.5"):
+        ModalityBlend(atom_2d_prob=1.5)
+
+
+def _naive_attention(layer, x, bias, mask):
+    b, n, c = x.shape
+    h = layer.heads
+    d = c // h
+    q = layer.q_proj(x).view(b, n, h, d).transpose(1, 2)
+    k = layer.k_proj(x).view(b, n, h, d).transpose(1, 2)
+    v = layer.v_proj(x).view(b, n, h, d).transpose(1, 2)
+    logits = q @ k.transpose(-1, -2) / math.sqrt(d) + bias
+    logits = logits.masked_fill(~mask.view(b, 1, 1, n), float("-inf"))
+    out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+    return layer.out_proj(out)
+
+
+def test_layer_matches_naive_attention_and_masks_padding():
+    layer = BlendedGraphTransformer(16, heads=4, ffn_channels=32).eval()
+    x = torch.randn(2, 5, 16)
+    bias = torch.randn(2, 4, 5, 5)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    out = layer(x, bias, mask)
+    ref = layer.attn_norm(x + _naive_attention(layer, x, bias, mask))
+    ref = layer.ffn_norm(ref + layer.feed_forward(ref)) * mask.unsqueeze(-1)
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.isfinite(out).all() and (out[1, 3:] == 0).all()
+    # An all-padding sample gives zeros, not NaN.
+    empty = layer(x, bias, torch.zeros(2, 5, dtype=torch.bool))
+    assert torch.isfinite(empty).all() and (empty == 0).all()
+    assert repr(layer) == "BlendedGraphTransformer(16, heads=4, ffn_channels=32, norm_first=False)"
+    with pytest.raises(ValueError, match="divide"):
+        BlendedGraphTransformer(10, heads=4)
+
+
+def test_drop_path_is_per_sample():
+    torch.manual_seed(3)
+    drop = DropPath(0.5).train()
+    out = drop(torch.ones(200, 4, 3))
+    per_sample = out.flatten(1)
+    assert ((per_sample == 0).all(1) | (per_sample == 2).all(1)).all()
+    assert 60 < int((per_sample[:, 0] == 0).sum()) < 140
+    assert torch.equal(drop.eval()(torch.ones(3, 2)), torch.ones(3, 2))
+
+
+def test_pair_head_equals_materialised_outer_product():
+    head = PairHead(channels=12, out_channels=5, hidden_channels=4)
+    x = torch.randn(2, 6, 12)
+    row, col = head.factors(x)
+    outer = (row.unsqueeze(2).unsqueeze(-1) * col.unsqueeze(1).unsqueeze(-2)).flatten(-2)
+    expected = head.head(outer)  # [B, N, N, 16] -> [B, N, N, 5], flat index 4 * a + b
+    assert torch.allclose(head(x), expected, atol=1e-5)
