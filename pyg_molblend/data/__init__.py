@@ -1,5 +1,14 @@
 """Featurization, dense batching and splits."""
 from pyg_molblend.data.dense import DenseMolBatch, to_dense
 from pyg_molblend.data.featurize import from_mol, from_smiles
+from pyg_molblend.data.split import index_split, random_split, scaffold_split
 
-__all__ = ["from_smiles", "from_mol", "to_dense", "DenseMolBatch"]
+__all__ = [
+    "DenseMolBatch",
+    "from_mol",
+    "from_smiles",
+    "index_split",
+    "random_split",
+    "scaffold_split",
+    "to_dense",
+]

@@ -58,7 +58,10 @@ def from_smiles(smiles: str, with_hydrogen: bool = False) -> Data:
         raise ValueError(f"Invalid SMILES string (RDKit cannot parse it): {smiles!r}")
     if mol.GetNumAtoms() == 0:
         raise ValueError(f"SMILES string has no atoms: {smiles!r}")
-    return from_mol(mol, smiles=smiles, with_hydrogen=with_hydrogen, keep_conformer=False)
+    if with_hydrogen:
+        with quiet_rdkit():
+            mol = Chem.AddHs(mol)
+    return _to_graph(mol, smiles)
 
 
 def from_mol(
@@ -74,7 +77,8 @@ def from_mol(
         smiles (str, optional): SMILES stored in ``data.smiles``; by default RDKit's
             canonical SMILES of :obj:`mol`.
         with_hydrogen (bool, optional): keep (or add) explicit hydrogens as nodes;
-            otherwise hydrogens are removed. (default: :obj:`False`)
+            otherwise every hydrogen atom is removed (also those RDKit's ``RemoveHs``
+            keeps for double-bond stereo). (default: :obj:`False`)
         keep_conformer (bool, optional): if :obj:`mol` carries a 3D conformer (an SDF
             with DFT geometry, say), store its coordinates in ``pos`` (Angstrom) with
             ``has_pos = True``. (default: :obj:`True`)
@@ -82,23 +86,30 @@ def from_mol(
     Raises:
         ValueError: if the molecule has no atoms.
     """
-    from ogb.utils.features import atom_to_feature_vector, bond_to_feature_vector
     from rdkit import Chem
 
     if mol is None:
         raise ValueError("Molecule is None (an unparsable SMILES or SDF record?)")
     if smiles is None:
         smiles = Chem.MolToSmiles(mol)
-    with quiet_rdkit():  # "not removing hydrogen atom without neighbors" for [H+]
-        mol = Chem.AddHs(mol, addCoords=True) if with_hydrogen else Chem.RemoveHs(mol)
-    num_atoms = mol.GetNumAtoms()
-    if num_atoms == 0:
-        raise ValueError(f"Molecule has no atoms: {smiles!r}")
+    with quiet_rdkit():
+        mol = Chem.AddHs(mol, addCoords=True) if with_hydrogen else Chem.RemoveAllHs(mol)
+    data = _to_graph(mol, smiles)
+    if keep_conformer and mol.GetNumConformers() > 0 and mol.GetConformer().Is3D():
+        data.pos = torch.tensor(mol.GetConformer().GetPositions(), dtype=torch.float)
+        data.has_pos = torch.tensor([True])
+    return data
 
+
+def _to_graph(mol: Any, smiles: str) -> Data:
+    """The OGB featurization of ``ogb.utils.smiles2graph``, atom and bond order kept."""
+    from ogb.utils.features import atom_to_feature_vector, bond_to_feature_vector
+
+    if mol.GetNumAtoms() == 0:
+        raise ValueError(f"Molecule has no atoms: {smiles!r}")
     x = torch.tensor(
         [atom_to_feature_vector(atom) for atom in mol.GetAtoms()], dtype=torch.long
     ).view(-1, NUM_ATOM_FEATURES)
-
     rows: list[int] = []
     feats: list[list[int]] = []
     for bond in mol.GetBonds():
@@ -108,10 +119,4 @@ def from_mol(
         feats += [feat, feat]
     edge_index = torch.tensor(rows, dtype=torch.long).view(-1, 2).t().contiguous()
     edge_attr = torch.tensor(feats, dtype=torch.long).view(-1, NUM_BOND_FEATURES)
-
-    data = Data(x=x, edge_index=edge_index, edge_attr=edge_attr, smiles=smiles)
-    if keep_conformer and mol.GetNumConformers() > 0 and mol.GetConformer().Is3D():
-        pos = torch.tensor(mol.GetConformer().GetPositions(), dtype=torch.float)
-        data.pos = pos
-        data.has_pos = torch.tensor([True])
-    return data
+    return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, smiles=smiles)

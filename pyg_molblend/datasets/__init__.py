@@ -1,0 +1,18 @@
+"""Molecular datasets: MoleculeNet, generic SMILES CSVs, OGB and QM9 (3D)."""
+from pyg_molblend.datasets.csv_dataset import TASK_TYPES, CSVDataset
+from pyg_molblend.datasets.molecule_net import MoleculeNet, default_dataset
+from pyg_molblend.datasets.ogb_dataset import evaluate_ogb, load_ogb
+from pyg_molblend.datasets.qm9 import HARTREE_TO_EV, QM9
+from pyg_molblend.datasets.utils import apply_transform
+
+__all__ = [
+    "HARTREE_TO_EV",
+    "QM9",
+    "TASK_TYPES",
+    "CSVDataset",
+    "MoleculeNet",
+    "apply_transform",
+    "default_dataset",
+    "evaluate_ogb",
+    "load_ogb",
+]

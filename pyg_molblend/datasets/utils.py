@@ -1,0 +1,66 @@
+"""Helpers shared by the dataset classes."""
+from __future__ import annotations
+
+import multiprocessing
+import numbers
+from collections.abc import Callable, Sequence
+
+from torch_geometric.data import Data
+from tqdm import tqdm
+
+__all__ = ["apply_transform"]
+
+#: Chunks handed to each worker per pass over the data, so that slow molecules
+#: (conformer embedding of a macrocycle, say) balance out between workers.
+_CHUNKS_PER_WORKER = 4
+
+
+def apply_transform(
+    data_list: Sequence[Data],
+    transform: Callable[[Data], Data],
+    num_workers: int = 0,
+    desc: str = "Transforming",
+    chunksize: int | None = None,
+) -> list[Data]:
+    r"""Applies :obj:`transform` to every graph, optionally in a process pool, with a
+    progress bar.
+
+    The datasets of this package run their ``pre_transform`` through this function, so an
+    expensive transform such as :class:`~pyg_molblend.transforms.AddConformer` runs once,
+    in parallel, and its results are cached on disk by
+    :class:`~torch_geometric.data.InMemoryDataset`. The output order is the input order,
+    and the result does not depend on :obj:`num_workers` for a deterministic (seeded)
+    transform.
+
+    With :obj:`num_workers` > 0 the transform and the graphs are pickled to a
+    :class:`multiprocessing.Pool` (``pool.imap``), so the transform must be picklable
+    (the transforms of :mod:`pyg_molblend.transforms` are); counters a transform keeps on
+    itself (``AddConformer.num_failures``) are then updated in the workers, not in the
+    caller's object. On platforms that start workers with ``"spawn"`` (macOS, Windows),
+    the calling script needs the usual ``if __name__ == "__main__":`` guard.
+
+    Args:
+        data_list (Sequence[Data]): the graphs.
+        transform (Callable[[Data], Data]): the transform, applied to each graph.
+        num_workers (int, optional): worker processes; :obj:`0` runs in this process.
+            (default: :obj:`0`)
+        desc (str, optional): progress-bar label. (default: :obj:`"Transforming"`)
+        chunksize (int, optional): graphs sent to a worker at a time; by default
+            ``len(data_list) // (4 * num_workers)`` (at least 1).
+
+    Returns:
+        The transformed graphs, in input order.
+
+    Raises:
+        ValueError: if :obj:`num_workers` is negative or not an integer.
+    """
+    integral = isinstance(num_workers, numbers.Integral) and not isinstance(num_workers, bool)
+    if not integral or num_workers < 0:
+        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+    if num_workers == 0:
+        return [transform(data) for data in tqdm(data_list, desc=desc)]
+    if chunksize is None:
+        chunksize = max(1, len(data_list) // (_CHUNKS_PER_WORKER * num_workers))
+    with multiprocessing.Pool(num_workers) as pool:
+        results = pool.imap(transform, data_list, chunksize=chunksize)
+        return list(tqdm(results, total=len(data_list), desc=desc))
