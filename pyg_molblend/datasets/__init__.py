@@ -3,6 +3,7 @@ from pyg_molblend.datasets.csv_dataset import TASK_TYPES, CSVDataset
 from pyg_molblend.datasets.molecule_net import MoleculeNet, default_dataset
 from pyg_molblend.datasets.ogb_dataset import evaluate_ogb, load_ogb
 from pyg_molblend.datasets.qm9 import HARTREE_TO_EV, QM9
+from pyg_molblend.datasets.smiles import SmilesDataset, featurize_smiles, read_smiles_file
 from pyg_molblend.datasets.utils import apply_transform
 
 __all__ = [
@@ -11,8 +12,11 @@ __all__ = [
     "TASK_TYPES",
     "CSVDataset",
     "MoleculeNet",
+    "SmilesDataset",
     "apply_transform",
     "default_dataset",
     "evaluate_ogb",
+    "featurize_smiles",
     "load_ogb",
+    "read_smiles_file",
 ]

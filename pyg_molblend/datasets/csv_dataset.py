@@ -29,7 +29,7 @@ Transform = Callable[[Data], Data]
 Filter = Callable[[Data], bool]
 
 
-def read_csv_table(path: str) -> pd.DataFrame:
+def read_csv_table(path: str, sep: str = ",") -> pd.DataFrame:
     """Reads a CSV file (optionally compressed) as strings.
 
     Quoted fields, CRLF line endings and blank lines are handled by pandas; every field
@@ -38,7 +38,7 @@ def read_csv_table(path: str) -> pd.DataFrame:
     """
     import pandas as pd
 
-    return pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
 
 
 def parse_targets(table: pd.DataFrame, columns: Sequence[str], task_type: str) -> torch.Tensor:

@@ -185,6 +185,7 @@ class MoleBlend(nn.Module):
         self.edge_bias = EdgePathBias(heads, max_hops)
         self.dist_bias = GaussianDistanceBias(heads, channels, num_kernels)
         self.blend = blend or ModalityBlend()
+        self.config["blend"] = self.blend.config()
         self.graph_token = nn.Parameter(torch.empty(1, channels))
         self.virtual_distance = nn.Parameter(torch.empty(heads))
         self.embed_norm = nn.LayerNorm(channels)
@@ -213,6 +214,13 @@ class MoleBlend(nn.Module):
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **kwargs})
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MoleBlend:
+        """Rebuild a model from its :attr:`config` (as stored in checkpoints)."""
+        config = dict(config)
+        blend = config.pop("blend", None)
+        return cls(**config, blend=None if blend is None else ModalityBlend(**blend))
 
     def reset_parameters(self) -> None:
         """N(0, 0.02) linear and embedding weights (padding rows zero), zero biases, unit

@@ -3,6 +3,7 @@ r"""Modality blending (MoleBLEND eq. 1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -95,6 +96,15 @@ class ModalityBlend(nn.Module):
         self.atom_2d_prob = atom_2d_prob
         self.per_molecule = per_molecule
         self.merged_scale = merged_scale
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, to rebuild the module."""
+        return dict(
+            ratio=self.ratio,
+            atom_2d_prob=self.atom_2d_prob,
+            per_molecule=self.per_molecule,
+            merged_scale=self.merged_scale,
+        )
 
     def forward(
         self,

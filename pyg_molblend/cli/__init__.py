@@ -1,0 +1,159 @@
+"""The ``pyg-molblend`` command line: ``finetune``, ``pretrain``, ``evaluate``, ``embed``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pyg_molblend import __version__
+from pyg_molblend.models import PRESETS
+
+__all__ = ["build_parser", "main"]
+
+
+def _ratio(text: str) -> tuple[float, float, float]:
+    parts = [p for p in text.replace(":", ",").split(",") if p.strip()]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"blend ratio must be three numbers, got {text!r}"
+        ) from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"blend ratio must be three numbers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pyg_molblend.cli.labelled import add_data_arguments, default_checkpoint
+
+    parser = argparse.ArgumentParser(
+        prog="pyg-molblend", description="MoleBLEND molecular pretraining and fine-tuning"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ft = sub.add_parser("finetune", help="fine-tune and evaluate on a labelled dataset")
+    add_data_arguments(ft)
+    ft.add_argument(
+        "--mode",
+        default="2d",
+        choices=("2d", "3d", "2d+3d"),
+        help="relations the model sees; 3D modes generate RDKit conformers",
+    )
+    ft.add_argument(
+        "--checkpoint",
+        default=default_checkpoint(),
+        help="pretrained weights: a checkpoint path or 'pretrained' "
+        "(default: the shipped weights if present, else from scratch)",
+    )
+    ft.add_argument("--from-scratch", action="store_true", help="ignore --checkpoint")
+    ft.add_argument(
+        "--preset",
+        default="small",
+        choices=sorted(PRESETS),
+        help="model size when training from scratch (default: small)",
+    )
+    ft.add_argument("--epochs", type=int, default=30)
+    ft.add_argument("--batch-size", type=int, default=32)
+    ft.add_argument("--lr", type=float, default=3e-4)
+    ft.add_argument("--weight-decay", type=float, default=0.0)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--device", default="cpu")
+    ft.add_argument("--out", default="runs/finetune", help="output directory")
+
+    ev = sub.add_parser("evaluate", help="evaluate a fine-tuned model.pt on a dataset")
+    add_data_arguments(ev)
+    ev.set_defaults(split=None)
+    ev.add_argument("--checkpoint", required=True, help="model.pt written by finetune")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--out", default="runs/evaluate", help="output directory")
+
+    pt = sub.add_parser("pretrain", help="MoleBLEND pretraining on unlabelled SMILES")
+    pt.add_argument(
+        "--smiles",
+        nargs="+",
+        required=True,
+        help="SMILES files: CSV with a 'smiles' column, or .smi (optionally .gz)",
+    )
+    pt.add_argument("--root", default=None, help="cache of processed molecules (default: OUT/data)")
+    pt.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    pt.add_argument("--steps", type=int, default=1000)
+    pt.add_argument("--batch-size", type=int, default=64)
+    pt.add_argument("--lr", type=float, default=2e-4)
+    pt.add_argument("--warmup-steps", type=int, default=100)
+    pt.add_argument("--save-every", type=int, default=100)
+    pt.add_argument(
+        "--blend-ratio",
+        type=_ratio,
+        default=(2.0, 2.0, 6.0),
+        help="SPD:edge:3D ratio, e.g. 2:2:6 (default)",
+    )
+    pt.add_argument(
+        "--mode",
+        default="blend",
+        choices=("blend", "2d", "3d", "2d+3d"),
+        help="pretraining relations (default: blend; others for ablations)",
+    )
+    pt.add_argument(
+        "--no-conformers", action="store_true", help="skip RDKit conformers (2D-only pretraining)"
+    )
+    pt.add_argument("--max-molecules", type=int, default=None)
+    pt.add_argument("--skip-invalid", action="store_true")
+    pt.add_argument("--num-workers", type=int, default=0)
+    pt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--device", default="cpu")
+    pt.add_argument("--out", default="runs/pretrain")
+
+    em = sub.add_parser("embed", help="graph embeddings of SMILES as a .npy file")
+    em.add_argument(
+        "--checkpoint", required=True, help="pretrain or finetune checkpoint, or 'pretrained'"
+    )
+    em.add_argument("--smiles", required=True, help="CSV with a 'smiles' column or .smi")
+    em.add_argument("--out", required=True, help="output .npy file")
+    em.add_argument(
+        "--mode",
+        default=None,
+        choices=("2d", "3d", "2d+3d"),
+        help="default: the fine-tuned model's mode, else 2d",
+    )
+    em.add_argument("--batch-size", type=int, default=64)
+    em.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="write a NaN row for an invalid SMILES instead of failing",
+    )
+    em.add_argument("--device", default="cpu")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pyg_molblend.training.checkpoint import CheckpointError
+
+    try:
+        if args.command == "finetune":
+            from pyg_molblend.cli.labelled import run_finetune
+
+            if args.from_scratch:
+                args.checkpoint = None
+            run_finetune(args)
+        elif args.command == "evaluate":
+            from pyg_molblend.cli.labelled import run_evaluate
+
+            run_evaluate(args)
+        elif args.command == "pretrain":
+            from pyg_molblend.cli.pretrain import run_pretrain
+
+            run_pretrain(args)
+        else:
+            from pyg_molblend.cli.embed import run_embed
+
+            run_embed(args)
+    except (CheckpointError, ValueError) as error:
+        print(f"pyg-molblend {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0

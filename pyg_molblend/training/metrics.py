@@ -1,0 +1,54 @@
+"""Evaluation metrics of molecular property prediction."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["compute_metrics", "higher_is_better", "mae", "primary_metric", "rmse", "roc_auc"]
+
+
+def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """ROC-AUC per task over present labels (NaN = missing), averaged over the tasks that
+    have both classes (MoleculeNet / OGB convention); NaN if no task has both."""
+    from sklearn.metrics import roc_auc_score
+
+    y_true, y_score = np.asarray(y_true, float), np.asarray(y_score, float)
+    scores = []
+    for task in range(y_true.shape[1]):
+        valid = ~np.isnan(y_true[:, task])
+        labels = y_true[valid, task]
+        if labels.size and 0 < labels.sum() < labels.size:
+            scores.append(roc_auc_score(labels, y_score[valid, task]))
+    return float(np.mean(scores)) if scores else math.nan
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Root mean squared error over present targets (NaN = missing)."""
+    valid = ~np.isnan(y_true)
+    return (
+        float(np.sqrt(np.mean((y_true[valid] - y_pred[valid]) ** 2))) if valid.any() else math.nan
+    )
+
+
+def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean absolute error over present targets (NaN = missing)."""
+    valid = ~np.isnan(y_true)
+    return float(np.mean(np.abs(y_true[valid] - y_pred[valid]))) if valid.any() else math.nan
+
+
+def primary_metric(task_type: str) -> str:
+    """The model-selection metric: ``"roc_auc"`` or ``"rmse"``."""
+    return "roc_auc" if task_type == "classification" else "rmse"
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric == "roc_auc"
+
+
+def compute_metrics(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """All metrics of a task type: ROC-AUC, or RMSE and MAE."""
+    if task_type == "classification":
+        return {"roc_auc": roc_auc(y_true, y_pred)}
+    return {"rmse": rmse(y_true, y_pred), "mae": mae(y_true, y_pred)}

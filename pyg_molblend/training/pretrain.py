@@ -1,0 +1,256 @@
+"""MoleBLEND pretraining: resumable, single process or DDP (``torchrun``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
+from torch_geometric.data import Batch, Dataset
+from torch_geometric.loader import DataLoader
+from tqdm.auto import tqdm
+
+from pyg_molblend.models import MoleBlend
+from pyg_molblend.training.checkpoint import load_checkpoint, save_checkpoint
+from pyg_molblend.training.finetune import warmup_cosine
+
+__all__ = ["CHECKPOINT_NAME", "PretrainConfig", "pretrain"]
+
+#: File name of the rolling pretraining checkpoint inside the output directory.
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining settings (reference: Adam, clip 5, warm-up then cosine decay)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    clip_norm: float = 5.0
+    save_every: int = 100
+    seed: int = 0
+    mode: str = "blend"
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+class _PretrainStep(nn.Module):
+    """Routes :meth:`MoleBlend.pretrain_loss` through ``forward`` so that DDP's gradient
+    hooks see it."""
+
+    def __init__(self, model: MoleBlend, mode: str) -> None:
+        super().__init__()
+        self.model = model
+        self.mode = mode
+
+    def forward(self, batch: Batch, generator: torch.Generator) -> tuple[Tensor, dict]:
+        return self.model.pretrain_loss(batch, mode=self.mode, generator=generator)
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "blend": generator.get_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["blend"])
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def pretrain(
+    model: MoleBlend,
+    dataset: Dataset,
+    out: str | os.PathLike,
+    config: PretrainConfig,
+    resume: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Pretrain :obj:`model` on :obj:`dataset` for ``config.steps`` optimizer steps.
+
+    Every ``config.save_every`` steps and at the end, rank 0 writes
+    ``out/checkpoint.pt`` atomically with the model, optimizer, scheduler, position in
+    the data and every RNG state (each rank's), so a run killed at any moment and
+    restarted with :obj:`resume` continues exactly where the checkpoint was taken. Data
+    order comes from a :class:`~torch.utils.data.DistributedSampler` seeded per epoch,
+    so it is the same with or without a restart. Under ``torchrun`` (an initialised
+    process group) the model is wrapped in DDP and each rank reads its shard.
+
+    Returns:
+        A summary (steps, seconds, last losses).
+    """
+    rank, world = _world()
+    device = torch.device(config.device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed + rank)
+    random.seed(config.seed + rank)
+    np.random.seed(config.seed + rank)
+    model.to(device)
+    step_module: nn.Module = _PretrainStep(model, config.mode)
+    if world > 1:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(min(config.warmup_steps, config.steps), config.steps)
+    )
+    generator = torch.Generator(device=device).manual_seed(config.seed + 1000 * rank)
+    sampler = DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    batches_per_epoch = len(sampler) // config.batch_size
+    if batches_per_epoch == 0:
+        raise ValueError(
+            f"{len(dataset)} molecules over {world} process(es) do not fill one batch of "
+            f"{config.batch_size}"
+        )
+
+    step, epoch, position = 0, 0, 0
+    checkpoint_path = out / CHECKPOINT_NAME
+    if resume and checkpoint_path.exists():
+        payload = load_checkpoint(checkpoint_path, kind="pretrain")
+        if payload["world_size"] != world:
+            raise ValueError(
+                f"{checkpoint_path} was written by {payload['world_size']} processes, "
+                f"this run has {world}"
+            )
+        model.load_state_dict(payload["encoder_state"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        step, epoch, position = payload["step"], payload["epoch"], payload["position"]
+        _set_rng_state(payload["rng"][rank], generator)
+
+    log_path = out / "log.jsonl"
+    bar = tqdm(
+        total=config.steps, initial=step, desc="pretrain", disable=not config.progress or rank != 0
+    )
+    start = time.perf_counter()
+    last: dict[str, Any] = {}
+    model.train()
+    while step < config.steps:
+        sampler.set_epoch(epoch)
+        indices = list(sampler)[: batches_per_epoch * config.batch_size]
+        loader = DataLoader(
+            dataset[torch.tensor(indices[position * config.batch_size :], dtype=torch.long)],
+            batch_size=config.batch_size,
+            shuffle=False,
+            # Its own generator: iterating a DataLoader draws a base seed from the global
+            # RNG otherwise, which would shift dropout after a resume.
+            generator=torch.Generator(),
+        )
+        for batch in loader:
+            batch = batch.to(device)
+            optimizer.zero_grad()
+            loss, parts = step_module(batch, generator)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            position += 1
+            last = {
+                "step": step,
+                "loss": loss.item(),
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                **{k: (None if v is None else float(v)) for k, v in parts.items()},
+            }
+            if rank == 0:
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", spd_acc=last.get("spd_acc"))
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(last) + "\n")
+            if step % config.save_every == 0 or step == config.steps:
+                _save(
+                    checkpoint_path,
+                    model,
+                    optimizer,
+                    scheduler,
+                    step,
+                    epoch,
+                    position,
+                    generator,
+                    world,
+                    config,
+                    extra,
+                )
+            if step >= config.steps:
+                break
+        else:
+            epoch, position = epoch + 1, 0
+    bar.close()
+    return {"steps": step, "seconds": time.perf_counter() - start, "last": last}
+
+
+def _save(
+    path: Path,
+    model: MoleBlend,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    step: int,
+    epoch: int,
+    position: int,
+    generator: torch.Generator,
+    world: int,
+    config: PretrainConfig,
+    extra: dict[str, Any] | None,
+) -> None:
+    state = _rng_state(generator)
+    states = [state]
+    if world > 1:
+        states = [None] * world
+        dist.all_gather_object(states, state)
+    if _world()[0] == 0:
+        save_checkpoint(
+            path,
+            {
+                "kind": "pretrain",
+                "encoder_config": model.config,
+                "encoder_state": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "epoch": epoch,
+                "position": position,
+                "rng": states,
+                "world_size": world,
+                "config": asdict(config),
+                **(extra or {}),
+            },
+        )
+    if world > 1:
+        dist.barrier()
