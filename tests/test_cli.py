@@ -244,53 +244,19 @@ def test_pretrain_then_embed_and_finetune_from_it(tmp_path):
     smi = tmp_path / "in.smi"
     smi.write_text("CCO\nc1ccccc1\nnot_a_smiles\nCC(=O)O\n")
     emb = tmp_path / "e.npy"
-    assert (
-        main(
-            [
-                "embed",
-                "--checkpoint",
-                str(out / "checkpoint.pt"),
-                "--smiles",
-                str(smi),
-                "--out",
-                str(emb),
-            ]
+
+    def embed(*extra):
+        ckpt = str(out / "checkpoint.pt")
+        return main(
+            ["embed", "--checkpoint", ckpt, "--smiles", str(smi), "--out", str(emb), *extra]
         )
-        == 2
-    )
-    assert (
-        main(
-            [
-                "embed",
-                "--checkpoint",
-                str(out / "checkpoint.pt"),
-                "--smiles",
-                str(smi),
-                "--out",
-                str(emb),
-                "--skip-invalid",
-            ]
-        )
-        == 0
-    )
+
+    assert embed() == 2
+    assert embed("--skip-invalid") == 0
     first = np.load(emb)
     assert first.shape == (4, 128)
     assert np.isnan(first[2]).all() and np.isfinite(first[[0, 1, 3]]).all()
-    assert (
-        main(
-            [
-                "embed",
-                "--checkpoint",
-                str(out / "checkpoint.pt"),
-                "--smiles",
-                str(smi),
-                "--out",
-                str(emb),
-                "--skip-invalid",
-            ]
-        )
-        == 0
-    )
+    assert embed("--skip-invalid") == 0
     np.testing.assert_array_equal(np.load(emb), first)
 
     code, _ = _finetune(tmp_path, name="from_pre")

@@ -1,13 +1,15 @@
 """Train/validation/test splits: Bemis-Murcko scaffold, seeded random and user-given."""
+
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from pyg_molblend.data.featurize import quiet_rdkit
 
 __all__ = ["index_split", "random_split", "scaffold_split"]
 
@@ -40,17 +42,6 @@ def _as_split(train: Sequence[int], valid: Sequence[int], test: Sequence[int]) -
     return _sorted_tensor(train), _sorted_tensor(valid), _sorted_tensor(test)
 
 
-@contextmanager
-def _rdkit_log_disabled() -> Iterator[None]:
-    from rdkit import RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        yield
-    finally:
-        RDLogger.EnableLog("rdApp.*")
-
-
 def _scaffold(smiles: str, index: int, include_chirality: bool) -> str:
     """Bemis-Murcko scaffold SMILES (empty for acyclic molecules) of :obj:`smiles`.
 
@@ -63,15 +54,13 @@ def _scaffold(smiles: str, index: int, include_chirality: bool) -> str:
 
     if not isinstance(smiles, str) or not smiles.strip():
         raise ValueError(f"SMILES at index {index} is not a non-empty string: {smiles!r}")
-    with _rdkit_log_disabled():
+    with quiet_rdkit():
         mol = Chem.MolFromSmiles(smiles)
         if mol is not None:
             return MurckoScaffoldSmiles(mol=mol, includeChirality=include_chirality)
         mol = Chem.MolFromSmiles(smiles, sanitize=False)
         if mol is None:
-            raise ValueError(
-                f"Invalid SMILES at index {index} (RDKit cannot parse it): {smiles!r}"
-            )
+            raise ValueError(f"Invalid SMILES at index {index} (RDKit cannot parse it): {smiles!r}")
         try:
             flags = Chem.SanitizeFlags.SANITIZE_ALL ^ Chem.SanitizeFlags.SANITIZE_PROPERTIES
             Chem.SanitizeMol(mol, flags)
