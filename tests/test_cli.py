@@ -1,5 +1,7 @@
+import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -352,3 +354,37 @@ def test_torchrun_two_processes_gloo(tmp_path):
     payload = load_checkpoint(out / "checkpoint.pt")
     assert payload["world_size"] == 2 and payload["step"] == 2 and len(payload["rng"]) == 2
     assert (out / "log.jsonl").read_text().count("\n") == 2  # rank 0 logs alone
+
+
+def test_pretrain_on_qm9_geometries_and_smiles(tmp_path, capsys):
+    qm9 = tmp_path / "qm9"
+    (qm9 / "raw").mkdir(parents=True)
+    shutil.copy(DATA / "qm9_b3lyp_part01_head200.csv.gz", qm9 / "raw" / "qm9_part01.csv.gz")
+    out = tmp_path / "pre"
+    args = ["--qm9", str(qm9), "--qm9-max-molecules", "48", "--max-molecules", "16"]
+    assert main(_pretrain_args(out, 2, *args)) == 0
+    payload = load_checkpoint(out / "checkpoint.pt", kind="pretrain")
+    assert payload["data"]["sources"] == {"smiles": 16, "qm9": 48}
+    assert payload["data"]["molecules"] == 64 and payload["step"] == 2
+    assert "64 molecules (16 smiles, 48 qm9; 0 without 3D)" in capsys.readouterr().out
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(r["3d"] is not None and r["denoise"] is not None for r in log)
+
+    # QM9 alone, with its DFT coordinates, not RDKit's
+    from pyg_molblend.cli.pretrain import _qm9
+
+    alone = tmp_path / "alone"
+    cmd = ["pretrain", "--qm9", str(qm9), "--qm9-max-molecules", "32", "--steps", "1"]
+    assert main([*cmd, "--batch-size", "16", "--out", str(alone)]) == 0
+    dataset = _qm9(argparse.Namespace(qm9=str(qm9), qm9_max_molecules=32, num_workers=0))
+    assert bool(dataset._data.has_pos.all()) and dataset[5].pos.shape == (dataset[5].num_nodes, 3)
+
+    # no molecules, or 2D-only data with 3D molecules, or a root without tables: named errors
+    empty = tmp_path / "empty"
+    (empty / "raw").mkdir(parents=True)
+    assert main(["pretrain", "--out", str(tmp_path / "x")]) == 2
+    assert "--smiles FILE" in capsys.readouterr().err
+    assert main(["pretrain", "--qm9", str(empty), "--out", str(tmp_path / "x")]) == 2
+    assert "neither qm9pack tables" in capsys.readouterr().err
+    assert main(_pretrain_args(tmp_path / "y", 1, "--qm9", str(qm9), "--no-conformers")) == 2
+    assert "--mode 2d" in capsys.readouterr().err

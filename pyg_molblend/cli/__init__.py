@@ -75,8 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument(
         "--smiles",
         nargs="+",
-        required=True,
-        help="SMILES files: CSV with a 'smiles' column, or .smi (optionally .gz)",
+        default=[],
+        help="SMILES files: CSV with a 'smiles' column, or .smi (optionally .gz); "
+        "molecules get RDKit conformers",
+    )
+    pt.add_argument(
+        "--qm9",
+        metavar="ROOT",
+        help="a QM9 root whose raw/ holds qm9pack tables (qm9_*.csv[.gz]) or gdb9.sdf: "
+        "molecules with their DFT geometries",
+    )
+    pt.add_argument(
+        "--qm9-max-molecules",
+        type=int,
+        default=None,
+        help="use only the first QM9 molecules (in QM9 index order)",
     )
     pt.add_argument("--root", default=None, help="cache of processed molecules (default: OUT/data)")
     pt.add_argument("--preset", default="small", choices=sorted(PRESETS))
@@ -100,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument(
         "--no-conformers", action="store_true", help="skip RDKit conformers (2D-only pretraining)"
     )
-    pt.add_argument("--max-molecules", type=int, default=None)
+    pt.add_argument(
+        "--max-molecules", type=int, default=None, help="use only the first SMILES molecules"
+    )
     pt.add_argument("--skip-invalid", action="store_true")
     pt.add_argument("--num-workers", type=int, default=0)
     pt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

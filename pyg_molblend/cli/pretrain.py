@@ -10,15 +10,19 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch_geometric.transforms as T
+from torch_geometric.data import Dataset, InMemoryDataset
 
-from pyg_molblend.datasets import SmilesDataset
+from pyg_molblend.datasets import QM9, SmilesDataset, merge_datasets
 from pyg_molblend.models import MoleBlend
 from pyg_molblend.nn import ModalityBlend
 from pyg_molblend.training.finetune import seed_everything
 from pyg_molblend.training.pretrain import PretrainConfig, pretrain
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
-__all__ = ["run_pretrain"]
+__all__ = ["PRETRAIN_KEYS", "run_pretrain"]
+
+#: Fields every pretraining molecule keeps when several sources are merged.
+PRETRAIN_KEYS = ("x", "edge_index", "edge_attr", "smiles", "pos", "has_pos", "spd", "path_edge")
 
 
 def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
@@ -34,17 +38,13 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
     seed_everything(args.seed)  # before the model exists: its init must be reproducible
     try:
         out = Path(args.out)
-        root = args.root or str(out / "data")
-        steps: list[Any] = [AddShortestPath()]
-        if not args.no_conformers:
-            steps.append(AddConformer(seed=0))
-        # Rank 0 prepares the cache; the others wait and then read it.
+        # Rank 0 prepares the caches; the others wait and then read them.
         if rank == 0:
-            dataset = _dataset(args, root, T.Compose(steps))
+            dataset, sources = _corpus(args, out)
         if distributed:
             dist.barrier()
         if rank != 0:
-            dataset = _dataset(args, root, T.Compose(steps))
+            dataset, sources = _corpus(args, out)
         model = MoleBlend.from_preset(args.preset, blend=ModalityBlend(ratio=args.blend_ratio))
         config = PretrainConfig(
             steps=args.steps,
@@ -59,7 +59,9 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
         extra = {
             "data": {
                 "smiles": [str(p) for p in args.smiles],
+                "qm9": None if args.qm9 is None else str(args.qm9),
                 "molecules": len(dataset),
+                "sources": sources,
                 "conformers": not args.no_conformers,
                 "mode": args.mode,
             }
@@ -68,8 +70,9 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
             has_pos = dataset._data.has_pos if "has_pos" in dataset._data else None
             missing = 0 if has_pos is None else int((~has_pos).sum())
             world = dist.get_world_size() if distributed else 1
+            counts = ", ".join(f"{n} {name}" for name, n in sources.items())
             print(
-                f"pretraining on {len(dataset)} molecules ({missing} without conformer), "
+                f"pretraining on {len(dataset)} molecules ({counts}; {missing} without 3D), "
                 f"{args.steps} steps, preset {args.preset}, {world} process(es)"
             )
         summary = pretrain(model, dataset, out, config, resume=args.resume, extra=extra)
@@ -84,12 +87,53 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
             dist.destroy_process_group()
 
 
-def _dataset(args: argparse.Namespace, root: str, pre: T.Compose) -> SmilesDataset:
-    return SmilesDataset(
-        root,
-        args.smiles,
-        pre_transform=pre,
-        skip_invalid=args.skip_invalid,
-        max_molecules=args.max_molecules,
+def _corpus(args: argparse.Namespace, out: Path) -> tuple[Dataset, dict[str, int]]:
+    """The pretraining molecules: SMILES files (RDKit conformers unless
+    ``--no-conformers``) and/or QM9 with its DFT geometries, and their count per source."""
+    if not args.smiles and args.qm9 is None:
+        raise ValueError("pretrain needs molecules: --smiles FILE [FILE ...] and/or --qm9 ROOT")
+    if args.qm9 is not None and args.no_conformers:
+        raise ValueError(
+            "--no-conformers drops 3D, but --qm9 molecules carry DFT coordinates; "
+            "for 2D-only pretraining on the same molecules use --mode 2d"
+        )
+    root = Path(args.root or out / "data")
+    parts: dict[str, InMemoryDataset] = {}
+    if args.smiles:
+        steps: list[Any] = [AddShortestPath()]
+        if not args.no_conformers:
+            steps.append(AddConformer(seed=0))
+        parts["smiles"] = SmilesDataset(
+            str(root),
+            args.smiles,
+            pre_transform=T.Compose(steps),
+            skip_invalid=args.skip_invalid,
+            max_molecules=args.max_molecules,
+            num_workers=args.num_workers,
+        )
+    if args.qm9 is not None:
+        parts["qm9"] = _qm9(args)
+    sources = {name: len(part) for name, part in parts.items()}
+    if len(parts) == 1:
+        return next(iter(parts.values())), sources
+    return merge_datasets(list(parts.values()), PRETRAIN_KEYS), sources
+
+
+def _qm9(args: argparse.Namespace) -> QM9:
+    raw = Path(args.qm9) / "raw"
+    if (raw / "gdb9.sdf").is_file():
+        source = "sdf"
+    elif sorted(raw.glob("qm9_*.csv*")):
+        source = "qm9pack"
+    else:
+        raise ValueError(
+            f"--qm9 {args.qm9!r}: {str(raw)!r} holds neither qm9pack tables (qm9_*.csv[.gz]) "
+            "nor gdb9.sdf"
+        )
+    return QM9(
+        args.qm9,
+        source=source,
+        pre_transform=AddShortestPath(),
+        max_molecules=args.qm9_max_molecules,
         num_workers=args.num_workers,
     )

@@ -4,7 +4,7 @@ from pyg_molblend.datasets.molecule_net import MoleculeNet, default_dataset
 from pyg_molblend.datasets.ogb_dataset import evaluate_ogb, load_ogb
 from pyg_molblend.datasets.qm9 import HARTREE_TO_EV, QM9
 from pyg_molblend.datasets.smiles import SmilesDataset, featurize_smiles, read_smiles_file
-from pyg_molblend.datasets.utils import apply_transform
+from pyg_molblend.datasets.utils import apply_transform, merge_datasets
 
 __all__ = [
     "HARTREE_TO_EV",
@@ -18,5 +18,6 @@ __all__ = [
     "evaluate_ogb",
     "featurize_smiles",
     "load_ogb",
+    "merge_datasets",
     "read_smiles_file",
 ]

@@ -1,14 +1,15 @@
 """Helpers shared by the dataset classes."""
+
 from __future__ import annotations
 
 import multiprocessing
 import numbers
 from collections.abc import Callable, Sequence
 
-from torch_geometric.data import Data
+from torch_geometric.data import Data, InMemoryDataset
 from tqdm import tqdm
 
-__all__ = ["apply_transform"]
+__all__ = ["apply_transform", "merge_datasets"]
 
 #: Chunks handed to each worker per pass over the data, so that slow molecules
 #: (conformer embedding of a macrocycle, say) balance out between workers.
@@ -64,3 +65,33 @@ def apply_transform(
     with multiprocessing.Pool(num_workers) as pool:
         results = pool.imap(transform, data_list, chunksize=chunksize)
         return list(tqdm(results, total=len(data_list), desc=desc))
+
+
+class _MergedDataset(InMemoryDataset):
+    def __init__(self, data_list: list[Data]) -> None:
+        super().__init__()
+        self.data, self.slices = self.collate(data_list)
+
+
+def merge_datasets(datasets: Sequence[Sequence[Data]], keys: Sequence[str]) -> InMemoryDataset:
+    r"""One in-memory dataset holding every graph of :obj:`datasets`, in order, with the
+    fields :obj:`keys` only (a dataset's own fields, QM9's targets say, would not collate
+    with another's).
+
+    Raises:
+        ValueError: naming the dataset, graph and field if a graph lacks one of :obj:`keys`.
+    """
+    data_list = []
+    for number, dataset in enumerate(datasets):
+        for index in range(len(dataset)):
+            data = dataset[index]
+            missing = [key for key in keys if key not in data]
+            if missing:
+                raise ValueError(
+                    f"Graph {index} of dataset {number} ({type(dataset).__name__}) lacks "
+                    f"{missing}; every merged graph needs {list(keys)}"
+                )
+            data_list.append(Data(**{key: data[key] for key in keys}))
+    if not data_list:
+        raise ValueError("merge_datasets got no graphs")
+    return _MergedDataset(data_list)
