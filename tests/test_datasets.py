@@ -246,6 +246,25 @@ def test_apply_transform_workers_match_serial():
         apply_transform(data_list, AddConformer(), num_workers=-1)
 
 
+def test_apply_transform_workers_hold_no_file_descriptor_per_tensor():
+    # Tensors returned through a pool as they are keep one descriptor each in the parent
+    # (torch's shared-memory reduction): 400 graphs x 4 tensors overflow a limit of 256.
+    import resource
+
+    from pyg_molblend.transforms import AddShortestPath
+
+    data_list = [from_smiles(s) for s in SMILES * 80]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    try:
+        out = apply_transform(data_list, AddShortestPath(), num_workers=2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(out) == 400
+    for a, b in zip(out[:5], [AddShortestPath()(d.clone()) for d in data_list[:5]], strict=True):
+        assert torch.equal(a.spd, b.spd) and torch.equal(a.path_edge, b.path_edge)
+
+
 def test_dataset_pre_transform_with_workers(tmp_path):
     path = _write(
         tmp_path / "mols.csv", "smiles,y\n" + "".join(f"{s},{k}\n" for k, s in enumerate(SMILES))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import numbers
+import pickle
 from collections.abc import Callable, Sequence
 
 from torch_geometric.data import Data, InMemoryDataset
@@ -63,8 +64,25 @@ def apply_transform(
     if chunksize is None:
         chunksize = max(1, len(data_list) // (_CHUNKS_PER_WORKER * num_workers))
     with multiprocessing.Pool(num_workers) as pool:
-        results = pool.imap(transform, data_list, chunksize=chunksize)
-        return list(tqdm(results, total=len(data_list), desc=desc))
+        inputs = (pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL) for data in data_list)
+        results = pool.imap(_Pickled(transform), inputs, chunksize=chunksize)
+        return [pickle.loads(r) for r in tqdm(results, total=len(data_list), desc=desc)]
+
+
+class _Pickled:
+    """Runs the transform in a worker on a graph passed, and returned, as pickle bytes.
+
+    A tensor sent through a :class:`multiprocessing.Pool` as it is goes through torch's
+    shared-memory reduction, which holds a file descriptor per tensor until the other
+    side takes it: tens of thousands of graphs exhaust the descriptor limit ("Too many
+    open files"). Bytes hold none.
+    """
+
+    def __init__(self, transform: Callable[[Data], Data]) -> None:
+        self.transform = transform
+
+    def __call__(self, data: bytes) -> bytes:
+        return pickle.dumps(self.transform(pickle.loads(data)), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _MergedDataset(InMemoryDataset):
