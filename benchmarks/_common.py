@@ -108,5 +108,15 @@ def table(
     return "\n".join(lines)
 
 
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None
+) -> str:
+    """A GitHub-flavoured Markdown table; ``align`` as in :func:`table`."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    rule = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(str(c) for c in cells) + " |" for cells in (headers, rule, *rows)]
+    return "\n".join(lines)
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"

@@ -1,4 +1,5 @@
-"""From-scratch fine-tuning on MoleculeNet: MoleBLEND (``small``, 2D) against a GIN baseline.
+"""Fine-tuning on MoleculeNet: MoleBLEND (``small``, 2D) from scratch, and from pretrained
+weights given with ``--checkpoint``, against a GIN baseline.
 
 For every dataset, both models are trained in the same run on the same scaffold split,
 for the same number of epochs and with the same batch size, by the same loop
@@ -19,6 +20,8 @@ Usage::
 
     python benchmarks/moleculenet.py [--datasets bbbp esol ...] [--seeds 0 1 2]
                                      [--epochs N] [--json results.json] [--dry-run]
+                                     [--checkpoint pretrained]
+                                     [--checkpoint 2d=runs/p2d/checkpoint.pt]
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from pyg_molblend.cli.labelled import _usable
 from pyg_molblend.data import scaffold_split
 from pyg_molblend.datasets import MoleculeNet
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+from pyg_molblend.training.checkpoint import load_encoder
 from pyg_molblend.training.finetune import FinetuneConfig, finetune, seed_everything
 from pyg_molblend.training.metrics import higher_is_better, primary_metric
 from pyg_molblend.transforms import AddShortestPath
@@ -144,14 +148,27 @@ class GINPredictor(nn.Module):
 
 
 def build_model(name: str, num_tasks: int, task_type: str, args: argparse.Namespace) -> nn.Module:
+    if name == "gin":
+        return GINPredictor(num_tasks, task_type, dropout=args.gin_dropout)
     if name == "moleblend":
         encoder = MoleBlend.from_preset(args.preset, activation_dropout=0.0, drop_path=0.0)
-        return MoleBlendPredictor(encoder, num_tasks, task_type, mode="2d")
-    return GINPredictor(num_tasks, task_type, dropout=args.gin_dropout)
+    else:  # a pretrained encoder, exactly as `pyg-molblend finetune --checkpoint` loads it
+        encoder = load_encoder(args.checkpoints[name], activation_dropout=0.0, drop_path=0.0)
+    return MoleBlendPredictor(encoder, num_tasks, task_type, mode="2d")
 
 
 def model_lr(name: str, args: argparse.Namespace) -> float:
-    return args.lr if name == "moleblend" else args.gin_lr
+    return args.gin_lr if name == "gin" else args.lr
+
+
+def parse_checkpoint(text: str) -> tuple[str, str]:
+    """``NAME=PATH`` (or a bare ``PATH`` / ``pretrained``, named after itself)."""
+    name, sep, path = text.partition("=")
+    if not sep:
+        name, path = Path(text).stem if text != "pretrained" else "pretrained", text
+    if name in MODELS:
+        raise argparse.ArgumentTypeError(f"checkpoint name {name!r} is taken by a model")
+    return name, path
 
 
 def num_parameters(model: nn.Module) -> int:
@@ -342,6 +359,15 @@ def main() -> int:
     parser.add_argument("--max-atoms", type=int, default=256, help="larger molecules skipped")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument(
+        "--checkpoint",
+        action="append",
+        type=parse_checkpoint,
+        default=[],
+        metavar="NAME=PATH",
+        help="also fine-tune MoleBLEND from these pretrained weights (a path or 'pretrained'; "
+        "repeatable), with the from-scratch settings",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -353,6 +379,10 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the estimate and stop")
     args = parser.parse_args()
 
+    args.checkpoints = dict(args.checkpoint)
+    args.models = [*args.models, *args.checkpoints]
+    for name in args.checkpoints:
+        LABELS[name] = f"MoleBLEND {name}"
     if args.threads:
         torch.set_num_threads(args.threads)
     print(environment() + f", {torch.get_num_threads()} torch threads")
@@ -491,7 +521,8 @@ def main() -> int:
     for m in args.models:
         headers += [f"{LABELS[m]} valid", f"{LABELS[m]} test"]
     headers += [f"{LABELS[m]} s/ep" for m in args.models]
-    if len(args.models) == 2:
+    ratio = {"moleblend", "gin"} <= set(args.models)
+    if ratio:
         headers.append("time ratio")
     rows = []
     for name, entry in results.items():
@@ -508,7 +539,7 @@ def main() -> int:
             row += [mean_std([r["valid"] for r in runs]), mean_std([r["test"] for r in runs])]
             per_epoch[m] = float(np.mean([r["seconds_per_epoch"] for r in runs]))
         row += [f"{per_epoch[m]:.1f}" for m in args.models]
-        if len(args.models) == 2:
+        if ratio:
             row.append(f"{per_epoch['moleblend'] / per_epoch['gin']:.1f}x")
         rows.append(row)
     seeds_note = (
@@ -521,7 +552,7 @@ def main() -> int:
         table(
             headers,
             rows,
-            title=f"From-scratch fine-tuning, scaffold split, {args.epochs} epochs ({seeds_note})",
+            title=f"Fine-tuning, scaffold split, {args.epochs} epochs ({seeds_note})",
             align="llll" + "r" * (len(headers) - 4),
         )
     )
