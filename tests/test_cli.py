@@ -356,17 +356,18 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert (out / "log.jsonl").read_text().count("\n") == 2  # rank 0 logs alone
 
 
-def test_pretrain_on_qm9_geometries_and_smiles(tmp_path, capsys):
+def test_pretrain_on_qm9_sdf_geometries_and_smiles(tmp_path, capsys):
     qm9 = tmp_path / "qm9"
     (qm9 / "raw").mkdir(parents=True)
     shutil.copy(DATA / "qm9_b3lyp_part01_head200.csv.gz", qm9 / "raw" / "qm9_part01.csv.gz")
     out = tmp_path / "pre"
     args = ["--qm9", str(qm9), "--qm9-max-molecules", "48", "--max-molecules", "16"]
+    args += ["--sdf", str(DATA / "qm9_mini.sdf")]
     assert main(_pretrain_args(out, 2, *args)) == 0
     payload = load_checkpoint(out / "checkpoint.pt", kind="pretrain")
-    assert payload["data"]["sources"] == {"smiles": 16, "qm9": 48}
-    assert payload["data"]["molecules"] == 64 and payload["step"] == 2
-    assert "64 molecules (16 smiles, 48 qm9; 0 without 3D)" in capsys.readouterr().out
+    assert payload["data"]["sources"] == {"smiles": 16, "sdf": 16, "qm9": 48}
+    assert payload["data"]["molecules"] == 80 and payload["step"] == 2
+    assert "80 molecules (16 smiles, 16 sdf, 48 qm9; 0 without 3D)" in capsys.readouterr().out
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert all(r["3d"] is not None and r["denoise"] is not None for r in log)
 

@@ -23,7 +23,7 @@ from pyg_molblend.datasets import (
     evaluate_ogb,
     load_ogb,
 )
-from pyg_molblend.transforms import AddConformer
+from pyg_molblend.transforms import AddConformer, AddShortestPath
 
 DATA = Path(__file__).parent / "data"
 
@@ -251,8 +251,6 @@ def test_apply_transform_workers_hold_no_file_descriptor_per_tensor():
     # (torch's shared-memory reduction): 400 graphs x 4 tensors overflow a limit of 256.
     import resource
 
-    from pyg_molblend.transforms import AddShortestPath
-
     data_list = [from_smiles(s) for s in SMILES * 80]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
@@ -474,3 +472,35 @@ def test_load_ogb_errors(tmp_path):
     (tmp_path / "ogbg_molhiv").mkdir()
     with pytest.raises(FileNotFoundError, match=r"RELEASE_v1\.txt"):
         load_ogb("ogbg-molhiv", str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------ SDF
+
+
+def test_sdf_dataset_keeps_record_coordinates(tmp_path):
+    from rdkit import Chem
+
+    from pyg_molblend.datasets import SDFDataset
+
+    path = str(DATA / "qm9_mini.sdf")
+    dataset = SDFDataset(str(tmp_path / "sdf"), [path], pre_transform=AddShortestPath())
+    records = [Chem.RemoveAllHs(m) for m in Chem.SDMolSupplier(path, removeHs=False)]
+    assert len(dataset) == len(records) == 21 and dataset.skipped == []
+    for data, mol in zip(dataset, records, strict=True):
+        assert bool(data.has_pos.all()) and data.spd.numel() == data.num_nodes**2
+        expected = torch.tensor(mol.GetConformer().GetPositions(), dtype=torch.float)
+        torch.testing.assert_close(data.pos, expected)
+        assert data.smiles == Chem.MolToSmiles(mol) and "[H]" not in data.smiles
+    assert dataset[5].pos.shape == (dataset[5].num_nodes, 3)
+
+    # a record RDKit cannot read is named, or skipped and counted
+    good = Chem.MolToMolBlock(Chem.SDMolSupplier(path)[4])
+    broken = tmp_path / "broken.sdf"
+    bad = "junk\n  no atoms here\n\n  1  0  0  0  0  0  0  0  0  0999 V2000\nM  END\n"
+    broken.write_text(good + "$$$$\n" + bad + "$$$$\n" + good + "$$$$\n")
+    with pytest.raises(ValueError, match=r"Record 1 of .*broken\.sdf"):
+        SDFDataset(str(tmp_path / "b1"), [str(broken)])
+    with pytest.warns(UserWarning, match="Skipped 1 unreadable SDF records"):
+        skipping = SDFDataset(str(tmp_path / "b2"), [str(broken)], skip_invalid=True)
+    assert len(skipping) == 2 and skipping.skipped == [(1, f"{broken}:1")]
+    assert len(SDFDataset(str(tmp_path / "b3"), [path], max_molecules=3)) == 3

@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         "molecules get RDKit conformers",
     )
     pt.add_argument(
+        "--sdf",
+        nargs="+",
+        default=[],
+        help="SDF files (optionally .gz) whose records carry 3D coordinates (DFT geometries "
+        "such as PCQM4Mv2's); records without 3D get RDKit conformers",
+    )
+    pt.add_argument(
         "--qm9",
         metavar="ROOT",
         help="a QM9 root whose raw/ holds qm9pack tables (qm9_*.csv[.gz]) or gdb9.sdf: "
@@ -114,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-conformers", action="store_true", help="skip RDKit conformers (2D-only pretraining)"
     )
     pt.add_argument(
-        "--max-molecules", type=int, default=None, help="use only the first SMILES molecules"
+        "--max-molecules",
+        type=int,
+        default=None,
+        help="use only the first molecules of the --smiles files, and of the --sdf files",
     )
     pt.add_argument("--skip-invalid", action="store_true")
     pt.add_argument("--num-workers", type=int, default=0)

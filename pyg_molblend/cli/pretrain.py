@@ -1,4 +1,5 @@
-"""``pretrain``: MoleBLEND pretraining from SMILES files, resumable, DDP under torchrun."""
+"""``pretrain``: MoleBLEND pretraining from SMILES files, SDF files and QM9, resumable, DDP
+under torchrun."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch.distributed as dist
 import torch_geometric.transforms as T
 from torch_geometric.data import Dataset, InMemoryDataset
 
-from pyg_molblend.datasets import QM9, SmilesDataset, merge_datasets
+from pyg_molblend.datasets import QM9, SDFDataset, SmilesDataset, merge_datasets
 from pyg_molblend.models import MoleBlend
 from pyg_molblend.nn import ModalityBlend
 from pyg_molblend.training.finetune import seed_everything
@@ -59,6 +60,7 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
         extra = {
             "data": {
                 "smiles": [str(p) for p in args.smiles],
+                "sdf": [str(p) for p in args.sdf],
                 "qm9": None if args.qm9 is None else str(args.qm9),
                 "molecules": len(dataset),
                 "sources": sources,
@@ -90,27 +92,31 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
 def _corpus(args: argparse.Namespace, out: Path) -> tuple[Dataset, dict[str, int]]:
     """The pretraining molecules: SMILES files (RDKit conformers unless
     ``--no-conformers``) and/or QM9 with its DFT geometries, and their count per source."""
-    if not args.smiles and args.qm9 is None:
-        raise ValueError("pretrain needs molecules: --smiles FILE [FILE ...] and/or --qm9 ROOT")
-    if args.qm9 is not None and args.no_conformers:
+    if not args.smiles and not args.sdf and args.qm9 is None:
         raise ValueError(
-            "--no-conformers drops 3D, but --qm9 molecules carry DFT coordinates; "
+            "pretrain needs molecules: --smiles FILE [FILE ...], --sdf FILE [FILE ...] "
+            "and/or --qm9 ROOT"
+        )
+    if (args.qm9 is not None or args.sdf) and args.no_conformers:
+        raise ValueError(
+            "--no-conformers drops 3D, but --qm9 and --sdf molecules carry coordinates; "
             "for 2D-only pretraining on the same molecules use --mode 2d"
         )
     root = Path(args.root or out / "data")
+    steps: list[Any] = [AddShortestPath()]
+    if not args.no_conformers:
+        steps.append(AddConformer(seed=0))  # leaves molecules that have 3D alone
     parts: dict[str, InMemoryDataset] = {}
-    if args.smiles:
-        steps: list[Any] = [AddShortestPath()]
-        if not args.no_conformers:
-            steps.append(AddConformer(seed=0))
-        parts["smiles"] = SmilesDataset(
-            str(root),
-            args.smiles,
-            pre_transform=T.Compose(steps),
-            skip_invalid=args.skip_invalid,
-            max_molecules=args.max_molecules,
-            num_workers=args.num_workers,
-        )
+    for name, files, cls in (("smiles", args.smiles, SmilesDataset), ("sdf", args.sdf, SDFDataset)):
+        if files:
+            parts[name] = cls(
+                str(root),
+                files,
+                pre_transform=T.Compose(steps),
+                skip_invalid=args.skip_invalid,
+                max_molecules=args.max_molecules,
+                num_workers=args.num_workers,
+            )
     if args.qm9 is not None:
         parts["qm9"] = _qm9(args)
     sources = {name: len(part) for name, part in parts.items()}

@@ -75,7 +75,8 @@ def from_mol(
     Args:
         mol (rdkit.Chem.Mol): the molecule.
         smiles (str, optional): SMILES stored in ``data.smiles``; by default RDKit's
-            canonical SMILES of :obj:`mol`.
+            canonical SMILES of the featurized molecule (hydrogens removed unless
+            :obj:`with_hydrogen`).
         with_hydrogen (bool, optional): keep (or add) explicit hydrogens as nodes;
             otherwise every hydrogen atom is removed (also those RDKit's ``RemoveHs``
             keeps for double-bond stereo). (default: :obj:`False`)
@@ -90,10 +91,10 @@ def from_mol(
 
     if mol is None:
         raise ValueError("Molecule is None (an unparsable SMILES or SDF record?)")
-    if smiles is None:
-        smiles = Chem.MolToSmiles(mol)
     with quiet_rdkit():
         mol = Chem.AddHs(mol, addCoords=True) if with_hydrogen else Chem.RemoveAllHs(mol)
+    if smiles is None:  # of the graph's atoms: no explicit hydrogens unless they are nodes
+        smiles = Chem.MolToSmiles(mol)
     data = _to_graph(mol, smiles)
     if keep_conformer and mol.GetNumConformers() > 0 and mol.GetConformer().Is3D():
         data.pos = torch.tensor(mol.GetConformer().GetPositions(), dtype=torch.float)

@@ -1,9 +1,15 @@
 """Molecular datasets: MoleculeNet, generic SMILES CSVs, OGB and QM9 (3D)."""
+
 from pyg_molblend.datasets.csv_dataset import TASK_TYPES, CSVDataset
 from pyg_molblend.datasets.molecule_net import MoleculeNet, default_dataset
 from pyg_molblend.datasets.ogb_dataset import evaluate_ogb, load_ogb
 from pyg_molblend.datasets.qm9 import HARTREE_TO_EV, QM9
-from pyg_molblend.datasets.smiles import SmilesDataset, featurize_smiles, read_smiles_file
+from pyg_molblend.datasets.smiles import (
+    SDFDataset,
+    SmilesDataset,
+    featurize_smiles,
+    read_smiles_file,
+)
 from pyg_molblend.datasets.utils import apply_transform, merge_datasets
 
 __all__ = [
@@ -12,6 +18,7 @@ __all__ = [
     "TASK_TYPES",
     "CSVDataset",
     "MoleculeNet",
+    "SDFDataset",
     "SmilesDataset",
     "apply_transform",
     "default_dataset",

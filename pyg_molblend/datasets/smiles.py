@@ -1,4 +1,5 @@
-"""Unlabelled molecules from SMILES files (the pretraining corpus and ``embed`` input)."""
+"""Unlabelled molecules from SMILES or SDF files (the pretraining corpus and ``embed``
+input)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from collections.abc import Callable, Sequence
 
 from torch_geometric.data import Data, InMemoryDataset
 
-from pyg_molblend.data.featurize import from_smiles
+from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
 from pyg_molblend.datasets.csv_dataset import read_csv_table
 from pyg_molblend.datasets.utils import apply_transform
 
-__all__ = ["SmilesDataset", "featurize_smiles", "read_smiles_file"]
+__all__ = ["SDFDataset", "SmilesDataset", "featurize_smiles", "read_smiles_file"]
 
 
 def read_smiles_file(path: str | os.PathLike) -> list[str]:
@@ -66,13 +67,16 @@ def featurize_smiles(
             if not skip_invalid:
                 raise ValueError(f"Row {row} of {source}: {error}") from error
             skipped.append((row, text))
+    _warn_skipped(skipped, f"invalid SMILES of {source}")
+    return graphs, skipped
+
+
+def _warn_skipped(skipped: list[tuple[int, str]], what: str) -> None:
     if skipped:
         warnings.warn(
-            f"Skipped {len(skipped)} invalid SMILES of {source} (first: row {skipped[0][0]}, "
-            f"{skipped[0][1]!r})",
-            stacklevel=2,
+            f"Skipped {len(skipped)} {what} (first: row {skipped[0][0]}, {skipped[0][1]!r})",
+            stacklevel=3,
         )
-    return graphs, skipped
 
 
 class SmilesDataset(InMemoryDataset):
@@ -122,12 +126,15 @@ class SmilesDataset(InMemoryDataset):
     def raw_file_names(self) -> list[str]:
         return []
 
+    #: Prefix of the processed file names.
+    _kind = "smiles"
+
     @property
     def processed_file_names(self) -> list[str]:
         stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in self.paths]
         options = [stats, self.skip_invalid, self.max_molecules, repr(self.pre_transform)]
         key = hashlib.sha1(json.dumps(options, default=str).encode()).hexdigest()[:12]
-        return [f"smiles_{key}.pt", f"smiles_{key}.json"]
+        return [f"{self._kind}_{key}.pt", f"{self._kind}_{key}.json"]
 
     def download(self) -> None:
         return None
@@ -136,13 +143,17 @@ class SmilesDataset(InMemoryDataset):
     def smiles(self) -> list[str]:
         return list(self._data.smiles)
 
-    def process(self) -> None:
+    def _read(self) -> tuple[list[Data], list[tuple[int, str]]]:
+        """The graphs of the files and the ``(row, text)`` of the molecules skipped."""
         smiles: list[str] = []
         for path in self.paths:
             smiles += read_smiles_file(path)
         if self.max_molecules is not None:
             smiles = smiles[: self.max_molecules]
-        graphs, skipped = featurize_smiles(smiles, self.skip_invalid, source="the SMILES files")
+        return featurize_smiles(smiles, self.skip_invalid, source="the SMILES files")
+
+    def process(self) -> None:
+        graphs, skipped = self._read()
         if not graphs:
             raise ValueError(f"No valid molecule in {self.paths}")
         if self.pre_transform is not None:
@@ -150,3 +161,48 @@ class SmilesDataset(InMemoryDataset):
         self.save(graphs, self.processed_paths[0])
         with open(self.processed_paths[1], "w") as f:
             json.dump({"skipped": skipped}, f)
+
+
+class SDFDataset(SmilesDataset):
+    r"""Unlabelled molecules read from SDF files (optionally ``.gz``), with the 3D
+    coordinates of their records: the input of pretraining on DFT geometries such as
+    PCQM4Mv2's ``pcqm4m-v2-train.sdf``. Each record is featurized with
+    :func:`~pyg_molblend.data.from_mol` (hydrogens removed, heavy-atom coordinates kept as
+    ``pos`` with ``has_pos = True`` when the record is 3D), then ``pre_transform`` runs
+    and the result is cached as in :class:`SmilesDataset`, whose arguments it takes. A
+    record without 3D coordinates gets none (an
+    :class:`~pyg_molblend.transforms.AddConformer` pre-transform embeds it).
+
+    Rows in :attr:`skipped` count records over all files in order; the text is
+    ``"<file>:<record>"``.
+
+    Raises:
+        ValueError: naming the file and record of the first record RDKit cannot read,
+            unless :obj:`skip_invalid` (then one warning gives the count).
+    """
+
+    _kind = "sdf"
+
+    def _read(self) -> tuple[list[Data], list[tuple[int, str]]]:
+        from rdkit import Chem
+
+        graphs: list[Data] = []
+        skipped: list[tuple[int, str]] = []
+        row = 0
+        for path in self.paths:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rb") as f, quiet_rdkit():
+                for record, mol in enumerate(Chem.ForwardSDMolSupplier(f, removeHs=False)):
+                    if self.max_molecules is not None and row >= self.max_molecules:
+                        break
+                    try:
+                        graphs.append(from_mol(mol))
+                    except ValueError as error:
+                        if not self.skip_invalid:
+                            raise ValueError(
+                                f"Record {record} of {path!r} cannot be read: {error}"
+                            ) from error
+                        skipped.append((row, f"{path}:{record}"))
+                    row += 1
+        _warn_skipped(skipped, "unreadable SDF records")
+        return graphs, skipped
