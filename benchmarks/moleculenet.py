@@ -357,7 +357,13 @@ def main() -> int:
     parser.add_argument("--gin-dropout", type=float, default=0.5)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--max-atoms", type=int, default=256, help="larger molecules skipped")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=list(MODELS),
+        choices=MODELS,
+        help="built-in models (none: only the --checkpoint ones)",
+    )
     parser.add_argument(
         "--checkpoint",
         action="append",
@@ -381,6 +387,8 @@ def main() -> int:
 
     args.checkpoints = dict(args.checkpoint)
     args.models = [*args.models, *args.checkpoints]
+    if not args.models:
+        raise SystemExit("nothing to train: give --models and/or --checkpoint")
     for name in args.checkpoints:
         LABELS[name] = f"MoleBLEND {name}"
     if args.threads:

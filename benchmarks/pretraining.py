@@ -71,6 +71,11 @@ RESULTS = REPO / "benchmarks" / "results"
 SHIPPED = REPO / "pyg_molblend" / "resources" / "pretrained_small.pt"
 LOWDATA_DATASETS = ("bbbp", "esol", "freesolv", "sider", "tox21")
 LOWDATA_SIZES = (100, 250, 500)
+#: Checkpoint names of ``moleculenet.py --checkpoint NAME=PATH`` in the ablation table
+#: (input relations of pretraining, equal budget) and the blend-ratio table.
+COMPARISON = ["moleblend", "pretrained", "gin"]
+ABLATION = ["moleblend", "blend-2:2:6", "2d-only", "3d-only"]
+RATIO_SWEEP = ["blend-4:4:2", "blend-3:3:4", "blend-2:2:6", "blend-1:1:8"]
 
 
 # ----------------------------------------------------------------------- checkpoints
@@ -317,6 +322,15 @@ def run_ship(args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------- report
 
 
+def _glob(results: Path, pattern: str) -> list[Path]:
+    """Files matching a pattern with one optional ``{a,b}`` alternation, sorted."""
+    head, brace, rest = pattern.partition("{")
+    if not brace:
+        return sorted(results.glob(pattern))
+    options, _, tail = rest.partition("}")
+    return sorted({p for o in options.split(",") for p in results.glob(head + o + tail)})
+
+
 def _load(results: Path, name: str) -> dict[str, Any] | None:
     path = results / name
     return json.loads(path.read_text()) if path.exists() else None
@@ -354,10 +368,33 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def report_moleculenet(data: dict[str, Any], plots: Path, stem: str) -> list[str]:
+def merge_moleculenet(datas: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``moleculenet.py`` result from several runs of it with the same protocol
+    (epochs, batch size, seeds, splits): scratch + GIN in one run and a checkpoint in
+    another, or one dataset per process."""
+    merged = json.loads(json.dumps(datas[0]))
+    for other in datas[1:]:
+        for key in ("epochs", "batch_size", "seeds", "lr"):
+            if other["args"][key] != merged["args"][key]:
+                raise SystemExit(f"cannot merge runs with different {key}")
+        for name, entry in other["results"].items():
+            if name not in merged["results"]:
+                merged["results"][name] = entry
+                continue
+            if entry["sizes"] != merged["results"][name]["sizes"]:
+                raise SystemExit(f"{name}: the runs used different splits")
+            merged["results"][name]["runs"].update(entry["runs"])
+        merged["seconds"] += other["seconds"]
+    return merged
+
+
+def report_moleculenet(
+    data: dict[str, Any], plots: Path, stem: str, models: list[str] | None = None
+) -> list[str]:
     lines = []
     results = data["results"]
-    models = list(next(iter(results.values()))["runs"])
+    available = list(dict.fromkeys(m for entry in results.values() for m in entry["runs"]))
+    models = [m for m in models or available if m in available]
     labels = {"moleblend": "MoleBLEND scratch", "gin": "GIN"}
     headers = ["dataset", "metric", "train/valid/test"]
     headers += [labels.get(m, f"MoleBLEND {m}") for m in models]
@@ -371,18 +408,18 @@ def report_moleculenet(data: dict[str, Any], plots: Path, stem: str) -> list[str
             "/".join(str(v) for v in entry["sizes"].values()),
         ]
         for m in models:
-            tests = [r["test"] for r in entry["runs"][m]]
-            row.append(mean_std(tests, 3))
+            tests = [r["test"] for r in entry["runs"].get(m, [])]
+            row.append(mean_std(tests, 3) if tests else "not run")
             series[labels.get(m, f"MoleBLEND {m}")].append(_stats(tests))
         rows.append(row)
         groups.append(f"{name}\n({entry['metric']})")
-    seeds = len(next(iter(results.values()))["runs"][models[0]])
+    seeds = len(data["args"]["seeds"])
     lines.append(markdown_table(headers, rows, align="lll" + "r" * len(models)).rstrip())
     args = data["args"]
     lines.append(
         f"\n{seeds} seeds (mean ± sample std), {args['epochs']} epochs, batch "
         f"{args['batch_size']}, MoleBLEND lr {args['lr']}, GIN lr {args['gin_lr']}; "
-        f"{data['environment']}; {data['seconds'] / 60:.0f} min."
+        f"{data['seconds'] / 60:.0f} min of training on one core."
     )
     _plot_bars(plots / f"{stem}.png", "Test metric (scaffold split)", groups, series, "test")
     lines.append(f"\n![{stem}](plots/{stem}.png)")
@@ -498,10 +535,15 @@ def run_report(args: argparse.Namespace) -> dict[str, Any]:
     plots = results.parent / "plots"
     plots.mkdir(exist_ok=True)
     sections: dict[str, list[str]] = {}
-    for stem in ("moleculenet_pretrained", "moleculenet_ablation", "moleculenet_ratio"):
-        data = _load(results, f"{stem}.json")
-        if data is not None:
-            sections[stem] = report_moleculenet(data, plots, stem)
+    # each section: the moleculenet.py JSON files merged into its table
+    for stem, pattern, models in (
+        ("moleculenet_pretrained", "moleculenet_{scratch_gin,pretrained}*.json", COMPARISON),
+        ("moleculenet_ablation", "moleculenet_ablation*.json", ABLATION),
+        ("moleculenet_ratio", "moleculenet_ablation*.json", RATIO_SWEEP),
+    ):
+        datas = [json.loads(p.read_text()) for p in _glob(results, pattern)]
+        if datas:
+            sections[stem] = report_moleculenet(merge_moleculenet(datas), plots, stem, models)
     data = _load(results, "lowdata.json")
     if data is not None:
         sections["lowdata"] = report_lowdata(data, plots)
