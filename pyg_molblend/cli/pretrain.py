@@ -90,8 +90,9 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _corpus(args: argparse.Namespace, out: Path) -> tuple[Dataset, dict[str, int]]:
-    """The pretraining molecules: SMILES files (RDKit conformers unless
-    ``--no-conformers``) and/or QM9 with its DFT geometries, and their count per source."""
+    """The pretraining molecules, and their count per source: SMILES files (RDKit
+    conformers unless ``--no-conformers``), SDF files (their records' coordinates) and
+    QM9 (its DFT geometries)."""
     if not args.smiles and not args.sdf and args.qm9 is None:
         raise ValueError(
             "pretrain needs molecules: --smiles FILE [FILE ...], --sdf FILE [FILE ...] "

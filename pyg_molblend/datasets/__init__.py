@@ -1,4 +1,5 @@
-"""Molecular datasets: MoleculeNet, generic SMILES CSVs, OGB and QM9 (3D)."""
+"""Molecular datasets: MoleculeNet, generic SMILES CSVs, OGB, QM9 (3D), unlabelled SMILES
+and SDF files."""
 
 from pyg_molblend.datasets.csv_dataset import TASK_TYPES, CSVDataset
 from pyg_molblend.datasets.molecule_net import MoleculeNet, default_dataset
