@@ -62,6 +62,7 @@ from pyg_molblend import __version__
 from pyg_molblend.cli.embed import embed_smiles
 from pyg_molblend.cli.labelled import _usable
 from pyg_molblend.data import random_split
+from pyg_molblend.data.featurize import quiet_rdkit
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
 from pyg_molblend.training.checkpoint import load_checkpoint, load_encoder, save_checkpoint
 from pyg_molblend.training.finetune import FinetuneConfig, finetune, seed_everything
@@ -118,7 +119,8 @@ def ecfp4(smiles: list[str]) -> np.ndarray:
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
     rows = np.zeros((len(smiles), 2048), dtype=np.float32)
     for i, s in enumerate(smiles):
-        mol = Chem.MolFromSmiles(s)
+        with quiet_rdkit():
+            mol = Chem.MolFromSmiles(s)
         if mol is None:  # the datasets hold only parsable SMILES; never silently zero
             raise ValueError(f"ECFP4: RDKit cannot parse {s!r}")
         rows[i] = generator.GetFingerprintAsNumPy(mol)
