@@ -514,9 +514,10 @@ def plot_pretraining(log: Path, out: Path) -> None:
 
     def smooth(key: str) -> np.ndarray:
         values = np.array([np.nan if r.get(key) is None else r[key] for r in records], float)
-        kernel = np.ones(window) / window
-        return np.convolve(np.nan_to_num(values), kernel, mode="same")
+        kernel = np.ones(window) / window  # trailing mean: no edge effects
+        return np.convolve(np.nan_to_num(values), kernel, mode="valid")
 
+    steps = steps[window - 1 :]
     for key in ("spd", "edge", "3d", "denoise"):
         axes[0].plot(steps, smooth(key), label=key)
     axes[0].set_title("pretraining losses", fontsize=10)
@@ -530,6 +531,35 @@ def plot_pretraining(log: Path, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def report_pretraining(log: Path) -> list[str]:
+    """The shipped checkpoint's provenance and the losses at the start and the end of its
+    run (means over the first and last 5% of the logged steps)."""
+    payload = load_checkpoint("pretrained", kind="pretrain")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    span = max(1, len(records) // 20)
+    keys = ("loss", "spd", "edge", "3d", "denoise", "spd_acc", "edge_acc")
+
+    def mean(rows: list[dict[str, Any]], key: str) -> str:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return f"{np.mean(values):.3f}" if values else "n/a"
+
+    rows = [
+        ["first steps", *[mean(records[:span], k) for k in keys]],
+        ["last steps", *[mean(records[-span:], k) for k in keys]],
+    ]
+    config, data = payload["config"], payload["data"]
+    sources = ", ".join(f"{n:,} {name}" for name, n in data["sources"].items())
+    return [
+        f"Shipped checkpoint: step {payload['step']} of {config['steps']}, batch "
+        f"{config['batch_size']}, lr {config['lr']} (warm-up {config['warmup_steps']}, cosine), "
+        f"mode `{config['mode']}`, blend ratio "
+        f"{':'.join(f'{r:g}' for r in payload['encoder_config']['blend']['ratio'])}, "
+        f"{data['molecules']:,} molecules ({sources}), pyg-molblend {payload['version']}.\n",
+        markdown_table(["", *keys], rows),
+        "\n![pretraining](plots/pretraining.png)",
+    ]
 
 
 def run_report(args: argparse.Namespace) -> dict[str, Any]:
@@ -555,11 +585,29 @@ def run_report(args: argparse.Namespace) -> dict[str, Any]:
     log = results / "pretrain_blend_log.jsonl"
     if log.exists():
         plot_pretraining(log, plots / "pretraining.png")
+        sections["pretraining"] = report_pretraining(log)
     for key, lines in sections.items():
         out = results / f"{key}.md"
         out.write_text("\n".join(lines) + "\n")
         print(f"wrote {out}")
+    document = Path(args.document)
+    if document.exists():
+        text = document.read_text()
+        for key, lines in sections.items():
+            text = fill_section(text, key, "\n".join(lines))
+        document.write_text(text)
+        print(f"updated the generated sections of {document}")
     return {}
+
+
+def fill_section(text: str, key: str, body: str) -> str:
+    """Replaces what stands between ``<!-- begin KEY -->`` and ``<!-- end KEY -->``."""
+    begin, end = f"<!-- begin {key} -->", f"<!-- end {key} -->"
+    if begin not in text or end not in text:
+        return text
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
 
 
 # ----------------------------------------------------------------------- main
@@ -600,6 +648,11 @@ def main() -> int:
     ship.add_argument("--out", default=str(SHIPPED))
     rep = sub.add_parser("report")
     rep.add_argument("--results", default=str(RESULTS))
+    rep.add_argument(
+        "--document",
+        default=str(REPO / "benchmarks" / "RESULTS.md"),
+        help="Markdown file whose '<!-- begin KEY -->...<!-- end KEY -->' sections are rewritten",
+    )
     args = parser.parse_args()
 
     if getattr(args, "threads", None):
