@@ -162,10 +162,10 @@ def model_lr(name: str, args: argparse.Namespace) -> float:
 
 
 def parse_checkpoint(text: str) -> tuple[str, str]:
-    """``NAME=PATH`` (or a bare ``PATH`` / ``pretrained``, named after itself)."""
+    """``NAME=PATH``, or a bare ``PATH`` (or ``pretrained``) named after its stem."""
     name, sep, path = text.partition("=")
     if not sep:
-        name, path = Path(text).stem if text != "pretrained" else "pretrained", text
+        name, path = Path(text).stem, text
     if name in MODELS:
         raise argparse.ArgumentTypeError(f"checkpoint name {name!r} is taken by a model")
     return name, path

@@ -53,6 +53,7 @@ from _common import REPO, environment, markdown_table
 from moleculenet import (
     DEFAULT_RAW_DIR,
     mean_std,
+    parse_checkpoint,
     prepare_dataset,
     scaffold_positions,
     single_thread,
@@ -98,15 +99,6 @@ def resolve(name: str, path: str, workdir: Path) -> str:
     if path == "random":
         return str(random_checkpoint(workdir / "random.pt"))
     return path
-
-
-def parse_named(text: str) -> tuple[str, str]:
-    name, sep, path = text.partition("=")
-    return (
-        (name, path)
-        if sep
-        else (text if text in ("pretrained", "random") else Path(text).stem, text)
-    )
 
 
 # ----------------------------------------------------------------------- low-data
@@ -621,7 +613,7 @@ def main() -> int:
         p.add_argument(
             "--checkpoint",
             action="append",
-            type=parse_named,
+            type=parse_checkpoint,
             default=[],
             metavar="NAME=PATH",
             help="'pretrained', 'random' or a path; repeatable",
