@@ -355,6 +355,39 @@ def _plot_bars(
     plt.close(fig)
 
 
+def _plot_panels(
+    path: Path, title: str, groups: list[str], series: dict[str, list[tuple]], ylabels: list[str]
+) -> None:
+    """One panel per group (dataset), each on its own scale, a bar per series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(groups), figsize=(2.6 * len(groups) + 1, 3.2), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = list(series)
+    for g, ax in enumerate(axes[0]):
+        means = np.array([series[label][g][0] for label in labels])
+        stds = np.array([series[label][g][1] for label in labels])
+        ax.bar(range(len(labels)), means, yerr=stds, capsize=3, color=colors[: len(labels)])
+        finite = np.isfinite(means)
+        if finite.any():
+            low = np.min(means[finite] - stds[finite])
+            high = np.max(means[finite] + stds[finite])
+            pad = 0.15 * (high - low) + 1e-6
+            ax.set_ylim(low - pad, high + pad)
+        ax.set_xticks([])
+        ax.set_title(groups[g].replace("\n", " "), fontsize=9)
+        ax.set_ylabel(ylabels[g], fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in range(len(labels))]
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _stats(values: list[float]) -> tuple[float, float]:
     values = [v for v in values if not math.isnan(v)]
     if not values:
@@ -415,7 +448,8 @@ def report_moleculenet(
         f"{args['batch_size']}, MoleBLEND lr {args['lr']}, GIN lr {args['gin_lr']}; "
         f"{data['seconds'] / 60:.0f} min of training on one core."
     )
-    _plot_bars(plots / f"{stem}.png", "Test metric (scaffold split)", groups, series, "test")
+    ylabels = [f"test {entry['metric']}" for entry in results.values()]
+    _plot_panels(plots / f"{stem}.png", "Test metric (scaffold split)", groups, series, ylabels)
     lines.append(f"\n![{stem}](plots/{stem}.png)")
     return lines
 
