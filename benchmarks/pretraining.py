@@ -94,7 +94,7 @@ def random_checkpoint(path: Path, preset: str = "small", seed: int = 0) -> Path:
     return path
 
 
-def resolve(name: str, path: str, workdir: Path) -> str:
+def resolve(path: str, workdir: Path) -> str:
     """``random`` is an untrained ``small`` encoder; anything else a checkpoint path/name."""
     if path == "random":
         return str(random_checkpoint(workdir / "random.pt"))
@@ -155,7 +155,7 @@ def fit_score(
 
 def run_lowdata(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="lowdata_"))
-    checkpoints = {name: resolve(name, path, workdir) for name, path in args.checkpoint}
+    checkpoints = {name: resolve(path, workdir) for name, path in args.checkpoint}
     results: dict[str, Any] = {}
     for name in args.datasets:
         dataset = prepare_dataset(name, Path(args.root), Path(args.raw_dir))
@@ -244,7 +244,7 @@ def run_qm9(args: argparse.Namespace) -> dict[str, Any]:
         f"{int(indices.max())}, target {args.target} ({QM9.target_units[column]})"
     )
     workdir = Path(tempfile.mkdtemp(prefix="qm9_"))
-    inits = {"scratch": None, **{n: resolve(n, p, workdir) for n, p in args.checkpoint}}
+    inits = {"scratch": None, **{n: resolve(p, workdir) for n, p in args.checkpoint}}
     runs = []
     for seed in args.seeds:
         parts = random_split(len(dataset), seed=seed)
