@@ -445,7 +445,8 @@ def report_moleculenet(
     args = data["args"]
     lines.append(
         f"\n{seeds} seeds (mean ± sample std), {args['epochs']} epochs, batch "
-        f"{args['batch_size']}, MoleBLEND lr {args['lr']}, GIN lr {args['gin_lr']}; "
+        f"{args['batch_size']}, MoleBLEND lr {args['lr']}"
+        f"{', GIN lr ' + str(args['gin_lr']) if 'gin' in models else ''}; "
         f"{data['seconds'] / 60:.0f} min of training on one core."
     )
     ylabels = [f"test {entry['metric']}" for entry in results.values()]
