@@ -1,4 +1,5 @@
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -378,7 +380,12 @@ def test_pretrain_on_qm9_sdf_geometries_and_smiles(tmp_path, capsys):
     cmd = ["pretrain", "--qm9", str(qm9), "--qm9-max-molecules", "32", "--steps", "1"]
     assert main([*cmd, "--batch-size", "16", "--out", str(alone)]) == 0
     dataset = _qm9(argparse.Namespace(qm9=str(qm9), qm9_max_molecules=32, num_workers=0))
-    assert bool(dataset._data.has_pos.all()) and dataset[5].pos.shape == (dataset[5].num_nodes, 3)
+    assert bool(dataset._data.has_pos.all())
+    table = pd.read_csv(qm9 / "raw" / "qm9_part01.csv.gz", nrows=32)
+    for i in (5, 31):
+        elements, xyz = (ast.literal_eval(table[c][i]) for c in ("Elements", "XYZ_Ang"))
+        heavy = [p for e, p in zip(elements, xyz, strict=True) if e != "H"]
+        torch.testing.assert_close(dataset[i].pos, torch.tensor(heavy, dtype=torch.float))
 
     # no molecules, or 2D-only data with 3D molecules, or a root without tables: named errors
     empty = tmp_path / "empty"

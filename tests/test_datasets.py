@@ -504,3 +504,18 @@ def test_sdf_dataset_keeps_record_coordinates(tmp_path):
         skipping = SDFDataset(str(tmp_path / "b2"), [str(broken)], skip_invalid=True)
     assert len(skipping) == 2 and skipping.skipped == [(1, f"{broken}:1")]
     assert len(SDFDataset(str(tmp_path / "b3"), [path], max_molecules=3)) == 3
+
+
+def test_merge_datasets_keeps_shared_fields_in_order():
+    from pyg_molblend.datasets import merge_datasets
+
+    a = [AddShortestPath()(from_smiles(s)) for s in ("CCO", "c1ccccc1")]
+    b = [AddConformer(seed=0)(AddShortestPath()(from_smiles("CCN")))]
+    keys = ("x", "edge_index", "edge_attr", "smiles", "spd", "path_edge")
+    merged = merge_datasets([a, b], keys)
+    assert [d.smiles for d in merged] == ["CCO", "c1ccccc1", "CCN"]
+    assert set(merged[2].keys()) == set(keys)  # b's pos and has_pos left out
+    torch.testing.assert_close(merged[1].spd, a[1].spd)
+    torch.testing.assert_close(merged[1].edge_index, a[1].edge_index)
+    with pytest.raises(ValueError, match=r"Graph 0 of dataset 0 .* lacks \['pos'\]"):
+        merge_datasets([a, b], (*keys, "pos"))
