@@ -65,12 +65,16 @@ from pyg_molblend.cli.labelled import _usable
 from pyg_molblend.data import random_split
 from pyg_molblend.data.featurize import quiet_rdkit
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
-from pyg_molblend.training.checkpoint import load_checkpoint, load_encoder, save_checkpoint
+from pyg_molblend.training.checkpoint import (
+    PRETRAINED_PATH,
+    load_checkpoint,
+    load_encoder,
+    save_checkpoint,
+)
 from pyg_molblend.training.finetune import FinetuneConfig, finetune, seed_everything
 from pyg_molblend.transforms import AddShortestPath
 
 RESULTS = REPO / "benchmarks" / "results"
-SHIPPED = REPO / "pyg_molblend" / "resources" / "pretrained_small.pt"
 LOWDATA_DATASETS = ("bbbp", "esol", "freesolv", "sider", "tox21")
 LOWDATA_SIZES = (100, 250, 500)
 #: Checkpoint names of ``moleculenet.py --checkpoint NAME=PATH`` in the ablation table
@@ -672,7 +676,7 @@ def main() -> int:
     qm9.add_argument("--lr", type=float, default=3e-4)
     ship = sub.add_parser("ship")
     ship.add_argument("source", help="checkpoint.pt of `pyg-molblend pretrain`")
-    ship.add_argument("--out", default=str(SHIPPED))
+    ship.add_argument("--out", default=str(PRETRAINED_PATH))
     rep = sub.add_parser("report")
     rep.add_argument("--results", default=str(RESULTS))
     rep.add_argument(

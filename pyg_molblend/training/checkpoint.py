@@ -15,6 +15,7 @@ from pyg_molblend.models import MoleBlend
 __all__ = [
     "FEATURE_CONTRACT",
     "PRETRAINED_NAME",
+    "PRETRAINED_PATH",
     "CheckpointError",
     "load_checkpoint",
     "load_encoder",
@@ -22,8 +23,9 @@ __all__ = [
     "save_checkpoint",
 ]
 
-#: ``--checkpoint pretrained`` loads the weights shipped in the package.
+#: ``--checkpoint pretrained`` loads the weights shipped in the package, from this file.
 PRETRAINED_NAME = "pretrained"
+PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "resources" / "pretrained_small.pt"
 
 #: What a checkpoint's model expects from the data; checked when loading.
 FEATURE_CONTRACT = {
@@ -43,7 +45,7 @@ class CheckpointError(ValueError):
 def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
     """A file path, or the shipped checkpoint for the name ``"pretrained"``."""
     if str(path_or_name) == PRETRAINED_NAME:
-        path = Path(__file__).resolve().parent.parent / "resources" / "pretrained_small.pt"
+        path = PRETRAINED_PATH
         if not path.exists():
             raise CheckpointError(
                 f"No pretrained checkpoint is shipped in this installation ({path} missing)"
