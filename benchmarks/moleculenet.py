@@ -288,6 +288,14 @@ def mean_std(values: list[float], digits: int = 4) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
+def describe_device(device: str) -> str:
+    """``cpu``, or the accelerator's name (``cuda:0 (NVIDIA H100 80GB HBM3)``)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def fmt_seconds(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -318,8 +326,9 @@ def scaffold_positions(dataset: MoleculeNet, usable: np.ndarray) -> dict[str, np
     }
 
 
-def prepare_dataset(name: str, root: Path, raw_dir: Path) -> MoleculeNet:
-    """The dataset, its raw CSV copied from ``raw_dir`` when missing (offline)."""
+def prepare_dataset(name: str, root: Path, raw_dir: Path, num_workers: int = 0) -> MoleculeNet:
+    """The dataset, its raw CSV copied from ``raw_dir`` when missing (offline), processed
+    (once, then cached under ``root``) on ``num_workers`` processes."""
     raw_file = MoleculeNet.names[name][2] + ".csv"
     target = root / name / "raw" / raw_file
     if not target.exists():
@@ -334,7 +343,11 @@ def prepare_dataset(name: str, root: Path, raw_dir: Path) -> MoleculeNet:
         warnings.filterwarnings("ignore", message="The `pre_transform` argument differs")
         warnings.filterwarnings("ignore", message="Skipped")
         return MoleculeNet(
-            str(root), name, pre_transform=T.Compose([AddShortestPath()]), skip_invalid=True
+            str(root),
+            name,
+            pre_transform=T.Compose([AddShortestPath()]),
+            skip_invalid=True,
+            num_workers=num_workers,
         )
 
 
@@ -380,6 +393,12 @@ def main() -> int:
         help="torch threads (default 1: steadier on a shared 2-core machine; 0 = torch's default)",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="processes that pre-transform a dataset the first time it is processed",
+    )
     parser.add_argument("--json", default=None, help="write all results to this file")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument("--dry-run", action="store_true", help="print the estimate and stop")
@@ -393,7 +412,8 @@ def main() -> int:
         LABELS[name] = f"MoleBLEND {name}"
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(environment() + f", {torch.get_num_threads()} torch threads")
+    device_name = describe_device(args.device)
+    print(environment() + f", {torch.get_num_threads()} torch threads, device {device_name}")
     names = [n.lower() for n in args.datasets]
     unknown = sorted(set(names) - set(MoleculeNet.names))
     if unknown:
@@ -417,7 +437,7 @@ def main() -> int:
     start = time.perf_counter()
     prepared = {}
     for name in names:
-        dataset = prepare_dataset(name, root, Path(args.raw_dir))
+        dataset = prepare_dataset(name, root, Path(args.raw_dir), args.num_workers)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Skipped")
             usable, too_large = _usable(dataset, args.max_atoms, True)
@@ -581,6 +601,7 @@ def main() -> int:
         payload = dict(
             args=vars(args),
             environment=environment(),
+            device=device_name,
             torch_threads=torch.get_num_threads(),
             seconds=elapsed,
             results=results,

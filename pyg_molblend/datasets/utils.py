@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import numbers
 import pickle
 from collections.abc import Callable, Sequence
 
+from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 from tqdm import tqdm
 
@@ -64,7 +66,7 @@ def apply_transform(
     if chunksize is None:
         chunksize = max(1, len(data_list) // (_CHUNKS_PER_WORKER * num_workers))
     with multiprocessing.Pool(num_workers) as pool:
-        inputs = (pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL) for data in data_list)
+        inputs = (_dumps(data) for data in data_list)
         results = pool.imap(_Pickled(transform), inputs, chunksize=chunksize)
         return [pickle.loads(r) for r in tqdm(results, total=len(data_list), desc=desc)]
 
@@ -82,7 +84,29 @@ class _Pickled:
         self.transform = transform
 
     def __call__(self, data: bytes) -> bytes:
-        return pickle.dumps(self.transform(pickle.loads(data)), protocol=pickle.HIGHEST_PROTOCOL)
+        return _dumps(self.transform(pickle.loads(data)))
+
+
+def _dumps(data: Data) -> bytes:
+    """The graph as pickle bytes, each tensor with just its own elements.
+
+    Pickling a tensor writes its whole storage, so a graph whose ``y`` is a row of a
+    dataset-wide target table (or any graph taken from a collated
+    :class:`~torch_geometric.data.InMemoryDataset`, whose fields are slices of shared
+    storages) would carry the whole table with it, once per graph: gigabytes for
+    ToxCast. Such views are copied first; a tensor that owns its storage is not.
+    """
+    data = copy.copy(data)
+    for store in data.stores:
+        for key, value in store.items():
+            if isinstance(value, Tensor) and _is_partial_view(value):
+                store[key] = value.clone()
+    return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _is_partial_view(tensor: Tensor) -> bool:
+    """Whether the tensor's storage holds more bytes than its own elements."""
+    return tensor.untyped_storage().nbytes() > tensor.numel() * tensor.element_size()
 
 
 class _MergedDataset(InMemoryDataset):
