@@ -1,0 +1,103 @@
+"""The CUDA path gives the CPU path's results. Skipped without a CUDA device (CI has
+none); run on a GPU machine with ``pytest tests/test_cuda.py``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from pyg_molblend.data import from_smiles, to_dense
+from pyg_molblend.functional import shortest_path
+from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+from pyg_molblend.training.checkpoint import PRETRAINED_PATH, load_encoder
+from pyg_molblend.training.finetune import FinetuneConfig, finetune
+from pyg_molblend.transforms import AddConformer, AddShortestPath
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# rings, a charged salt (two fragments), a macrocycle-ish chain, a one-atom molecule
+SMILES = [
+    "CC(=O)Oc1ccccc1C(=O)O",
+    "CN1C=NC2=C1C(=O)N(C(=O)N2C)C",
+    "[Na+].[O-]C(=O)c1ccccc1",
+    "OCCOCCOCCOCCOCCO",
+    "C",
+    "c1ccc2c(c1)ccc1ccccc12",
+    "CC(C)Cc1ccc(cc1)C(C)C(=O)O",
+    "O=C1CCCN1",
+]
+
+
+def _graphs(conformers: bool = False) -> list:
+    graphs = [from_smiles(s) for s in SMILES]
+    if conformers:
+        graphs = [AddConformer(seed=0)(g) for g in graphs]
+    return graphs
+
+
+def test_shortest_path_kernel_on_cuda_matches_cpu():
+    batch = Batch.from_data_list(_graphs())
+    spd, path = shortest_path(batch.edge_index, batch.ptr)
+    spd_cuda, path_cuda = shortest_path(batch.edge_index.cuda(), batch.ptr.cuda())
+    assert spd_cuda.is_cuda and path_cuda.is_cuda
+    assert torch.equal(spd_cuda.cpu(), spd) and torch.equal(path_cuda.cpu(), path)
+
+
+def test_to_dense_on_cuda_equals_precomputed_pairs():
+    precomputed = to_dense(Batch.from_data_list([AddShortestPath()(g) for g in _graphs()]))
+    on_the_fly = to_dense(Batch.from_data_list(_graphs(conformers=True)).to("cuda"))
+    assert on_the_fly.spd.is_cuda
+    assert torch.equal(on_the_fly.spd.cpu(), precomputed.spd)
+    assert torch.equal(on_the_fly.path_edge.cpu(), precomputed.path_edge)
+    assert torch.equal(on_the_fly.mask.cpu(), precomputed.mask)
+    pos = on_the_fly.pos.cpu()
+    dist = (
+        torch.cdist(pos, pos)
+        * on_the_fly.mask.cpu()[:, :, None]
+        * on_the_fly.mask.cpu()[:, None, :]
+    )
+    assert torch.allclose(on_the_fly.dist.cpu(), dist, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["2d", "3d", "2d+3d"])
+def test_encoder_on_cuda_matches_cpu(mode):
+    torch.manual_seed(0)
+    model = MoleBlend.from_preset("small").eval()
+    batch = Batch.from_data_list(_graphs(conformers=True))
+    with torch.no_grad():
+        cpu = model.encode(batch, mode)
+        cuda = model.cuda().encode(batch.to("cuda"), mode)
+    assert cuda.graph.is_cuda
+    assert torch.allclose(cuda.graph.cpu(), cpu.graph, atol=1e-4, rtol=1e-3)
+    assert torch.allclose(cuda.node.cpu(), cpu.node, atol=1e-4, rtol=1e-3)
+
+
+def test_pretraining_step_on_cuda_has_finite_loss_and_gradients():
+    torch.manual_seed(0)
+    model = MoleBlend.from_preset("small").cuda().train()
+    batch = Batch.from_data_list([AddShortestPath()(g) for g in _graphs(conformers=True)])
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    loss, terms = model.pretrain_loss(batch.to("cuda"), "blend", generator=generator)
+    assert loss.is_cuda and math.isfinite(loss.item())
+    assert all(t is None or math.isfinite(float(t)) for t in terms.values())
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+
+
+def test_finetune_from_shipped_weights_on_cuda():
+    graphs = []
+    for i, g in enumerate(_graphs() * 4):
+        g = AddShortestPath()(g)
+        g.y = torch.tensor([[float(i % 2), float(g.num_nodes > 10)]])
+        graphs.append(g)
+    encoder = load_encoder(str(PRETRAINED_PATH))
+    predictor = MoleBlendPredictor(encoder, 2, "classification", mode="2d")
+    config = FinetuneConfig(epochs=2, batch_size=8, lr=1e-4, device="cuda", progress=False)
+    result = finetune(predictor, graphs[:24], graphs[24:28], graphs[28:], config)
+    assert next(predictor.parameters()).is_cuda
+    assert result.best_epoch in (1, 2)
+    assert all(math.isfinite(v) for v in result.valid.values())
