@@ -213,16 +213,18 @@ def _shortest_path(
         return spd.to(torch.long), path
 
     # first[i, j]: lowest edge id (i -> k) with d(k, j) = d(i, j) - 1, else num_edges.
-    closer = dist[dst] == dist[src] - 1
+    # index_select / take rather than advanced indexing: same result, a fraction of the
+    # per-call overhead, which dominates for one small molecule (AddShortestPath).
+    closer = dist.index_select(0, dst) == dist.index_select(0, src) - 1
     candidate = torch.where(closer, torch.arange(num_edges, device=device).unsqueeze(1), num_edges)
     first = torch.full((num_nodes, width), num_edges, dtype=torch.long, device=device)
     first.scatter_reduce_(0, src.unsqueeze(1).expand(-1, width), candidate, "amin")
     # nxt[i, j]: flat index of the pair (k, j), k the node that edge reaches, or the
     # sentinel pair num_pairs (no edge), whose first edge is num_edges and next itself.
     hop_dst = torch.cat([dst, dst.new_full((1,), -1)])
-    node = hop_dst[first]
+    node = hop_dst.take(first)
     if edge_ids is not None:
-        first = torch.cat([edge_ids, edge_ids.new_full((1,), NO_EDGE)])[first]
+        first = torch.cat([edge_ids, edge_ids.new_full((1,), NO_EDGE)]).take(first)
         none = NO_EDGE
     else:
         none = num_edges
@@ -239,9 +241,9 @@ def _shortest_path(
     hops = [first[:num_pairs]]
     pair = nxt[:num_pairs]
     for hop in range(1, max_hops):
-        hops.append(first[pair])
+        hops.append(first.index_select(0, pair))
         if hop + 1 < max_hops:
-            pair = nxt[pair]
+            pair = nxt.index_select(0, pair)
     path = torch.stack(hops, dim=1)
     if none != NO_EDGE:
         path.masked_fill_(path == none, NO_EDGE)
@@ -270,4 +272,4 @@ def _compact(
     if single:
         return [t.reshape(-1) for t in tensors]
     valid = (cols.unsqueeze(0) < ptr.diff()[batch].unsqueeze(1)).view(-1).nonzero().view(-1)
-    return [t.reshape(-1)[valid] for t in tensors]
+    return [t.reshape(-1).index_select(0, valid) for t in tensors]
