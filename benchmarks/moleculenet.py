@@ -210,6 +210,12 @@ def epoch_work(
     return float(np.mean(totals))
 
 
+def synchronize(device: str) -> None:
+    """Waits for the GPU's queued work, so that a timer measures it (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_batches(
     model: nn.Module,
     model_name: str,
@@ -241,6 +247,7 @@ def time_batches(
         model.loss(batch).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
+        synchronize(device)
         if i or len(train_set) <= batch_size:  # the warm-up step, unless it is the only one
             train_time += time.perf_counter() - start
             train_work += work(batch)
@@ -255,6 +262,7 @@ def time_batches(
             batch = batch.to(device)
             start = time.perf_counter()
             model.predict(batch)
+            synchronize(device)
             eval_time += time.perf_counter() - start
             eval_work += work(batch)
     return train_time / max(train_work, 1.0), eval_time / max(eval_work, 1.0)
