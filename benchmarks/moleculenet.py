@@ -359,6 +359,31 @@ def prepare_dataset(name: str, root: Path, raw_dir: Path, num_workers: int = 0) 
         )
 
 
+def write_json(
+    args: argparse.Namespace,
+    device_name: str,
+    seconds: float,
+    results: dict[str, Any],
+    finished: bool,
+) -> None:
+    """All results so far; ``finished`` is False while models or datasets are still to run
+    (``pretraining.py report`` leaves such files out)."""
+    payload = dict(
+        args=vars(args),
+        environment=environment(),
+        device=device_name,
+        torch_threads=torch.get_num_threads(),
+        seconds=seconds,
+        finished=finished,
+        results=results,
+    )
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(path)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -549,7 +574,10 @@ def main() -> int:
                     flush=True,
                 )
             entry["runs"][model_name] = runs
-        results[name] = entry
+            results[name] = entry
+            if args.json:  # what is finished survives an interrupted run
+                elapsed = time.perf_counter() - run_start
+                write_json(args, device_name, elapsed, results, finished=False)
     elapsed = time.perf_counter() - run_start
 
     # ---- report
@@ -606,16 +634,7 @@ def main() -> int:
     print(f"training took {fmt_seconds(elapsed)} (estimated {fmt_seconds(total)})")
 
     if args.json:
-        payload = dict(
-            args=vars(args),
-            environment=environment(),
-            device=device_name,
-            torch_threads=torch.get_num_threads(),
-            seconds=elapsed,
-            results=results,
-        )
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=float))
+        write_json(args, device_name, elapsed, results, finished=True)
         print(f"wrote {args.json}")
     if tmp is not None:
         tmp.cleanup()

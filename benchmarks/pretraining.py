@@ -604,7 +604,13 @@ def run_report(args: argparse.Namespace) -> dict[str, Any]:
         ("moleculenet_ablation", "moleculenet_ablation*.json", ABLATION),
         ("moleculenet_ratio", "moleculenet_ablation*.json", RATIO_SWEEP),
     ):
-        datas = [json.loads(p.read_text()) for p in _glob(results, pattern)]
+        datas = []
+        for path in _glob(results, pattern):
+            data = json.loads(path.read_text())
+            if data.get("finished", True):  # files written before the flag existed are whole
+                datas.append(data)
+            else:
+                print(f"left out {path}: its run has not finished")
         if datas:
             sections[stem] = report_moleculenet(merge_moleculenet(datas), plots, stem, models)
     data = _load(results, "lowdata.json")
