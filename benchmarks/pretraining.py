@@ -451,7 +451,7 @@ def report_moleculenet(
         f"\n{seeds} seeds (mean ± sample std), {args['epochs']} epochs, batch "
         f"{args['batch_size']}, MoleBLEND lr {args['lr']}"
         f"{', GIN lr ' + str(args['gin_lr']) if 'gin' in models else ''}; "
-        f"{data['seconds'] / 60:.0f} min of training on one core."
+        f"{data['seconds'] / 60:.0f} min of training in all, one CPU core per process."
     )
     ylabels = [f"test {entry['metric']}" for entry in results.values()]
     _plot_panels(plots / f"{stem}.png", "Test metric (scaffold split)", groups, series, ylabels)
