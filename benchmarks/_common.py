@@ -82,6 +82,12 @@ def environment() -> str:
     )
 
 
+def synchronize(device: str) -> None:
+    """Waits for the GPU's queued work, so that a timer measures it (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def table(
     headers: Sequence[str],
     rows: Sequence[Sequence[object]],

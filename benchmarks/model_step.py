@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import environment, load_molecules, resolve_csv, table, verdict
+from _common import environment, load_molecules, resolve_csv, synchronize, table, verdict
 from torch import Tensor
 
 from pyg_molblend.models import MoleBlend
@@ -172,11 +172,6 @@ def autocast(device: str, dtype_name: str):
     if dtype is None:
         return torch.autocast(device_type=device.split(":")[0], enabled=False)
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 # ---------------------------------------------------------------------- worker

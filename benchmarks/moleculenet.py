@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torch_geometric.transforms as T
-from _common import environment, table
+from _common import environment, synchronize, table
 from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import GINEConv, global_mean_pool
@@ -208,12 +208,6 @@ def epoch_work(
             )
         )
     return float(np.mean(totals))
-
-
-def synchronize(device: str) -> None:
-    """Waits for the GPU's queued work, so that a timer measures it (a no-op on the CPU)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_batches(

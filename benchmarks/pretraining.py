@@ -416,6 +416,7 @@ def merge_moleculenet(datas: list[dict[str, Any]]) -> dict[str, Any]:
                 raise SystemExit(f"{name}: the runs used different splits")
             merged["results"][name]["runs"].update(entry["runs"])
         merged["seconds"] += other["seconds"]
+    merged["device"] = ", ".join(sorted({d.get("device", "cpu") for d in datas}))
     return merged
 
 
@@ -451,7 +452,12 @@ def report_moleculenet(
         f"\n{seeds} seeds (mean ± sample std), {args['epochs']} epochs, batch "
         f"{args['batch_size']}, MoleBLEND lr {args['lr']}"
         f"{', GIN lr ' + str(args['gin_lr']) if 'gin' in models else ''}; "
-        f"{data['seconds'] / 60:.0f} min of training in all, one CPU core per process."
+        f"{data['seconds'] / 60:.0f} min of training in all, "
+        + (
+            "one CPU core per process."
+            if data.get("device", "cpu") == "cpu"
+            else f"devices: {data['device']}."
+        )
     )
     ylabels = [f"test {entry['metric']}" for entry in results.values()]
     _plot_panels(plots / f"{stem}.png", "Test metric (scaffold split)", groups, series, ylabels)
