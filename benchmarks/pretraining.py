@@ -4,8 +4,10 @@ Every experiment writes one JSON file under ``--results`` (default
 ``benchmarks/results``); ``report`` turns whatever is there into ``RESULTS.md`` and PNG
 plots, so experiments can run in separate sessions and the report is always regenerated
 from the raw numbers. The fine-tuning comparisons on MoleculeNet (pretrained vs scratch vs
-GIN, the pretraining ablation, the blend-ratio sweep) are runs of
-``benchmarks/moleculenet.py --checkpoint ... --json``; this script adds:
+GIN, the pretraining ablation at 1,000 and at 4,000 steps, the blend-ratio sweep) are runs
+of ``benchmarks/moleculenet.py --checkpoint ... --json`` (files
+``moleculenet_{scratch_gin,pretrained}*.json``, ``moleculenet_ablation_*.json``,
+``moleculenet_ablation4k_*.json``); this script adds:
 
 * ``lowdata``: the low-data protocol of the SMILES Transformer (Honda et al., 2019):
   frozen graph embeddings (:func:`pyg_molblend.cli.embed.embed_smiles`, what
@@ -401,12 +403,14 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 def merge_moleculenet(datas: list[dict[str, Any]]) -> dict[str, Any]:
     """One ``moleculenet.py`` result from several runs of it with the same protocol
-    (epochs, batch size, seeds, splits): scratch + GIN in one run and a checkpoint in
-    another, or one dataset per process."""
+    (epochs, batch size, learning rates, splits): scratch + GIN in one run and a checkpoint
+    in another, one dataset per process, or one seed per process (``--seeds 1``), so that a
+    large dataset can be spread over processes and sessions. A (dataset, model, seed) given
+    twice is an error, not a silent overwrite."""
     merged = json.loads(json.dumps(datas[0]))
     for other in datas[1:]:
-        for key in ("epochs", "batch_size", "seeds", "lr"):
-            if other["args"][key] != merged["args"][key]:
+        for key in ("epochs", "batch_size", "lr", "gin_lr"):
+            if other["args"].get(key) != merged["args"].get(key):
                 raise SystemExit(f"cannot merge runs with different {key}")
         for name, entry in other["results"].items():
             if name not in merged["results"]:
@@ -414,8 +418,22 @@ def merge_moleculenet(datas: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             if entry["sizes"] != merged["results"][name]["sizes"]:
                 raise SystemExit(f"{name}: the runs used different splits")
-            merged["results"][name]["runs"].update(entry["runs"])
+            runs = merged["results"][name]["runs"]
+            for model, model_runs in entry["runs"].items():
+                seen = {r["seed"] for r in runs.get(model, [])}
+                twice = sorted(seen & {r["seed"] for r in model_runs})
+                if twice:
+                    raise SystemExit(f"{name}: {model} seed(s) {twice} are in two result files")
+                runs[model] = sorted([*runs.get(model, []), *model_runs], key=lambda r: r["seed"])
         merged["seconds"] += other["seconds"]
+    merged["args"]["seeds"] = sorted(
+        {
+            r["seed"]
+            for entry in merged["results"].values()
+            for model_runs in entry["runs"].values()
+            for r in model_runs
+        }
+    )
     merged["device"] = ", ".join(sorted({d.get("device", "cpu") for d in datas}))
     return merged
 
@@ -441,7 +459,10 @@ def report_moleculenet(
         ]
         for m in models:
             tests = [r["test"] for r in entry["runs"].get(m, [])]
-            row.append(mean_std(tests, 3) if tests else "not run")
+            cell = mean_std(tests, 3) if tests else "not run"
+            if tests and len(tests) != len(data["args"]["seeds"]):
+                cell += f" ({len(tests)} seed{'s' if len(tests) > 1 else ''})"
+            row.append(cell)
             series[labels.get(m, f"MoleBLEND {m}")].append(_stats(tests))
         rows.append(row)
         groups.append(f"{name}\n({entry['metric']})")
@@ -607,8 +628,9 @@ def run_report(args: argparse.Namespace) -> dict[str, Any]:
     # each section: the moleculenet.py JSON files merged into its table
     for stem, pattern, models in (
         ("moleculenet_pretrained", "moleculenet_{scratch_gin,pretrained}*.json", COMPARISON),
-        ("moleculenet_ablation", "moleculenet_ablation*.json", ABLATION),
-        ("moleculenet_ratio", "moleculenet_ablation*.json", RATIO_SWEEP),
+        ("moleculenet_ablation", "moleculenet_ablation_*.json", ABLATION),
+        ("moleculenet_ablation4k", "moleculenet_ablation4k_*.json", ABLATION),
+        ("moleculenet_ratio", "moleculenet_ablation_*.json", RATIO_SWEEP),
     ):
         datas = []
         for path in _glob(results, pattern):
