@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from pyg_molblend import __version__
 from pyg_molblend.constants import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
 from pyg_molblend.models import MoleBlend
+from pyg_molblend.training.io import atomic_path
 
 __all__ = [
     "FEATURE_CONTRACT",
     "PRETRAINED_NAME",
     "PRETRAINED_PATH",
     "CheckpointError",
+    "data_fingerprint",
     "load_checkpoint",
     "load_encoder",
     "resolve_checkpoint",
@@ -42,6 +48,30 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit (message names the file)."""
 
 
+def data_fingerprint(dataset: Sequence) -> str:
+    """A hash of the molecules a model is trained on (their SMILES, atom counts, labels
+    and whether they carry 3D, in order), stored in checkpoints so that a resumed run or
+    a stored split can tell whether it sees the same data."""
+    digest = hashlib.sha256(f"{len(dataset)}\n".encode())
+    data = getattr(dataset, "_data", None)
+    if getattr(dataset, "_indices", True) is None and data is not None:  # whole in-memory set
+        graphs = [data]
+        sizes = getattr(dataset, "slices", {}).get("x")
+        if sizes is not None:
+            digest.update(sizes.numpy().tobytes())
+    else:
+        graphs = [dataset[i] for i in range(len(dataset))]
+        digest.update(repr([int(g.num_nodes) for g in graphs]).encode())
+    for graph in graphs:
+        smiles = getattr(graph, "smiles", None)
+        digest.update(("\n".join(smiles) if isinstance(smiles, list) else str(smiles)).encode())
+        for key in ("y", "has_pos"):
+            value = getattr(graph, key, None)
+            if isinstance(value, Tensor):
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
     """A file path, or the shipped checkpoint for the name ``"pretrained"``."""
     if str(path_or_name) == PRETRAINED_NAME:
@@ -59,18 +89,54 @@ def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write atomically (a temporary file renamed over the target), so a run killed while
-    saving leaves the previous checkpoint intact."""
+    saving, or a full disk, leaves the previous checkpoint intact.
+
+    The payload must hold only tensors, dicts, lists, tuples, numbers, strings and
+    :obj:`None`: :func:`load_checkpoint` reads with ``weights_only=True`` and refuses
+    anything else.
+
+    Raises:
+        CheckpointError: if a weight tensor is not finite (a diverged run must not
+            replace a good checkpoint), or the file cannot be written (naming it).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_finite(payload, path)
     payload = {
         "format": _FORMAT,
         "version": __version__,
         "feature_contract": FEATURE_CONTRACT,
         **payload,
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as error:  # a full disk surfaces as a RuntimeError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise CheckpointError(
+            f"Cannot write checkpoint {str(path)!r} (disk full or not writable?): {reason}; "
+            "the previous file, if any, is unchanged"
+        ) from error
+
+
+#: Payload entries holding model weights, checked to be finite on save and on load.
+_WEIGHT_KEYS = ("encoder_state", "head_state")
+
+
+def _check_finite(payload: Mapping[str, Any], path: Path) -> None:
+    for key in _WEIGHT_KEYS:
+        state = payload.get(key)
+        if not isinstance(state, Mapping):
+            continue
+        for name, value in state.items():
+            if (
+                isinstance(value, Tensor)
+                and value.is_floating_point()
+                and not bool(torch.isfinite(value).all())
+            ):
+                raise CheckpointError(
+                    f"Checkpoint {str(path)!r}: weight {name!r} holds NaN or infinite values "
+                    "(a diverged run); refusing it"
+                )
 
 
 def load_checkpoint(path_or_name: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
@@ -82,14 +148,30 @@ def load_checkpoint(path_or_name: str | os.PathLike, kind: str | None = None) ->
             ``"predictor"``).
 
     Raises:
-        CheckpointError: unreadable file, not one of ours, another feature contract, or
-            the wrong kind; the message names the file.
+        CheckpointError: unreadable file, one holding Python objects beyond tensors,
+            containers, numbers and strings (never unpickled: that could run code), not
+            one of ours, another feature contract, the wrong kind, or non-finite
+            weights; the message names the file.
     """
     path = resolve_checkpoint(path_or_name)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():  # garbage bytes, not a refused Python object
+            raise CheckpointError(
+                f"{str(path)!r} is not a readable checkpoint (corrupt, truncated or another "
+                "format)"
+            ) from error
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable pyg_molblend checkpoint: it holds Python objects "
+            "other than tensors, numbers, strings, lists and dicts, and loading those could "
+            "run code, so it was refused"
+        ) from error
     except Exception as error:  # torch raises several unrelated types for bad files
-        raise CheckpointError(f"Cannot read checkpoint {str(path)!r}: {error}") from error
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable checkpoint (corrupt, truncated or another "
+            f"format: {type(error).__name__})"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a pyg_molblend checkpoint")
     if payload.get("feature_contract") != FEATURE_CONTRACT:
@@ -101,6 +183,7 @@ def load_checkpoint(path_or_name: str | os.PathLike, kind: str | None = None) ->
         raise CheckpointError(
             f"Checkpoint {str(path)!r} holds a {payload.get('kind')!r} model, expected {kind!r}"
         )
+    _check_finite(payload, path)
     return payload
 
 

@@ -20,7 +20,14 @@ from tqdm.auto import tqdm
 from pyg_molblend.models import MoleBlendPredictor
 from pyg_molblend.training.metrics import compute_metrics, higher_is_better, primary_metric
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "predict", "seed_everything"]
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneResult",
+    "check_finite_step",
+    "finetune",
+    "predict",
+    "seed_everything",
+]
 
 
 def seed_everything(seed: int) -> None:
@@ -77,6 +84,25 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Any:
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
+
+
+def check_finite_step(
+    loss: torch.Tensor, grad_norm: torch.Tensor, step: int, lr: float, kept: str
+) -> tuple[float, float]:
+    """The loss and gradient norm of a training step as floats, or a :class:`ValueError`
+    when either is NaN or infinite (checked before the optimizer step, so the weights
+    never take a non-finite update).
+
+    Args:
+        kept (str): what the user keeps, for the message (the last checkpoint, say).
+    """
+    loss_value, grad_value = loss.item(), grad_norm.item()
+    if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
+        raise ValueError(
+            f"Training diverged at step {step}: loss {loss_value}, gradient norm "
+            f"{grad_value} at learning rate {lr:.3g}. Lower the learning rate (lr); {kept}"
+        )
+    return loss_value, grad_value
 
 
 @torch.no_grad()
@@ -160,10 +186,17 @@ def finetune(
             optimizer.zero_grad()
             loss = predictor.loss(batch)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(predictor.parameters(), config.clip_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(predictor.parameters(), config.clip_norm)
+            loss_value, _ = check_finite_step(
+                loss,
+                grad_norm,
+                scheduler.last_epoch + 1,
+                scheduler.get_last_lr()[0],
+                f"epoch {epoch}; nothing was saved",
+            )
             optimizer.step()
             scheduler.step()
-            total_loss += loss.item() * batch.num_graphs
+            total_loss += loss_value * batch.num_graphs
             count += batch.num_graphs
         valid_metrics, _ = evaluate(predictor, valid_set, config.batch_size, device)
         score = valid_metrics[metric]

@@ -20,8 +20,9 @@ from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from pyg_molblend.models import MoleBlend
-from pyg_molblend.training.checkpoint import load_checkpoint, save_checkpoint
-from pyg_molblend.training.finetune import warmup_cosine
+from pyg_molblend.training.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
+from pyg_molblend.training.finetune import check_finite_step, warmup_cosine
+from pyg_molblend.training.io import append_jsonl, atomic_write, json_safe, read_jsonl
 
 __all__ = ["CHECKPOINT_NAME", "PretrainConfig", "pretrain"]
 
@@ -50,6 +51,19 @@ class PretrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
+    #: Settings a resumed run must share with its checkpoint (the others, such as
+    #: ``save_every`` or ``device``, do not change what is computed).
+    RESUME_KEYS = (
+        "steps",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "warmup_steps",
+        "clip_norm",
+        "seed",
+        "mode",
+    )
+
 
 class _PretrainStep(nn.Module):
     """Routes :meth:`MoleBlend.pretrain_loss` through ``forward`` so that DDP's gradient
@@ -65,17 +79,23 @@ class _PretrainStep(nn.Module):
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG state as tensors, numbers, strings and lists (what a ``weights_only``
+    checkpoint may hold)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
         "blend": generator.get_state(),
     }
 
 
 def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     generator.set_state(state["blend"])
 
@@ -93,6 +113,7 @@ def pretrain(
     config: PretrainConfig,
     resume: bool = False,
     extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Pretrain :obj:`model` on :obj:`dataset` for ``config.steps`` optimizer steps.
 
@@ -104,8 +125,19 @@ def pretrain(
     so it is the same with or without a restart. Under ``torchrun`` (an initialised
     process group) the model is wrapped in DDP and each rank reads its shard.
 
+    A resumed run must have the checkpoint's model configuration, settings
+    (:attr:`PretrainConfig.RESUME_KEYS`), number of processes and data
+    (:func:`~pyg_molblend.training.checkpoint.data_fingerprint`); ``log.jsonl`` is cut
+    back to the checkpoint's step. Without :obj:`resume`, a folder that already holds a
+    checkpoint is refused unless :obj:`overwrite` (which starts afresh). A non-finite
+    loss or gradient norm stops the run before the optimizer step, so no checkpoint
+    ever holds the diverged weights.
+
     Returns:
-        A summary (steps, seconds, last losses).
+        A summary (steps, seconds, last losses, and the step it resumed from).
+
+    Raises:
+        ValueError: on a mismatching or unexpected checkpoint, or a diverged step.
     """
     rank, world = _world()
     device = torch.device(config.device)
@@ -141,20 +173,34 @@ def pretrain(
 
     step, epoch, position = 0, 0, 0
     checkpoint_path = out / CHECKPOINT_NAME
+    log_path = out / "log.jsonl"
+    fingerprint = data_fingerprint(dataset)
     if resume and checkpoint_path.exists():
         payload = load_checkpoint(checkpoint_path, kind="pretrain")
-        if payload["world_size"] != world:
-            raise ValueError(
-                f"{checkpoint_path} was written by {payload['world_size']} processes, "
-                f"this run has {world}"
-            )
+        _check_resumable(payload, checkpoint_path, model, config, world, fingerprint)
         model.load_state_dict(payload["encoder_state"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         step, epoch, position = payload["step"], payload["epoch"], payload["position"]
         _set_rng_state(payload["rng"][rank], generator)
+        if rank == 0:
+            _truncate_log(log_path, step)
+            print(f"resuming from step {step} of {config.steps} ({checkpoint_path})")
+    elif resume:
+        if rank == 0:
+            print(f"no checkpoint at {checkpoint_path}; starting fresh")
+    elif checkpoint_path.exists() and not overwrite:
+        raise ValueError(
+            f"{str(out)!r} already holds a pretraining checkpoint; continue it with "
+            "resume=True or replace it with overwrite=True"
+        )
+    elif rank == 0:
+        for stale in (checkpoint_path, log_path):
+            stale.unlink(missing_ok=True)
+    if world > 1:
+        dist.barrier()  # rank 0 has removed or cut the old files before anyone writes
+    start_step = step
 
-    log_path = out / "log.jsonl"
     bar = tqdm(
         total=config.steps, initial=step, desc="pretrain", disable=not config.progress or rank != 0
     )
@@ -178,22 +224,28 @@ def pretrain(
             loss, parts = step_module(batch, generator)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            loss_value, grad_value = check_finite_step(
+                loss,
+                grad_norm,
+                step + 1,
+                scheduler.get_last_lr()[0],
+                f"the last checkpoint ({checkpoint_path}) is unchanged",
+            )
             optimizer.step()
             scheduler.step()
             step += 1
             position += 1
             last = {
                 "step": step,
-                "loss": loss.item(),
+                "loss": loss_value,
                 "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_value,
                 **{k: (None if v is None else float(v)) for k, v in parts.items()},
             }
             if rank == 0:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", spd_acc=last.get("spd_acc"))
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(last) + "\n")
+                append_jsonl(log_path, last)
             if step % config.save_every == 0 or step == config.steps:
                 _save(
                     checkpoint_path,
@@ -206,14 +258,60 @@ def pretrain(
                     generator,
                     world,
                     config,
-                    extra,
+                    {**(extra or {}), "data_fingerprint": fingerprint},
                 )
             if step >= config.steps:
                 break
         else:
             epoch, position = epoch + 1, 0
     bar.close()
-    return {"steps": step, "seconds": time.perf_counter() - start, "last": last}
+    return {
+        "steps": step,
+        "resumed_from": start_step,
+        "seconds": time.perf_counter() - start,
+        "last": json_safe(last),
+    }
+
+
+def _check_resumable(
+    payload: dict[str, Any],
+    path: Path,
+    model: MoleBlend,
+    config: PretrainConfig,
+    world: int,
+    fingerprint: str,
+) -> None:
+    """Refuse to continue a checkpoint under other settings, naming each difference."""
+    stored = payload.get("config", {})
+    differences = [
+        f"{key} {stored.get(key)!r} (this run: {getattr(config, key)!r})"
+        for key in PretrainConfig.RESUME_KEYS
+        if stored.get(key) != getattr(config, key)
+    ]
+    differences += [
+        f"model {key} {value!r} (this run: {model.config.get(key)!r})"
+        for key, value in payload["encoder_config"].items()
+        if json_safe(model.config.get(key)) != json_safe(value)
+    ]
+    if payload.get("world_size") != world:
+        differences.append(f"processes {payload.get('world_size')} (this run: {world})")
+    if payload.get("data_fingerprint") != fingerprint:
+        differences.append("the input molecules (another data set, or it changed)")
+    if differences:
+        raise ValueError(
+            f"Cannot resume {str(path)!r}: it was written with " + "; ".join(differences)
+            + ". Resume with the original settings, or start afresh with overwrite"
+        )
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines up to the checkpoint's step: the steps after it are redone."""
+    if not path.exists():
+        return
+    kept = [record for record in read_jsonl(path) if record.get("step", 0) <= step]
+    with atomic_write(path) as f:
+        for record in kept:
+            f.write(json.dumps(record, allow_nan=False) + "\n")
 
 
 def _save(
