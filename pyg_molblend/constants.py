@@ -39,3 +39,17 @@ NO_EDGE = -1
 #: Largest number of bonds (directed edges) a molecule may have for its path edge ids to
 #: fit the stored ``int16`` dtype.
 MAX_STORED_EDGES = 32767
+
+#: Largest molecule, in graph nodes (heavy atoms unless hydrogens are nodes), that the
+#: datasets accept by default (their ``max_atoms`` option) and the CLI's ``--max-atoms``.
+#: Pair data grows as N^2 and conformer embedding faster still: a C1000 chain costs
+#: minutes and gigabytes in the pre-transforms, so larger molecules are rejected (or, with
+#: ``skip_invalid=True``, skipped and counted) before any transform runs.
+DEFAULT_MAX_ATOMS = 256
+
+#: Name of the atom and bond vocabulary of :func:`pyg_molblend.data.from_smiles`, stored
+#: on every graph it makes as ``data.featurizer`` and checked by
+#: :func:`pyg_molblend.data.to_dense`: graphs of another featurizer (PyG's own
+#: ``torch_geometric.utils.from_smiles`` has the same shapes, other meanings) are refused.
+#: Equal to ``FEATURE_CONTRACT["featurizer"]`` of the checkpoints.
+FEATURIZER = "ogb"

@@ -100,8 +100,8 @@ def test_conformer_seeded_and_physical():
 
 
 class _NeverEmbeds(AddConformer):
-    def _embed(self, mol, all_chem, random_coords):
-        return False
+    def embed(self, smiles, num_nodes):
+        return None
 
 
 def test_conformer_failure_is_flagged_not_zero():

@@ -12,6 +12,7 @@ from torch_geometric.utils import to_dense_batch
 
 from pyg_molblend.constants import (
     DEFAULT_MAX_HOPS,
+    FEATURIZER,
     MAX_SPD,
     NO_EDGE,
     NUM_ATOM_FEATURES,
@@ -105,10 +106,18 @@ def to_dense(
         max_hops (int, optional): number of path bonds :math:`K`; stored paths must have
             at least that many. (default: :obj:`5`)
 
+    Every molecule must carry ``featurizer == "ogb"``
+    (:data:`~pyg_molblend.constants.FEATURIZER`), as :func:`~pyg_molblend.data.from_smiles`,
+    :func:`~pyg_molblend.data.from_mol` and the datasets of this package write it: graphs
+    of another featurizer (PyG's ``torch_geometric.utils.from_smiles``) have the same
+    shapes but other feature meanings, and would pass silently otherwise.
+
     Raises:
-        ValueError: on missing or malformed atom features, stored paths shorter than
-            :obj:`max_hops`, or non-finite coordinates in a molecule flagged ``has_pos``.
+        ValueError: on graphs without the ``"ogb"`` featurizer tag, missing or malformed
+            atom features, stored paths shorter than :obj:`max_hops`, or non-finite
+            coordinates in a molecule flagged ``has_pos``.
     """
+    _check_featurizer(batch)
     x = getattr(batch, "x", None)
     if x is None or x.dim() != 2 or x.size(1) != NUM_ATOM_FEATURES or x.is_floating_point():
         shape = None if x is None else (tuple(x.shape), x.dtype)
@@ -207,6 +216,20 @@ def _pairs(
     path = path[:, :max_hops].to(torch.long)
     path = torch.where(path >= 0, path + offset.unsqueeze(1), NO_EDGE)
     return spd, path
+
+
+def _check_featurizer(batch: Batch | Data) -> None:
+    """Refuses graphs that :func:`~pyg_molblend.data.from_smiles` did not make."""
+    tag = getattr(batch, "featurizer", None)
+    tags = tag if isinstance(tag, (list, tuple)) else [tag]
+    wrong = [t for t in tags if t != FEATURIZER]
+    if wrong or not tags:
+        raise ValueError(
+            f"to_dense needs graphs with the {FEATURIZER!r} atom and bond vocabulary "
+            f"(data.featurizer == {FEATURIZER!r}), got featurizer={wrong[0] if wrong else None!r}; "
+            "featurize molecules with pyg_molblend.data.from_smiles (or from_mol), not "
+            "torch_geometric.utils.from_smiles"
+        )
 
 
 def _smiles(batch: Batch | Data, index: int) -> str:

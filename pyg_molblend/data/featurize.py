@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch_geometric.data import Data
 
-from pyg_molblend.constants import NUM_ATOM_FEATURES, NUM_BOND_FEATURES
+from pyg_molblend.constants import FEATURIZER, NUM_ATOM_FEATURES, NUM_BOND_FEATURES
 
 __all__ = ["from_mol", "from_smiles"]
 
@@ -32,7 +32,12 @@ def from_smiles(smiles: str, with_hydrogen: bool = False) -> Data:
     The result equals :func:`ogb.utils.smiles2graph` (same feature values, same atom and
     edge order) as a :class:`~torch_geometric.data.Data` object, with the SMILES kept in
     ``data.smiles`` so that later transforms (:class:`~pyg_molblend.transforms.AddConformer`)
-    can rebuild the molecule.
+    can rebuild the molecule, and the vocabulary's name
+    (:data:`~pyg_molblend.constants.FEATURIZER`, ``"ogb"``) in ``data.featurizer``, which
+    :func:`~pyg_molblend.data.to_dense` checks.
+
+    A SMILES holding whitespace is refused rather than cut: RDKit reads text after a
+    space as the molecule's name, so ``"C C"`` would silently be methane.
 
     Args:
         smiles (str): the SMILES string.
@@ -41,10 +46,12 @@ def from_smiles(smiles: str, with_hydrogen: bool = False) -> Data:
 
     Returns:
         Data with ``x`` ``[N, 9]`` (long), ``edge_index`` ``[2, E]`` (both directions of
-        every bond), ``edge_attr`` ``[E, 3]`` (long) and ``smiles``.
+        every bond), ``edge_attr`` ``[E, 3]`` (long), ``smiles`` and ``featurizer``.
 
     Raises:
-        ValueError: if the string is empty or RDKit cannot parse it, naming the string.
+        ValueError: naming the string if it is empty, holds whitespace, or RDKit cannot
+            parse it; the message gives RDKit's reason where it has one (for example
+            ``Explicit valence for atom # 1 N, 4, is greater than permitted``).
     """
     from rdkit import Chem
 
@@ -52,16 +59,36 @@ def from_smiles(smiles: str, with_hydrogen: bool = False) -> Data:
         raise TypeError(f"SMILES must be a string, got {type(smiles).__name__}: {smiles!r}")
     if not smiles.strip():
         raise ValueError(f"Empty SMILES string: {smiles!r}")
+    if any(char.isspace() for char in smiles):
+        raise ValueError(
+            f"SMILES string holds whitespace: {smiles!r} (RDKit would read the text after "
+            "a space as a name and drop it); remove the whitespace"
+        )
     with quiet_rdkit():
         mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        raise ValueError(f"Invalid SMILES string (RDKit cannot parse it): {smiles!r}")
+        if mol is None:
+            raise ValueError(f"Invalid SMILES string ({_parse_failure(smiles)}): {smiles!r}")
     if mol.GetNumAtoms() == 0:
         raise ValueError(f"SMILES string has no atoms: {smiles!r}")
     if with_hydrogen:
         with quiet_rdkit():
             mol = Chem.AddHs(mol)
     return _to_graph(mol, smiles)
+
+
+def _parse_failure(smiles: str) -> str:
+    """RDKit's reason for refusing :obj:`smiles`: a syntax error, or the sanitization
+    problem (valence, aromaticity) of the parsed molecule."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles, sanitize=False)
+    if mol is None:
+        return "RDKit cannot parse it: SMILES syntax error"
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception as error:  # RDKit raises several sanitization exception types
+        return f"RDKit cannot sanitize it: {error}"
+    return "RDKit cannot parse it"
 
 
 def from_mol(
@@ -83,6 +110,10 @@ def from_mol(
         keep_conformer (bool, optional): if :obj:`mol` carries a 3D conformer (an SDF
             with DFT geometry, say), store its coordinates in ``pos`` (Angstrom) with
             ``has_pos = True``. (default: :obj:`True`)
+
+    Returns:
+        Data as :func:`from_smiles` (with ``featurizer``), plus ``pos`` and ``has_pos``
+        when the conformer is kept.
 
     Raises:
         ValueError: if the molecule has no atoms.
@@ -120,4 +151,6 @@ def _to_graph(mol: Any, smiles: str) -> Data:
         feats += [feat, feat]
     edge_index = torch.tensor(rows, dtype=torch.long).view(-1, 2).t().contiguous()
     edge_attr = torch.tensor(feats, dtype=torch.long).view(-1, NUM_BOND_FEATURES)
-    return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, smiles=smiles)
+    return Data(
+        x=x, edge_index=edge_index, edge_attr=edge_attr, smiles=smiles, featurizer=FEATURIZER
+    )

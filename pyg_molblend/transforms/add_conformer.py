@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import torch
 from torch_geometric.data import Data
 from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
+
+from pyg_molblend.transforms._conformer_worker import embed_positions
 
 __all__ = ["AddConformer", "ConformerError"]
 
@@ -29,11 +38,21 @@ class AddConformer(BaseTransform):
     ``data.has_pos`` ``[1]`` (bool).
 
     Failure is explicit, never zero coordinates: with ``on_failure="flag"`` a molecule
-    that cannot be embedded gets ``has_pos = False`` and NaN coordinates (so a batch still
-    collates and nothing can mistake them for a geometry), a warning naming the SMILES,
-    and is counted in :attr:`num_failures`; with ``on_failure="raise"`` a
-    :class:`ConformerError` is raised. A molecule that already has a real geometry
-    (``has_pos`` True, from an SDF, say) is kept as it is unless :obj:`overwrite`.
+    that cannot be embedded, or whose embedding (both attempts and the optimisation
+    together) takes longer than :obj:`timeout` seconds, gets ``has_pos = False`` and NaN
+    coordinates (so a batch still collates and nothing can mistake them for a geometry),
+    a warning naming the SMILES, and is counted in :attr:`num_failures`; with
+    ``on_failure="raise"`` a :class:`ConformerError` is raised. A molecule that already
+    has a real geometry (``has_pos`` True, from an SDF, say) is kept as it is unless
+    :obj:`overwrite`.
+
+    The timeout is enforced, not advisory: with :obj:`timeout` > 0 the embedding runs in
+    a helper process (one per process using the transform, started on first use), which
+    is killed and restarted when the time is up. RDKit's own ``timeout`` leaves its
+    bounds-matrix smoothing (cubic in the atoms with hydrogens) and parts of each attempt
+    unbounded: a C300 chain took 168 s with ``timeout=10``. Which molecules time out
+    depends on the machine's speed; :obj:`timeout` = 0 runs RDKit in this process without
+    any limit.
 
     Args:
         seed (int, optional): RDKit random seed; same seed, same coordinates.
@@ -42,8 +61,8 @@ class AddConformer(BaseTransform):
             without MMFF parameters keep their ETKDG coordinates. (default: :obj:`False`)
         max_iters (int, optional): MMFF iterations. (default: :obj:`200`)
         on_failure (str, optional): :obj:`"flag"` or :obj:`"raise"`. (default: :obj:`"flag"`)
-        timeout (int, optional): seconds RDKit may spend on one embedding attempt
-            (0 = no limit). (default: :obj:`10`)
+        timeout (int, optional): seconds one molecule may take, both embedding attempts
+            and the optimisation together (0 = no limit). (default: :obj:`10`)
         overwrite (bool, optional): replace existing real coordinates.
             (default: :obj:`False`)
     """
@@ -59,6 +78,8 @@ class AddConformer(BaseTransform):
     ) -> None:
         if on_failure not in _ON_FAILURE:
             raise ValueError(f"on_failure must be one of {_ON_FAILURE}, got {on_failure!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+            raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
         self.seed = seed
         self.optimize = optimize
         self.max_iters = max_iters
@@ -77,7 +98,10 @@ class AddConformer(BaseTransform):
         pos = self.embed(smiles, data.num_nodes)
         if pos is None:
             self.num_failures += 1
-            message = f"Conformer embedding failed for SMILES {smiles!r}"
+            message = (
+                f"Conformer embedding failed or took longer than timeout={self.timeout} s "
+                f"for SMILES {smiles!r}"
+            )
             if self.on_failure == "raise":
                 raise ConformerError(message)
             warnings.warn(f"{message}; has_pos=False ({self.num_failures} so far)", stacklevel=2)
@@ -89,9 +113,9 @@ class AddConformer(BaseTransform):
         return data
 
     def embed(self, smiles: str, num_nodes: int) -> torch.Tensor | None:
-        """Coordinates ``[num_nodes, 3]`` for :obj:`smiles`, or :obj:`None` on failure."""
+        """Coordinates ``[num_nodes, 3]`` for :obj:`smiles`, or :obj:`None` on failure or
+        timeout."""
         from rdkit import Chem
-        from rdkit.Chem import AllChem
 
         mol = Chem.MolFromSmiles(smiles)
         if mol is None:
@@ -104,23 +128,92 @@ class AddConformer(BaseTransform):
                 f"Graph has {num_nodes} atoms but SMILES {smiles!r} has {heavy} heavy atoms "
                 f"({mol.GetNumAtoms()} with hydrogens)"
             )
-        if not self._embed(mol, AllChem, random_coords=False):
-            if not self._embed(mol, AllChem, random_coords=True):
-                return None
-        if self.optimize and AllChem.MMFFHasAllMoleculeParams(mol):
-            AllChem.MMFFOptimizeMolecule(mol, maxIters=self.max_iters)
-        pos = torch.tensor(mol.GetConformer().GetPositions()[:num_nodes], dtype=torch.float)
+        request = {
+            "smiles": smiles,
+            "num_nodes": num_nodes,
+            "seed": self.seed,
+            "optimize": self.optimize,
+            "max_iters": self.max_iters,
+            "timeout": self.timeout,
+        }
+        if self.timeout == 0:
+            positions = embed_positions(**request)
+        else:
+            positions = _worker().run(request, self.timeout)
+        if positions is None:
+            return None
+        pos = torch.tensor(positions, dtype=torch.float)
         return pos if bool(torch.isfinite(pos).all()) else None
-
-    def _embed(self, mol: Any, all_chem: Any, random_coords: bool) -> bool:
-        params = all_chem.ETKDGv3()
-        params.randomSeed = self.seed
-        params.useRandomCoords = random_coords
-        params.timeout = self.timeout
-        return all_chem.EmbedMolecule(mol, params) == 0
 
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}(seed={self.seed}, optimize={self.optimize}, "
-            f"on_failure={self.on_failure!r})"
+            f"max_iters={self.max_iters}, on_failure={self.on_failure!r}, "
+            f"timeout={self.timeout}, overwrite={self.overwrite})"
         )
+
+
+class _Worker:
+    """A child process running :func:`embed_positions`, killable when a request takes
+    too long. Replies are read by a thread into a queue, so that waiting has a timeout on
+    every platform."""
+
+    def __init__(self) -> None:
+        script = Path(__file__).with_name("_conformer_worker.py")
+        self.pid = os.getpid()
+        self.process = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.replies: queue.Queue[str | None] = queue.Queue()
+        assert self.process.stdout is not None
+        threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
+        if self.replies.get() != "ready\n":
+            raise RuntimeError("The conformer helper process did not start")
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.replies.put(line)
+        self.replies.put(None)
+
+    @property
+    def alive(self) -> bool:
+        return self.pid == os.getpid() and self.process.poll() is None
+
+    def run(self, request: dict[str, Any], timeout: float) -> list[list[float]] | None:
+        """The reply to :obj:`request`, or :obj:`None` if it takes more than
+        :obj:`timeout` seconds (the process is then killed)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        try:
+            line = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            return None
+        if line is None:
+            raise RuntimeError(f"The conformer helper process died on {request['smiles']!r}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise ValueError(f"Conformer embedding of {request['smiles']!r}: {reply['error']}")
+        return reply["pos"]
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+_WORKER: _Worker | None = None
+_WORKER_LOCK = threading.Lock()
+
+
+def _worker() -> _Worker:
+    """This process's helper, started on first use and after a kill (a forked process
+    starts its own instead of sharing its parent's)."""
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is None or not _WORKER.alive:
+            _WORKER = _Worker()
+        return _WORKER
