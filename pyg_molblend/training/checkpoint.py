@@ -49,8 +49,8 @@ class CheckpointError(ValueError):
 
 
 def data_fingerprint(dataset: Sequence) -> str:
-    """A hash of the molecules a model is trained on (their SMILES, atom counts, labels
-    and whether they carry 3D, in order), stored in checkpoints so that a resumed run or
+    """A hash of the molecules a model is trained on (their SMILES, atom counts and
+    labels, in order), stored in checkpoints so that a resumed run or
     a stored split can tell whether it sees the same data."""
     digest = hashlib.sha256(f"{len(dataset)}\n".encode())
     data = getattr(dataset, "_data", None)
@@ -65,10 +65,9 @@ def data_fingerprint(dataset: Sequence) -> str:
     for graph in graphs:
         smiles = getattr(graph, "smiles", None)
         digest.update(("\n".join(smiles) if isinstance(smiles, list) else str(smiles)).encode())
-        for key in ("y", "has_pos"):
-            value = getattr(graph, key, None)
-            if isinstance(value, Tensor):
-                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        labels = getattr(graph, "y", None)
+        if isinstance(labels, Tensor):
+            digest.update(labels.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -159,8 +158,7 @@ def load_checkpoint(path_or_name: str | os.PathLike, kind: str | None = None) ->
     except pickle.UnpicklingError as error:
         if "global" not in str(error).lower():  # garbage bytes, not a refused Python object
             raise CheckpointError(
-                f"{str(path)!r} is not a readable checkpoint (corrupt, truncated or another "
-                "format)"
+                f"{str(path)!r} is not a readable checkpoint (corrupt, truncated or another format)"
             ) from error
         raise CheckpointError(
             f"{str(path)!r} is not a readable pyg_molblend checkpoint: it holds Python objects "

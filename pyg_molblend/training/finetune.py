@@ -178,44 +178,50 @@ def finetune(
     best_score, best_epoch, best_state = None, 0, None
     history = []
     bar = tqdm(range(1, config.epochs + 1), desc="finetune", disable=not config.progress)
-    for epoch in bar:
-        predictor.train()
-        total_loss, count = 0.0, 0
-        for batch in loader:
-            batch = batch.to(device)
-            optimizer.zero_grad()
-            loss = predictor.loss(batch)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(predictor.parameters(), config.clip_norm)
-            loss_value, _ = check_finite_step(
-                loss,
-                grad_norm,
-                scheduler.last_epoch + 1,
-                scheduler.get_last_lr()[0],
-                f"epoch {epoch}; nothing was saved",
+    try:
+        for epoch in bar:
+            predictor.train()
+            total_loss, count = 0.0, 0
+            for batch in loader:
+                batch = batch.to(device)
+                optimizer.zero_grad()
+                loss = predictor.loss(batch)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(predictor.parameters(), config.clip_norm)
+                loss_value, _ = check_finite_step(
+                    loss,
+                    grad_norm,
+                    scheduler.last_epoch + 1,
+                    scheduler.get_last_lr()[0],
+                    f"epoch {epoch}; nothing was saved",
+                )
+                optimizer.step()
+                scheduler.step()
+                total_loss += loss_value * batch.num_graphs
+                count += batch.num_graphs
+            valid_metrics, _ = evaluate(predictor, valid_set, config.batch_size, device)
+            score = valid_metrics[metric]
+            history.append({"epoch": epoch, "loss": total_loss / count, **valid_metrics})
+            if math.isnan(score) and epoch == 1:
+                why = "a single class in the validation set?" if better else "no valid targets?"
+                warnings.warn(
+                    f"Validation {metric} is undefined ({why}); "
+                    "epochs with an undefined score are only kept until a defined one appears",
+                    stacklevel=2,
+                )
+            improved = (
+                best_score is None
+                or math.isnan(best_score)
+                or (
+                    not math.isnan(score) and (score > best_score if better else score < best_score)
+                )
             )
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss_value * batch.num_graphs
-            count += batch.num_graphs
-        valid_metrics, _ = evaluate(predictor, valid_set, config.batch_size, device)
-        score = valid_metrics[metric]
-        history.append({"epoch": epoch, "loss": total_loss / count, **valid_metrics})
-        if math.isnan(score) and epoch == 1:
-            warnings.warn(
-                f"Validation {metric} is undefined (a single class in the validation set?); "
-                "epochs with an undefined score are only kept until a defined one appears",
-                stacklevel=2,
-            )
-        improved = (
-            best_score is None
-            or math.isnan(best_score)
-            or (not math.isnan(score) and (score > best_score if better else score < best_score))
-        )
-        if improved:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy(predictor.state_dict())
-        bar.set_postfix(loss=f"{total_loss / count:.4f}", **{f"valid_{metric}": f"{score:.4f}"})
+            if improved:
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy(predictor.state_dict())
+            bar.set_postfix(loss=f"{total_loss / count:.4f}", **{f"valid_{metric}": f"{score:.4f}"})
+    finally:  # the error message, if any, starts on its own line
+        bar.close()
     assert best_state is not None
     predictor.load_state_dict(best_state)
     valid_metrics, _ = evaluate(predictor, valid_set, config.batch_size, device)

@@ -24,7 +24,7 @@ from pyg_molblend.training.checkpoint import data_fingerprint, load_checkpoint, 
 from pyg_molblend.training.finetune import check_finite_step, warmup_cosine
 from pyg_molblend.training.io import append_jsonl, atomic_write, json_safe, read_jsonl
 
-__all__ = ["CHECKPOINT_NAME", "PretrainConfig", "pretrain"]
+__all__ = ["CHECKPOINT_NAME", "PretrainConfig", "check_output", "pretrain"]
 
 #: File name of the rolling pretraining checkpoint inside the output directory.
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -189,12 +189,9 @@ def pretrain(
     elif resume:
         if rank == 0:
             print(f"no checkpoint at {checkpoint_path}; starting fresh")
-    elif checkpoint_path.exists() and not overwrite:
-        raise ValueError(
-            f"{str(out)!r} already holds a pretraining checkpoint; continue it with "
-            "resume=True or replace it with overwrite=True"
-        )
-    elif rank == 0:
+    else:
+        check_output(out, resume, overwrite)
+    if step == 0 and rank == 0:  # starting afresh: no old checkpoint or log lines remain
         for stale in (checkpoint_path, log_path):
             stale.unlink(missing_ok=True)
     if world > 1:
@@ -207,70 +204,83 @@ def pretrain(
     start = time.perf_counter()
     last: dict[str, Any] = {}
     model.train()
-    while step < config.steps:
-        sampler.set_epoch(epoch)
-        indices = list(sampler)[: batches_per_epoch * config.batch_size]
-        loader = DataLoader(
-            dataset[torch.tensor(indices[position * config.batch_size :], dtype=torch.long)],
-            batch_size=config.batch_size,
-            shuffle=False,
-            # Its own generator: iterating a DataLoader draws a base seed from the global
-            # RNG otherwise, which would shift dropout after a resume.
-            generator=torch.Generator(),
-        )
-        for batch in loader:
-            batch = batch.to(device)
-            optimizer.zero_grad()
-            loss, parts = step_module(batch, generator)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-            loss_value, grad_value = check_finite_step(
-                loss,
-                grad_norm,
-                step + 1,
-                scheduler.get_last_lr()[0],
-                f"the last checkpoint ({checkpoint_path}) is unchanged",
+    try:
+        while step < config.steps:
+            sampler.set_epoch(epoch)
+            indices = list(sampler)[: batches_per_epoch * config.batch_size]
+            loader = DataLoader(
+                dataset[torch.tensor(indices[position * config.batch_size :], dtype=torch.long)],
+                batch_size=config.batch_size,
+                shuffle=False,
+                # Its own generator: iterating a DataLoader draws a base seed from the global
+                # RNG otherwise, which would shift dropout after a resume.
+                generator=torch.Generator(),
             )
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            position += 1
-            last = {
-                "step": step,
-                "loss": loss_value,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": grad_value,
-                **{k: (None if v is None else float(v)) for k, v in parts.items()},
-            }
-            if rank == 0:
-                bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", spd_acc=last.get("spd_acc"))
-                append_jsonl(log_path, last)
-            if step % config.save_every == 0 or step == config.steps:
-                _save(
-                    checkpoint_path,
-                    model,
-                    optimizer,
-                    scheduler,
-                    step,
-                    epoch,
-                    position,
-                    generator,
-                    world,
-                    config,
-                    {**(extra or {}), "data_fingerprint": fingerprint},
+            for batch in loader:
+                batch = batch.to(device)
+                optimizer.zero_grad()
+                loss, parts = step_module(batch, generator)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+                loss_value, grad_value = check_finite_step(
+                    loss,
+                    grad_norm,
+                    step + 1,
+                    scheduler.get_last_lr()[0],
+                    f"the last checkpoint ({checkpoint_path}) is unchanged",
                 )
-            if step >= config.steps:
-                break
-        else:
-            epoch, position = epoch + 1, 0
-    bar.close()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                position += 1
+                last = {
+                    "step": step,
+                    "loss": loss_value,
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": grad_value,
+                    **{k: (None if v is None else float(v)) for k, v in parts.items()},
+                }
+                if rank == 0:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", spd_acc=last.get("spd_acc"))
+                    append_jsonl(log_path, last)
+                if step % config.save_every == 0 or step == config.steps:
+                    _save(
+                        checkpoint_path,
+                        model,
+                        optimizer,
+                        scheduler,
+                        step,
+                        epoch,
+                        position,
+                        generator,
+                        world,
+                        config,
+                        {**(extra or {}), "data_fingerprint": fingerprint},
+                    )
+                if step >= config.steps:
+                    break
+            else:
+                epoch, position = epoch + 1, 0
+    finally:  # the error message, if any, starts on its own line
+        bar.close()
     return {
         "steps": step,
         "resumed_from": start_step,
         "seconds": time.perf_counter() - start,
         "last": json_safe(last),
     }
+
+
+def check_output(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
+    """Refuse to start afresh in a folder that holds a checkpoint unless told to
+    overwrite it (call it before any long preparation)."""
+    path = Path(out) / CHECKPOINT_NAME
+    if path.exists() and not (resume or overwrite):
+        raise ValueError(
+            f"{str(out)!r} already holds a pretraining checkpoint: continue it with "
+            "resume=True, or replace it and its log with overwrite=True"
+        )
 
 
 def _check_resumable(
@@ -299,8 +309,9 @@ def _check_resumable(
         differences.append("the input molecules (another data set, or it changed)")
     if differences:
         raise ValueError(
-            f"Cannot resume {str(path)!r}: it was written with " + "; ".join(differences)
-            + ". Resume with the original settings, or start afresh with overwrite"
+            f"Cannot resume {str(path)!r}: it was written with "
+            + "; ".join(differences)
+            + ". Resume with the original settings, or start afresh with overwrite=True"
         )
 
 
