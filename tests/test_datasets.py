@@ -55,7 +55,8 @@ def esol(tmp_path_factory) -> MoleculeNet:
     root = tmp_path_factory.mktemp("molnet")
     (root / "esol" / "raw").mkdir(parents=True)
     shutil.copy(DATA / "delaney-processed.csv", root / "esol" / "raw")
-    return MoleculeNet(str(root), "ESOL")
+    with pytest.warns(UserWarning, match="3 rows .* different labels"):  # stereoisomers
+        return MoleculeNet(str(root), "ESOL")
 
 
 def test_esol_matches_csv(esol):
@@ -85,7 +86,8 @@ def test_esol_uses_cache(esol):
     assert processed.stat().st_mtime_ns == mtime
     assert len(again) == 1128 and again.target_names == [ESOL_TARGET]
     # An option that changes the content gets its own processed file.
-    skipping = MoleculeNet(esol.root, "esol", skip_invalid=True)
+    with pytest.warns(UserWarning, match="different labels"):
+        skipping = MoleculeNet(esol.root, "esol", skip_invalid=True)
     assert skipping.processed_paths[0] != esol.processed_paths[0]
     assert len(skipping) == 1128
 
@@ -107,13 +109,13 @@ ethanol,CCO,,-4.0
 
 def test_molecule_net_quoted_crlf_blank_lines_and_invalid_row(tmp_path):
     _write(tmp_path / "freesolv" / "raw" / "SAMPL.csv", FREESOLV, newline="\r\n")
-    with pytest.raises(ValueError, match=r"Row 2 .*'C1CC\('.*skip_invalid=True"):
+    with pytest.raises(ValueError, match=r"SAMPL\.csv, line 5: .*'C1CC\('.*skip_invalid=True"):
         MoleculeNet(str(tmp_path), "FreeSolv")
 
     with pytest.warns(UserWarning) as record:
         dataset = MoleculeNet(str(tmp_path), "FreeSolv", skip_invalid=True)
     messages = [str(w.message) for w in record]
-    assert sum("Skipped 1 rows" in m and "invalid SMILES" in m for m in messages) == 1
+    assert sum("Skipped 1 molecules" in m and "invalid SMILES" in m for m in messages) == 1
     assert sum("Skipped 1 rows" in m and "without any label" in m for m in messages) == 1
     assert dataset.skipped == [(2, "C1CC(")]
     assert dataset.unlabeled == [(4, "CCO")]
@@ -148,7 +150,7 @@ def test_molecule_net_multitask_missing_labels(tmp_path):
 
 
 def test_default_dataset(tmp_path):
-    with pytest.warns(UserWarning, match="Skipped 11 rows"):
+    with pytest.warns(UserWarning, match="Skipped 11 molecules"):
         dataset = default_dataset(str(tmp_path))
     assert (tmp_path / "bbbp" / "raw" / "BBBP.csv").exists()
     assert len(dataset) == 2039 and len(dataset.skipped) == 11
@@ -177,7 +179,7 @@ def test_csv_dataset(tmp_path):
     assert len(dataset) == 3  # row 1 has no solubility label
     assert dataset.unlabeled == [(1, "c1ccccc1")]
     assert torch.cat([d.y for d in dataset]).view(-1).tolist() == [0.5, 1.5, 2.5]
-    assert (tmp_path / "ds" / "raw" / "assay.csv").exists()
+    assert not (tmp_path / "ds" / "raw").exists()  # read in place, no copy to go stale
 
     both = CSVDataset(
         str(tmp_path / "ds"), str(path), "SMILES", ["activity", "solubility"], "regression"
@@ -196,15 +198,15 @@ def test_csv_dataset(tmp_path):
     assert classification.task_type == "classification" and len(classification) == 3
     assert classification.unlabeled == [(2, "CC(=O)O")]
 
-    # After the file changes, force_reload refreshes the raw copy and the cache.
+    # After the file changes, its new content is read (the cache is keyed on it).
     _write(path, ASSAY.replace("d,CCN,1,2.5,", "d,CCCN,1,3.5,"))
     columns = ["activity", "solubility"]
-    cached = CSVDataset(str(tmp_path / "ds"), str(path), "SMILES", columns, "regression")
-    assert cached.smiles[-1] == "CCN"
+    edited = CSVDataset(str(tmp_path / "ds"), str(path), "SMILES", columns, "regression")
+    assert edited.smiles[-1] == "CCCN" and edited[3].y.tolist() == [[1.0, 3.5]]
     reloaded = CSVDataset(
         str(tmp_path / "ds"), str(path), "SMILES", columns, "regression", force_reload=True
     )
-    assert reloaded.smiles[-1] == "CCCN" and reloaded[3].y.tolist() == [[1.0, 3.5]]
+    assert reloaded.smiles == edited.smiles and reloaded.source_rows == [0, 1, 2, 3]
 
 
 def test_csv_dataset_errors(tmp_path):
@@ -216,9 +218,9 @@ def test_csv_dataset_errors(tmp_path):
         CSVDataset(root, str(path), "SMILES", ["activity", "pIC50"], "regression")
     with pytest.raises(ValueError, match="'empty' has no labels"):
         CSVDataset(root, str(path), "SMILES", ["empty"], "regression")
-    with pytest.raises(ValueError, match=r"'solubility' must hold 0 or 1.*'0\.5' in row 0"):
+    with pytest.raises(ValueError, match=r"line 2, column 'solubility': .* 0 or 1.*'0\.5'"):
         CSVDataset(root, str(path), "SMILES", ["solubility"], "classification")
-    with pytest.raises(ValueError, match="'name' has a non-numeric value 'a' in row 0"):
+    with pytest.raises(ValueError, match="assay.csv, line 2, column 'name': target 'a' is not a"):
         CSVDataset(root, str(path), "SMILES", ["name"], "regression")
     with pytest.raises(ValueError, match="'ranking'"):
         CSVDataset(root, str(path), "SMILES", ["activity"], "ranking")
@@ -520,9 +522,9 @@ def test_sdf_dataset_keeps_record_coordinates(tmp_path):
     broken = tmp_path / "broken.sdf"
     bad = "junk\n  no atoms here\n\n  1  0  0  0  0  0  0  0  0  0999 V2000\nM  END\n"
     broken.write_text(good + "$$$$\n" + bad + "$$$$\n" + good + "$$$$\n")
-    with pytest.raises(ValueError, match=r"Record 1 of .*broken\.sdf"):
+    with pytest.raises(ValueError, match=r"broken\.sdf, record 1 cannot be read"):
         SDFDataset(str(tmp_path / "b1"), [str(broken)])
-    with pytest.warns(UserWarning, match="Skipped 1 unreadable SDF records"):
+    with pytest.warns(UserWarning, match="Skipped 1 molecules .* that RDKit cannot read"):
         skipping = SDFDataset(str(tmp_path / "b2"), [str(broken)], skip_invalid=True)
     assert len(skipping) == 2 and skipping.skipped == [(1, f"{broken}:1")]
     assert len(SDFDataset(str(tmp_path / "b3"), [path], max_molecules=3)) == 3
@@ -536,7 +538,7 @@ def test_merge_datasets_keeps_shared_fields_in_order():
     keys = ("x", "edge_index", "edge_attr", "smiles", "spd", "path_edge")
     merged = merge_datasets([a, b], keys)
     assert [d.smiles for d in merged] == ["CCO", "c1ccccc1", "CCN"]
-    assert set(merged[2].keys()) == set(keys)  # b's pos and has_pos left out
+    assert set(merged[2].keys()) == {*keys, "featurizer"}  # b's pos and has_pos left out
     torch.testing.assert_close(merged[1].spd, a[1].spd)
     torch.testing.assert_close(merged[1].edge_index, a[1].edge_index)
     with pytest.raises(ValueError, match=r"Graph 0 of dataset 0 .* lacks \['pos'\]"):

@@ -1,20 +1,23 @@
 """Labelled SMILES tables (CSV files) as in-memory PyG datasets."""
 from __future__ import annotations
 
-import hashlib
-import json
+import bz2
+import csv
+import gzip
+import lzma
+import os
 import os.path as osp
-import shutil
-import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
 import torch
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
 from tqdm import tqdm
 
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data.featurize import from_smiles
-from pyg_molblend.datasets.utils import apply_transform
+from pyg_molblend.datasets.utils import CachedDataset, Rejections, shorten, warn_user
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,78 +31,144 @@ TASK_TYPES = ("classification", "regression")
 Transform = Callable[[Data], Data]
 Filter = Callable[[Data], bool]
 
+_OPENERS: dict[str, Callable[..., IO[str]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
-def read_csv_table(path: str, sep: str = ",") -> pd.DataFrame:
-    """Reads a CSV file (optionally compressed) as strings.
 
-    Quoted fields, CRLF line endings and blank lines are handled by pandas; every field
-    stays a string (empty for a missing value), so that SMILES such as ``"NA"`` are not
-    turned into NaN.
+def read_csv_table(path: str | os.PathLike, sep: str = ",") -> pd.DataFrame:
+    """Reads a CSV file (optionally ``.gz``, ``.bz2`` or ``.xz`` compressed) as strings,
+    indexed by the line number a text editor shows for each row.
+
+    The header is the first non-blank line; blank lines are not rows; a quoted field may
+    span lines (its row is numbered by its first line); a UTF-8 byte-order mark is
+    dropped. Every field stays a string (empty for a missing value), so that SMILES such
+    as ``"NA"`` are not turned into NaN. Row ``i`` of the table (0-based, header
+    excluded) is data row ``i`` as pandas counts it.
+
+    Raises:
+        ValueError: naming the file and line of a row whose number of fields differs from
+            the header's, of a duplicated column name, or of malformed CSV; or if the
+            file has no header.
     """
     import pandas as pd
 
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    path = os.fspath(path)
+    opener = _OPENERS.get(osp.splitext(path)[1], open)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=sep)
+        line = 1
+        try:
+            for fields in reader:
+                start, line = line, reader.line_num + 1
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue
+                if header is None:
+                    header = fields
+                    duplicated = sorted({c for c in fields if fields.count(c) > 1})
+                    if duplicated:
+                        raise ValueError(f"{path}, line {start}: duplicated columns {duplicated}")
+                elif len(fields) != len(header):
+                    raise ValueError(
+                        f"{path}, line {start}: {len(fields)} fields where the header has "
+                        f"{len(header)}"
+                    )
+                else:
+                    rows.append(fields)
+                    lines.append(start)
+        except csv.Error as error:
+            raise ValueError(f"{path}, line {reader.line_num}: malformed CSV ({error})") from error
+    if header is None:
+        raise ValueError(f"{path} is empty: it has no header line")
+    return pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=object)
 
 
-def parse_targets(table: pd.DataFrame, columns: Sequence[str], task_type: str) -> torch.Tensor:
-    """Target columns of :obj:`table` as a float tensor ``[num_rows, len(columns)]``,
-    NaN where a value is missing (an empty field or ``nan``).
+def parse_targets(
+    table: pd.DataFrame, columns: Sequence[str], task_type: str, source: str = "the table"
+) -> torch.Tensor:
+    """Target columns of :obj:`table` (from :func:`read_csv_table`) as a float tensor
+    ``[num_rows, len(columns)]``, NaN where a field is empty (a missing label).
+
+    Every other value must be a finite number in ``float32`` (``inf``, ``nan`` written
+    out, and ``1e40``, which overflows, are refused), and a classification label 0 or 1.
 
     Raises:
-        ValueError: naming the column, row and value of a non-numeric entry or of a
-            classification label other than 0 or 1, or naming a column without any label.
+        ValueError: naming :obj:`source`, the line (the table's index), the column and
+            the value of a wrong entry, or naming a column without any label.
     """
     import pandas as pd
 
     out = torch.empty(len(table), len(columns), dtype=torch.float)
     for k, column in enumerate(columns):
         text = table[column].str.strip()
-        values = pd.to_numeric(text.mask(text == ""), errors="coerce")
-        bad = values.isna() & (text != "") & (text.str.lower() != "nan")
+        empty = (text == "").to_numpy()
+        numbers = pd.to_numeric(text.mask(text == ""), errors="coerce").to_numpy(dtype=float)
+        with np.errstate(over="ignore"):
+            values = numbers.astype(np.float32)
+        bad = ~empty & ~np.isfinite(values)
         if bad.any():
-            row = int(bad.idxmax())
+            position = int(bad.argmax())
+            number = not np.isnan(numbers[position]) or text.iloc[position].lower() == "nan"
+            what = "is not a finite float32 number" if number else "is not a number"
             raise ValueError(
-                f"Target column {column!r} has a non-numeric value {text[row]!r} in row {row}"
+                f"{source}, line {table.index[position]}, column {column!r}: target "
+                f"{text.iloc[position]!r} {what}; leave the field empty for a missing label"
             )
-        if values.isna().all():
-            raise ValueError(f"Target column {column!r} has no labels (every value is missing)")
+        if empty.all():
+            raise ValueError(
+                f"{source}: target column {column!r} has no labels (every value is missing)"
+            )
         if task_type == "classification":
-            wrong = values.notna() & ~values.isin([0.0, 1.0])
+            wrong = ~empty & ~np.isin(values, [0.0, 1.0])
             if wrong.any():
-                row = int(wrong.idxmax())
+                position = int(wrong.argmax())
                 raise ValueError(
-                    f"Classification target column {column!r} must hold 0 or 1 (or be empty), "
-                    f"got {text[row]!r} in row {row}"
+                    f"{source}, line {table.index[position]}, column {column!r}: a "
+                    f"classification label must be 0 or 1 (or empty), got "
+                    f"{text.iloc[position]!r}"
                 )
-        out[:, k] = torch.from_numpy(values.to_numpy(dtype="float32"))
+        values[empty] = np.nan
+        out[:, k] = torch.from_numpy(values)
     return out
 
 
-class SmilesTableDataset(InMemoryDataset):
+class SmilesTableDataset(CachedDataset):
     r"""Base class of the labelled SMILES datasets (:class:`CSVDataset`,
     :class:`~pyg_molblend.datasets.MoleculeNet`).
 
     Each row becomes a :func:`~pyg_molblend.data.from_smiles` graph (``x`` ``[N, 9]`` and
-    ``edge_attr`` ``[E, 3]`` long, ``smiles``) with targets ``y`` ``[1, num_tasks]``
-    (float, NaN for a missing label). Rows are numbered from 0, counting data rows after
-    the header; blank lines are not rows.
+    ``edge_attr`` ``[E, 3]`` long, ``smiles``, ``featurizer``) with targets ``y``
+    ``[1, num_tasks]`` (float, NaN for a missing label) and ``source_row`` ``[1]`` (long):
+    its data row in the file, counted from 0 after the header with blank lines not
+    counted, as pandas and ``--split-file`` count rows; it stays right when rows are
+    skipped. Messages name the file and the line a text editor shows (the header is line
+    1). SMILES cells are stripped of surrounding whitespace; whitespace inside a SMILES is
+    an invalid SMILES.
 
     Rows whose every target is missing are skipped with one warning giving their count
-    and listed in :attr:`unlabeled`. A SMILES that RDKit cannot parse raises a
-    :class:`ValueError` naming the row and the string, or with :obj:`skip_invalid` is
-    skipped with one warning giving the count and listed in :attr:`skipped`. Both lists
-    hold ``(row, smiles)`` pairs and are saved next to the processed graphs.
+    and listed in :attr:`unlabeled`. A SMILES that RDKit cannot parse, or a molecule of
+    more than :obj:`max_atoms` heavy atoms, raises a :class:`ValueError` naming the file,
+    line and SMILES, or with :obj:`skip_invalid` is skipped, counted in one warning per
+    reason and listed in :attr:`skipped` or :attr:`too_large`, before any
+    ``pre_transform`` runs. Lists hold ``(data row, smiles)`` pairs and are saved next to
+    the processed graphs. A malformed target (see :func:`parse_targets`) always raises. A
+    SMILES written on several rows with different labels gives one warning with the count
+    (rows are kept as they are; identical duplicates are not reported).
 
     ``pre_filter`` is applied before ``pre_transform``; ``pre_transform`` runs through
     :func:`~pyg_molblend.datasets.utils.apply_transform` on :obj:`num_workers`
-    processes, and its results are cached on disk.
+    processes, and its results are cached on disk, keyed by
+    :func:`~pyg_molblend.datasets.utils.cache_key` (file content, options, transforms).
 
-    Subclasses define :meth:`read_table` and :meth:`options_key`.
+    Subclasses define :attr:`source`, :meth:`read_table` and :meth:`cache_options`.
 
     Attributes:
         task_type (str): :obj:`"classification"` or :obj:`"regression"`.
         target_names (list[str]): the target columns, in the order of ``y``'s columns.
         skipped (list[tuple[int, str]]): rows dropped for an invalid SMILES.
+        too_large (list[tuple[int, str]]): rows dropped for more than :obj:`max_atoms`
+            atoms.
         unlabeled (list[tuple[int, str]]): rows dropped for having no label at all.
     """
 
@@ -110,43 +179,54 @@ class SmilesTableDataset(InMemoryDataset):
         transform: Transform | None = None,
         pre_transform: Transform | None = None,
         pre_filter: Filter | None = None,
-        skip_invalid: bool = False,
-        num_workers: int = 0,
         force_reload: bool = False,
+        *,
+        skip_invalid: bool = False,
+        max_atoms: int | None = DEFAULT_MAX_ATOMS,
+        num_workers: int = 0,
     ) -> None:
         if task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
+        if max_atoms is not None and (isinstance(max_atoms, bool) or max_atoms < 1):
+            raise ValueError(f"max_atoms must be a positive integer or None, got {max_atoms!r}")
         self.task_type = task_type
         self.skip_invalid = skip_invalid
-        self.num_workers = num_workers
-        super().__init__(root, transform, pre_transform, pre_filter, force_reload=force_reload)
-        self.load(self.processed_paths[0])
-        with open(self.processed_paths[1]) as f:
-            meta = json.load(f)
-        self.target_names: list[str] = meta["target_names"]
-        self.skipped = [(int(row), str(smiles)) for row, smiles in meta["skipped"]]
-        self.unlabeled = [(int(row), str(smiles)) for row, smiles in meta["unlabeled"]]
+        self.max_atoms = max_atoms
+        super().__init__(root, transform, pre_transform, pre_filter, force_reload, num_workers)
+        self.target_names: list[str] = self.meta["target_names"]
+        self.skipped = [(int(row), str(smiles)) for row, smiles in self.meta["skipped"]]
+        self.too_large = [(int(row), str(smiles)) for row, smiles in self.meta["too_large"]]
+        self.unlabeled = [(int(row), str(smiles)) for row, smiles in self.meta["unlabeled"]]
 
     @property
     def display_name(self) -> str:
-        """Name used in progress bars, messages and :func:`repr`."""
-        raise NotImplementedError
-
-    def read_table(self) -> tuple[pd.DataFrame, str, list[str]]:
-        """The raw table, its SMILES column and its target columns."""
-        raise NotImplementedError
-
-    def options_key(self) -> str:
-        """A short string that changes whenever an option changes the processed content."""
+        """Name used in progress bars and :func:`repr`."""
         raise NotImplementedError
 
     @property
-    def processed_file_names(self) -> list[str]:
-        # The pre_transform changes the cached content (conformers or not, say): key the
-        # cache on its repr so that differently pre-transformed copies live side by side.
-        digest = hashlib.sha1(repr(self.pre_transform).encode()).hexdigest()[:8]
-        key = f"{self.options_key()}_{digest}"
-        return [f"data_{key}.pt", f"meta_{key}.json"]
+    def source(self) -> str:
+        """The file the table is read from, as messages name it."""
+        raise NotImplementedError
+
+    def read_table(self) -> tuple[pd.DataFrame, str, list[str]]:
+        """The raw table (:func:`read_csv_table`), its SMILES column and its target
+        columns."""
+        raise NotImplementedError
+
+    def cache_inputs(self) -> list[str]:
+        return [self.source]
+
+    def table_options(self) -> dict[str, Any]:
+        """The options of the subclass that change the processed content."""
+        raise NotImplementedError
+
+    def cache_options(self) -> dict[str, Any]:
+        return {
+            **self.table_options(),
+            "task_type": self.task_type,
+            "skip_invalid": self.skip_invalid,
+            "max_atoms": self.max_atoms,
+        }
 
     @property
     def num_tasks(self) -> int:
@@ -158,75 +238,105 @@ class SmilesTableDataset(InMemoryDataset):
         """The SMILES of the graphs in this dataset (or subset), in order."""
         return [self._data.smiles[i] for i in self.indices()]
 
+    @property
+    def source_rows(self) -> list[int]:
+        """The data row (0-based, header excluded) of each graph of this dataset (or
+        subset) in the file, in order: ``data.source_row`` of every graph."""
+        rows = self._data.source_row.view(-1)
+        return [int(rows[i]) for i in self.indices()]
+
     def process(self) -> None:
+        source = self.source
         table, smiles_column, target_columns = self.read_table()
-        targets = parse_targets(table, target_columns, self.task_type)
+        targets = parse_targets(table, target_columns, self.task_type, source)
+        invalid = Rejections("with an invalid SMILES (see .skipped)", self.skip_invalid, source)
+        large = Rejections(
+            f"above max_atoms={self.max_atoms} (see .too_large)", self.skip_invalid, source
+        )
         data_list: list[Data] = []
-        skipped: list[tuple[int, str]] = []
         unlabeled: list[tuple[int, str]] = []
         smiles_list = table[smiles_column].str.strip().tolist()
+        lines = table.index.tolist()
         for row, smiles in enumerate(tqdm(smiles_list, desc=f"Featurizing {self.display_name}")):
             y = targets[row].view(1, -1)
             if bool(y.isnan().all()):
                 unlabeled.append((row, smiles))
                 continue
+            where = f"{source}, line {lines[row]}"
             try:
                 data = from_smiles(smiles)
             except ValueError as error:
-                if not self.skip_invalid:
-                    raise ValueError(
-                        f"Row {row} of {self.raw_paths[0]!r} has an invalid SMILES "
-                        f"{smiles!r} ({error}); pass skip_invalid=True to skip such rows"
-                    ) from error
-                skipped.append((row, smiles))
+                invalid.add(row, smiles, f"{where}: {error}")
+                continue
+            if self.max_atoms is not None and data.num_nodes > self.max_atoms:
+                large.add(
+                    row,
+                    smiles,
+                    f"{where}: molecule {shorten(smiles)!r} has {data.num_nodes} atoms, above "
+                    f"max_atoms={self.max_atoms}",
+                )
                 continue
             data.y = y
-            if self.pre_filter is None or self.pre_filter(data):
-                data_list.append(data)
+            data.source_row = torch.tensor([row])
+            data_list.append(data)
         if unlabeled:
-            warnings.warn(
-                f"Skipped {len(unlabeled)} rows of {self.raw_paths[0]!r} without any label "
-                f"(see .unlabeled)",
-                stacklevel=2,
+            row, smiles = unlabeled[0]
+            warn_user(
+                f"Skipped {len(unlabeled)} rows of {source} without any label (first: line "
+                f"{lines[row]}, {shorten(smiles)!r}; see .unlabeled)"
             )
-        if skipped:
-            warnings.warn(
-                f"Skipped {len(skipped)} rows of {self.raw_paths[0]!r} with an invalid SMILES "
-                f"(first: row {skipped[0][0]}, {skipped[0][1]!r}; see .skipped)",
-                stacklevel=2,
-            )
-        if self.pre_transform is not None:
-            data_list = apply_transform(
-                data_list,
-                self.pre_transform,
-                self.num_workers,
-                desc=f"Pre-transforming {self.display_name}",
-            )
-        self.save(data_list, self.processed_paths[0])
+        invalid.warn()
+        large.warn()
+        _warn_conflicts(data_list, lines, source)
         meta: dict[str, Any] = {
             "target_names": list(target_columns),
-            "skipped": skipped,
+            "skipped": invalid.items,
+            "too_large": large.items,
             "unlabeled": unlabeled,
         }
-        with open(self.processed_paths[1], "w") as f:
-            json.dump(meta, f)
+        self.finish(data_list, meta, source)
 
     def __repr__(self) -> str:
         return f"{self.display_name}({len(self)})"
 
 
+def _warn_conflicts(data_list: list[Data], lines: list[int], source: str) -> None:
+    """One warning if a SMILES is written on several rows with different labels."""
+    first: dict[str, Data] = {}
+    conflicts: list[tuple[Data, Data]] = []
+    for data in data_list:
+        seen = first.setdefault(data.smiles, data)
+        same_missing = torch.equal(seen.y.isnan(), data.y.isnan())
+        if not (same_missing and torch.equal(seen.y.nan_to_num(), data.y.nan_to_num())):
+            conflicts.append((seen, data))
+    if conflicts:
+        a, b = conflicts[0]
+        warn_user(
+            f"{len(conflicts)} rows of {source} repeat an earlier row's SMILES with different "
+            f"labels (first: {shorten(a.smiles)!r} on line {lines[int(a.source_row)]} with "
+            f"{_labels(a.y)} and line {lines[int(b.source_row)]} with {_labels(b.y)}); both "
+            "rows are kept"
+        )
+
+
+def _labels(y: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{value:.6g}" for value in y.view(-1).tolist()) + "]"
+
+
 class CSVDataset(SmilesTableDataset):
     r"""A generic labelled SMILES table, for example a proprietary assay.
 
-    The file is copied into ``<root>/raw/`` whenever it is processed (on first use, and
-    with :obj:`force_reload`, so pass that after editing the file) and processed into
-    ``<root>/processed/``; the processed file name depends on the columns, the task type
-    and :obj:`skip_invalid`, so datasets built with different options never share a cache.
-    Missing labels (empty fields) become NaN. See :class:`SmilesTableDataset` for how
-    unlabeled rows, invalid SMILES and ``pre_transform`` are handled.
+    The file is read where it is (no copy) and processed into ``<root>/processed/``; the
+    processed file name is a :func:`~pyg_molblend.datasets.utils.cache_key` of the file's
+    path and content and of every option (columns, task type, :obj:`skip_invalid`,
+    :obj:`max_atoms`, ``pre_transform``, ``pre_filter``), so an edited file, another file
+    of the same name or other options are processed again, never read stale. Missing
+    labels (empty fields) become NaN. See :class:`SmilesTableDataset` for how unlabeled
+    rows, invalid SMILES, large molecules, ``source_row`` and ``pre_transform`` are
+    handled.
 
     Args:
-        root (str): directory for the raw copy and the processed files.
+        root (str): directory for the processed files.
         csv_path (str): the CSV file (``.csv``, or compressed such as ``.csv.gz``), with a
             header row.
         smiles_column (str): name of the SMILES column.
@@ -237,38 +347,47 @@ class CSVDataset(SmilesTableDataset):
             :class:`~pyg_molblend.transforms.AddConformer`. (default: :obj:`None`)
         pre_filter (callable, optional): keeps the graphs for which it returns
             :obj:`True`. (default: :obj:`None`)
-        skip_invalid (bool, optional): skip rows with an invalid SMILES instead of raising.
-            (default: :obj:`False`)
-        num_workers (int, optional): processes that run :obj:`pre_transform`.
-            (default: :obj:`0`)
         force_reload (bool, optional): process again even if a cache exists.
             (default: :obj:`False`)
+        skip_invalid (bool, optional, keyword-only): skip (and count) rows with an invalid
+            SMILES or too many atoms instead of raising. (default: :obj:`False`)
+        max_atoms (int, optional, keyword-only): largest molecule accepted, in heavy
+            atoms; :obj:`None` for no limit.
+            (default: :data:`~pyg_molblend.constants.DEFAULT_MAX_ATOMS`)
+        num_workers (int, optional, keyword-only): processes that run
+            :obj:`pre_transform`. (default: :obj:`0`)
 
     Raises:
-        ValueError: if a column is missing (naming it and listing the available ones), a
-            target column has no label or a non-numeric value, the task type is unknown,
-            or a SMILES is invalid and :obj:`skip_invalid` is :obj:`False`.
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file, line and column if a column is missing (listing the
+            available ones), a target column has no label or a malformed value, the task
+            type is unknown, or a SMILES is invalid or too large and :obj:`skip_invalid`
+            is :obj:`False`.
     """
 
     def __init__(
         self,
         root: str,
-        csv_path: str,
+        csv_path: str | os.PathLike,
         smiles_column: str,
         target_columns: Sequence[str],
         task_type: str,
         transform: Transform | None = None,
         pre_transform: Transform | None = None,
         pre_filter: Filter | None = None,
-        skip_invalid: bool = False,
-        num_workers: int = 0,
         force_reload: bool = False,
+        *,
+        skip_invalid: bool = False,
+        max_atoms: int | None = DEFAULT_MAX_ATOMS,
+        num_workers: int = 0,
     ) -> None:
         if isinstance(target_columns, str):
             target_columns = [target_columns]
         if len(target_columns) == 0:
             raise ValueError("target_columns must name at least one column, got none")
-        self.csv_path = str(csv_path)
+        self.csv_path = os.fspath(csv_path)
+        if not osp.isfile(self.csv_path):
+            raise FileNotFoundError(f"CSV file not found: {self.csv_path!r}")
         self.smiles_column = smiles_column
         self.target_columns = list(target_columns)
         super().__init__(
@@ -277,43 +396,31 @@ class CSVDataset(SmilesTableDataset):
             transform,
             pre_transform,
             pre_filter,
+            force_reload,
             skip_invalid=skip_invalid,
+            max_atoms=max_atoms,
             num_workers=num_workers,
-            force_reload=force_reload,
         )
 
     @property
     def raw_file_names(self) -> list[str]:
-        return [osp.basename(self.csv_path)]
+        return []
 
-    def download(self) -> None:
-        if not osp.isfile(self.csv_path):
-            raise FileNotFoundError(f"CSV file not found: {self.csv_path!r}")
-        shutil.copy(self.csv_path, self.raw_paths[0])
+    @property
+    def source(self) -> str:
+        return self.csv_path
 
-    def options_key(self) -> str:
-        options = [
-            self.raw_file_names[0],
-            self.smiles_column,
-            self.target_columns,
-            self.task_type,
-            self.skip_invalid,
-        ]
-        return hashlib.sha1(json.dumps(options).encode()).hexdigest()[:12]
-
-    def process(self) -> None:
-        if osp.isfile(self.csv_path):  # refresh the raw copy (force_reload after an edit)
-            self.download()
-        super().process()
+    def table_options(self) -> dict[str, Any]:
+        return {"smiles_column": self.smiles_column, "target_columns": self.target_columns}
 
     def read_table(self) -> tuple[pd.DataFrame, str, list[str]]:
-        table = read_csv_table(self.raw_paths[0])
+        table = read_csv_table(self.csv_path)
         available = list(table.columns)
         for column in [self.smiles_column, *self.target_columns]:
             if column not in available:
                 raise ValueError(
-                    f"Column {column!r} not found in {self.raw_paths[0]!r}; available "
-                    f"columns: {available}"
+                    f"Column {column!r} not found in {self.csv_path}; available columns: "
+                    f"{available}"
                 )
         return table, self.smiles_column, self.target_columns
 

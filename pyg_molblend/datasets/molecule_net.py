@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch_geometric.data import download_url, extract_gz
 
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.datasets.csv_dataset import (
     Filter,
     SmilesTableDataset,
@@ -30,19 +31,23 @@ class MoleculeNet(SmilesTableDataset):
     (`Wu et al., 2018 <https://arxiv.org/abs/1703.00564>`_) with the OGB atom and bond
     vocabulary of :func:`~pyg_molblend.data.from_smiles`.
 
-    Raw files, download URLs and column choices are those of
-    :class:`torch_geometric.datasets.MoleculeNet`: the file ``<root>/<name>/raw/<file>``
-    (for example ``<root>/esol/raw/delaney-processed.csv``) is used if present, and
-    otherwise downloaded from the DeepChem bucket (gzipped files are unpacked). Unlike
+    Raw files, download URLs, column choices and the order of the arguments are those of
+    :class:`torch_geometric.datasets.MoleculeNet` (the options of this package are
+    keyword-only): the file ``<root>/<name>/raw/<file>`` (for example
+    ``<root>/esol/raw/delaney-processed.csv``) is used if present, and otherwise
+    downloaded from the DeepChem bucket (gzipped files are unpacked), except BBBP, which
+    ships with the package and is copied from it, so it works offline. Unlike
     PyG, the CSV is parsed with pandas, so quoted fields that contain commas are read
     correctly, and graphs carry ``y`` ``[1, num_tasks]`` (float, NaN for a missing label)
     next to ``x`` ``[N, 9]``, ``edge_attr`` ``[E, 3]`` and ``smiles``.
 
-    Invalid SMILES raise a :class:`ValueError` naming the row and the string unless
-    :obj:`skip_invalid` is set (BBBP has 11, Tox21 8 and HIV 7 under current RDKit); rows
-    without any label are always skipped with a warning (see
+    Invalid SMILES raise a :class:`ValueError` naming the file, line and string unless
+    :obj:`skip_invalid` is set (BBBP has 11, Tox21 8 and HIV 7 under current RDKit); so
+    do molecules above :obj:`max_atoms`; rows without any label are always skipped with
+    a warning; every graph has ``source_row`` (see
     :class:`~pyg_molblend.datasets.csv_dataset.SmilesTableDataset`). The processed file
-    name depends on :obj:`skip_invalid`.
+    name is a :func:`~pyg_molblend.datasets.utils.cache_key` of the raw file's content and
+    of every option.
 
     Args:
         root (str): root directory; the dataset lives in ``<root>/<name>/``.
@@ -55,16 +60,19 @@ class MoleculeNet(SmilesTableDataset):
             :class:`~pyg_molblend.transforms.AddConformer`. (default: :obj:`None`)
         pre_filter (callable, optional): keeps the graphs for which it returns
             :obj:`True`. (default: :obj:`None`)
-        skip_invalid (bool, optional): skip rows with an invalid SMILES instead of raising.
-            (default: :obj:`False`)
-        num_workers (int, optional): processes that run :obj:`pre_transform`.
-            (default: :obj:`0`)
         force_reload (bool, optional): process again even if a cache exists.
             (default: :obj:`False`)
+        skip_invalid (bool, optional, keyword-only): skip (and count) rows with an invalid
+            SMILES or too many atoms instead of raising. (default: :obj:`False`)
+        max_atoms (int, optional, keyword-only): largest molecule accepted, in heavy
+            atoms; :obj:`None` for no limit.
+            (default: :data:`~pyg_molblend.constants.DEFAULT_MAX_ATOMS`)
+        num_workers (int, optional, keyword-only): processes that run
+            :obj:`pre_transform`. (default: :obj:`0`)
 
     Raises:
-        ValueError: for an unknown name, or an invalid SMILES when :obj:`skip_invalid`
-            is :obj:`False`.
+        ValueError: for an unknown name, a malformed target, or an invalid or too large
+            molecule when :obj:`skip_invalid` is :obj:`False`.
     """
 
     url = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/{}"
@@ -94,9 +102,11 @@ class MoleculeNet(SmilesTableDataset):
         transform: Transform | None = None,
         pre_transform: Transform | None = None,
         pre_filter: Filter | None = None,
-        skip_invalid: bool = False,
-        num_workers: int = 0,
         force_reload: bool = False,
+        *,
+        skip_invalid: bool = False,
+        max_atoms: int | None = DEFAULT_MAX_ATOMS,
+        num_workers: int = 0,
     ) -> None:
         key = name.lower() if isinstance(name, str) else name
         if key not in self.names:
@@ -110,9 +120,10 @@ class MoleculeNet(SmilesTableDataset):
             transform,
             pre_transform,
             pre_filter,
+            force_reload,
             skip_invalid=skip_invalid,
+            max_atoms=max_atoms,
             num_workers=num_workers,
-            force_reload=force_reload,
         )
 
     @property
@@ -131,10 +142,17 @@ class MoleculeNet(SmilesTableDataset):
     def raw_file_names(self) -> str:
         return f"{self.names[self.name][2]}.csv"
 
-    def options_key(self) -> str:
-        return "skip_invalid" if self.skip_invalid else "strict"
+    @property
+    def source(self) -> str:
+        return self.raw_paths[0]
+
+    def table_options(self) -> dict[str, Any]:
+        return {"name": self.name}
 
     def download(self) -> None:
+        if self.name == "bbbp":
+            _copy_shipped_bbbp(self.raw_paths[0])
+            return
         path = download_url(self.url.format(self.names[self.name][1]), self.raw_dir)
         if path.endswith(".gz"):
             extract_gz(path, self.raw_dir)
@@ -153,9 +171,9 @@ def default_dataset(root: str, **kwargs: Any) -> MoleculeNet:
     blood-brain barrier penetration, one binary task), for demos and smoke tests.
 
     The packaged ``BBBP.csv`` (byte-identical to the DeepChem file) is copied to
-    ``<root>/bbbp/raw/`` unless a file is already there, so no download is needed. BBBP
-    holds 11 SMILES that RDKit rejects, so :obj:`skip_invalid` defaults to :obj:`True`
-    here and the dataset has 2,039 graphs.
+    ``<root>/bbbp/raw/`` unless a file is already there, so no download is needed (as for
+    ``MoleculeNet(root, "bbbp")``). BBBP holds 11 SMILES that RDKit rejects, so
+    :obj:`skip_invalid` defaults to :obj:`True` here and the dataset has 2,039 graphs.
 
     Args:
         root (str): root directory.
@@ -165,12 +183,13 @@ def default_dataset(root: str, **kwargs: Any) -> MoleculeNet:
     Returns:
         The BBBP :class:`MoleculeNet` dataset.
     """
-    raw_dir = osp.join(root, "bbbp", "raw")
-    target = osp.join(raw_dir, "BBBP.csv")
-    if not osp.exists(target):
-        os.makedirs(raw_dir, exist_ok=True)
-        source = resources.files("pyg_molblend") / "resources" / "BBBP.csv"
-        with resources.as_file(source) as path:
-            shutil.copyfile(path, target)
     kwargs.setdefault("skip_invalid", True)
     return MoleculeNet(root, "bbbp", **kwargs)
+
+
+def _copy_shipped_bbbp(target: str) -> None:
+    """Copies the packaged ``BBBP.csv`` to :obj:`target`."""
+    os.makedirs(osp.dirname(target), exist_ok=True)
+    source = resources.files("pyg_molblend") / "resources" / "BBBP.csv"
+    with resources.as_file(source) as path:
+        shutil.copyfile(path, target)

@@ -1,6 +1,7 @@
 """OGB graph-property datasets (ogbg-mol*) and their official evaluators."""
 from __future__ import annotations
 
+import os
 import os.path as osp
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
+
+from pyg_molblend.constants import FEATURIZER
+from pyg_molblend.datasets.utils import cache_key, describe
 
 if TYPE_CHECKING:
     from ogb.graphproppred import PygGraphPropPredDataset
@@ -28,11 +32,43 @@ def _ogb_meta(name: str) -> Any:
     return master[name]
 
 
+def _ogb_class() -> type:
+    """:class:`ogb.graphproppred.PygGraphPropPredDataset` with a content-keyed cache,
+    ``force_reload`` and the vocabulary tag (imported lazily: ``ogb`` is optional)."""
+    from ogb.graphproppred import PygGraphPropPredDataset
+
+    class OGBDataset(PygGraphPropPredDataset):
+        def __init__(self, *args: Any, force_reload: bool = False, **kwargs: Any) -> None:
+            self._force_reload = force_reload
+            super().__init__(*args, **kwargs)
+
+        @property
+        def processed_file_names(self) -> str:
+            inputs = sorted(
+                osp.join(self.raw_dir, f) for f in os.listdir(self.raw_dir) if f != ".DS_Store"
+            )
+            options = {"name": self.name, "pre_transform": describe(self.pre_transform)}
+            return f"geometric_data_{cache_key(inputs, options)}.pt"
+
+        def _process(self) -> None:
+            self.force_reload = self._force_reload
+            super()._process()
+
+        def get(self, idx: int) -> Data:
+            data = super().get(idx)
+            data.featurizer = FEATURIZER
+            return data
+
+    return OGBDataset
+
+
 def load_ogb(
     name: str,
     root: str,
     transform: Callable[[Data], Data] | None = None,
     pre_transform: Callable[[Data], Data] | None = None,
+    *,
+    force_reload: bool = False,
 ) -> PygGraphPropPredDataset:
     r"""Loads an OGB graph-property dataset (for example ``"ogbg-molhiv"``) with
     :class:`ogb.graphproppred.PygGraphPropPredDataset`.
@@ -45,7 +81,13 @@ def load_ogb(
     long); this happens in memory, so it does not depend on :obj:`pre_transform` or on a
     cache written by plain OGB. The split is ``dataset.get_idx_split()`` (a dict of
     ``train``/``valid``/``test`` index tensors); score predictions with
-    :func:`evaluate_ogb`.
+    :func:`evaluate_ogb`. Every graph read from it carries the vocabulary tag
+    ``featurizer == "ogb"`` that :func:`~pyg_molblend.data.to_dense` checks.
+
+    OGB caches the processed graphs under one name whatever the ``pre_transform``; here
+    the processed file is named by :func:`~pyg_molblend.datasets.utils.cache_key` of the
+    raw files and the ``pre_transform``, so another ``pre_transform`` is processed again
+    instead of read stale.
 
     The dataset lives in ``<root>/<name with '-' replaced by '_'>/`` and is downloaded
     there if absent. Two OGB 1.3.6 pitfalls are handled: its ``torch.load`` of the
@@ -58,6 +100,8 @@ def load_ogb(
         root (str): root directory.
         transform (callable, optional): applied to each graph on access. (default: :obj:`None`)
         pre_transform (callable, optional): applied once before saving. (default: :obj:`None`)
+        force_reload (bool, optional, keyword-only): process again even if a cache
+            exists. (default: :obj:`False`)
 
     Returns:
         The :class:`~ogb.graphproppred.PygGraphPropPredDataset`.
@@ -66,7 +110,6 @@ def load_ogb(
         ValueError: for a name that OGB does not know.
         FileNotFoundError: if the dataset directory exists without its release file.
     """
-    from ogb.graphproppred import PygGraphPropPredDataset
     from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
     from torch_geometric.data.storage import GlobalStorage
 
@@ -82,8 +125,12 @@ def load_ogb(
             f"download it again)"
         )
     torch.serialization.add_safe_globals([DataEdgeAttr, DataTensorAttr, GlobalStorage])
-    dataset = PygGraphPropPredDataset(
-        name=name, root=root, transform=transform, pre_transform=pre_transform
+    dataset = _ogb_class()(
+        name=name,
+        root=root,
+        transform=transform,
+        pre_transform=pre_transform,
+        force_reload=force_reload,
     )
     if not dataset._data.y.is_floating_point():
         dataset._data.y = dataset._data.y.to(torch.float)

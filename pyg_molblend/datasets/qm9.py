@@ -3,21 +3,19 @@ from __future__ import annotations
 
 import ast
 import glob
-import json
 import os
 import os.path as osp
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
-from torch_geometric.data import Data, InMemoryDataset, download_url, extract_zip
+from torch_geometric.data import Data, download_url, extract_zip
 from tqdm import tqdm
 
 from pyg_molblend.data.featurize import from_mol
-from pyg_molblend.datasets.utils import apply_transform
+from pyg_molblend.datasets.utils import CachedDataset, warn_user
 
 __all__ = ["HARTREE_TO_EV", "QM9"]
 
@@ -124,7 +122,7 @@ def _read_excluded(path: str) -> set[int]:
     return excluded
 
 
-class QM9(InMemoryDataset):
+class QM9(CachedDataset):
     r"""QM9 (`Ramakrishnan et al., 2014 <https://doi.org/10.1038/sdata.2014.22>`_):
     small organic molecules (up to 9 heavy atoms C, N, O, F) with DFT equilibrium
     geometries and properties, as 3D graphs with the OGB vocabulary.
@@ -154,8 +152,11 @@ class QM9(InMemoryDataset):
       skipped with one warning giving their count. These files are not downloaded.
 
     Molecules that were skipped are listed in :attr:`skipped` as ``(QM9 index,
-    reason)``. The processed file name depends on :obj:`source`, :obj:`with_hydrogen`
-    and :obj:`max_molecules`.
+    reason)``. The processed file name is a
+    :func:`~pyg_molblend.datasets.utils.cache_key` of the raw files' contents,
+    :obj:`source`, :obj:`with_hydrogen`, :obj:`max_molecules`, ``pre_transform`` and
+    ``pre_filter``. Arguments follow PyG's order with :obj:`source` in the place of a
+    dataset name; the options of this package are keyword-only.
 
     Args:
         root (str): root directory (``raw/`` and ``processed/`` below it).
@@ -165,13 +166,15 @@ class QM9(InMemoryDataset):
             (default: :obj:`None`)
         pre_filter (callable, optional): keeps the graphs for which it returns
             :obj:`True`. (default: :obj:`None`)
-        with_hydrogen (bool, optional): keep hydrogens as nodes. (default: :obj:`False`)
-        max_molecules (int, optional): read only the first this many molecules of the
-            raw files (skipped ones included), for quick experiments. (default: all)
-        num_workers (int, optional): processes that run :obj:`pre_transform`.
-            (default: :obj:`0`)
         force_reload (bool, optional): process again even if a cache exists.
             (default: :obj:`False`)
+        with_hydrogen (bool, optional, keyword-only): keep hydrogens as nodes.
+            (default: :obj:`False`)
+        max_molecules (int, optional, keyword-only): read only the first this many
+            molecules of the raw files (skipped ones included), for quick experiments.
+            (default: all)
+        num_workers (int, optional, keyword-only): processes that run
+            :obj:`pre_transform`. (default: :obj:`0`)
 
     Raises:
         ValueError: for an unknown :obj:`source` or a non-positive :obj:`max_molecules`.
@@ -194,10 +197,11 @@ class QM9(InMemoryDataset):
         transform: Transform | None = None,
         pre_transform: Transform | None = None,
         pre_filter: Filter | None = None,
+        force_reload: bool = False,
+        *,
         with_hydrogen: bool = False,
         max_molecules: int | None = None,
         num_workers: int = 0,
-        force_reload: bool = False,
     ) -> None:
         if source not in QM9_SOURCES:
             raise ValueError(f"source must be one of {tuple(QM9_SOURCES)}, got {source!r}")
@@ -206,11 +210,8 @@ class QM9(InMemoryDataset):
         self.source = source
         self.with_hydrogen = with_hydrogen
         self.max_molecules = max_molecules
-        self.num_workers = num_workers
-        super().__init__(root, transform, pre_transform, pre_filter, force_reload=force_reload)
-        self.load(self.processed_paths[0])
-        with open(self.processed_paths[1]) as f:
-            self.skipped = [(int(index), str(reason)) for index, reason in json.load(f)]
+        super().__init__(root, transform, pre_transform, pre_filter, force_reload, num_workers)
+        self.skipped = [(int(index), str(reason)) for index, reason in self.meta["skipped"]]
 
     @property
     def num_tasks(self) -> int:
@@ -229,11 +230,17 @@ class QM9(InMemoryDataset):
         pattern = osp.join(glob.escape(self.raw_dir), "qm9_*.csv*")
         return sorted(osp.basename(path) for path in glob.glob(pattern))
 
-    @property
-    def processed_file_names(self) -> list[str]:
-        nodes = "with_h" if self.with_hydrogen else "heavy"
-        key = f"{self.source}_{nodes}_{self.max_molecules or 'all'}"
-        return [f"data_{key}.pt", f"skipped_{key}.json"]
+    def cache_inputs(self) -> list[str]:
+        excluded = osp.join(self.raw_dir, "uncharacterized.txt")
+        extra = [excluded] if self.source == "sdf" and osp.isfile(excluded) else []
+        return [*self.raw_paths, *extra]
+
+    def cache_options(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "with_hydrogen": self.with_hydrogen,
+            "max_molecules": self.max_molecules,
+        }
 
     def download(self) -> None:
         if self.source == "qm9pack":
@@ -259,21 +266,13 @@ class QM9(InMemoryDataset):
             y = torch.tensor(targets, dtype=torch.float64) * _TARGET_SCALE
             data.y = y.to(torch.float).view(1, -1)
             data.idx = torch.tensor([index])
-            if self.pre_filter is None or self.pre_filter(data):
-                data_list.append(data)
+            data_list.append(data)
         if skipped:
-            warnings.warn(
-                f"Skipped {len(skipped)} QM9 molecules (first: index {skipped[0][0]}, "
-                f"{skipped[0][1]}; see .skipped)",
-                stacklevel=2,
+            warn_user(
+                f"Skipped {len(skipped)} QM9 molecules of {self.raw_dir} (first: index "
+                f"{skipped[0][0]}, {skipped[0][1]}; see .skipped)"
             )
-        if self.pre_transform is not None:
-            data_list = apply_transform(
-                data_list, self.pre_transform, self.num_workers, desc="Pre-transforming QM9"
-            )
-        self.save(data_list, self.processed_paths[0])
-        with open(self.processed_paths[1], "w") as f:
-            json.dump(skipped, f)
+        self.finish(data_list, {"skipped": skipped}, source=f"QM9 ({self.raw_dir})")
 
     def _featurize(self, mol: Any) -> Data:
         from rdkit import Chem

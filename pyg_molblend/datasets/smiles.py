@@ -4,20 +4,49 @@ input)."""
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import os
 import os.path as osp
-import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
 
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
 from pyg_molblend.datasets.csv_dataset import read_csv_table
-from pyg_molblend.datasets.utils import apply_transform
+from pyg_molblend.datasets.utils import CachedDataset, Rejections, shorten
 
 __all__ = ["SDFDataset", "SmilesDataset", "featurize_smiles", "read_smiles_file"]
+
+Transform = Callable[[Data], Data]
+Filter = Callable[[Data], bool]
+
+
+def read_smiles_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """``(line, smiles)`` of every molecule of a file, in order, with the line number a
+    text editor shows; see :func:`read_smiles_file` for the formats.
+
+    Raises:
+        ValueError: if the file does not exist or a CSV has no ``smiles`` column.
+    """
+    path = os.fspath(path)
+    if not osp.isfile(path):
+        raise ValueError(f"SMILES file not found: {path!r}")
+    stem = path[:-3] if path.endswith(".gz") else path
+    if stem.endswith((".csv", ".tsv")):
+        table = read_csv_table(path, sep="," if stem.endswith(".csv") else "\t")
+        columns = {c.strip().lower(): c for c in table.columns}
+        if "smiles" not in columns:
+            raise ValueError(f"{path!r} has no 'smiles' column; columns are {list(table.columns)}")
+        cells = table[columns["smiles"]]
+        return [(int(line), s.strip()) for line, s in zip(cells.index, cells, strict=True)]
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        lines = [(number, line.split()) for number, line in enumerate(f, start=1)]
+    smiles = [(number, fields[0]) for number, fields in lines if fields]
+    if smiles and smiles[0][1].lower() == "smiles":
+        smiles = smiles[1:]
+    return smiles
 
 
 def read_smiles_file(path: str | os.PathLike) -> list[str]:
@@ -31,136 +60,168 @@ def read_smiles_file(path: str | os.PathLike) -> list[str]:
     Raises:
         ValueError: if the file does not exist or a CSV has no ``smiles`` column.
     """
-    path = str(path)
-    if not osp.isfile(path):
-        raise ValueError(f"SMILES file not found: {path!r}")
-    stem = path[:-3] if path.endswith(".gz") else path
-    if stem.endswith((".csv", ".tsv")):
-        table = read_csv_table(path, sep="," if stem.endswith(".csv") else "\t")
-        columns = {c.strip().lower(): c for c in table.columns}
-        if "smiles" not in columns:
-            raise ValueError(f"{path!r} has no 'smiles' column; columns are {list(table.columns)}")
-        return [s.strip() for s in table[columns["smiles"]].tolist()]
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        lines = [line.split() for line in f]
-    smiles = [fields[0] for fields in lines if fields]
-    if smiles and smiles[0].lower() == "smiles":
-        smiles = smiles[1:]
-    return smiles
+    return [smiles for _, smiles in read_smiles_lines(path)]
 
 
 def featurize_smiles(
-    smiles: Sequence[str], skip_invalid: bool = False, source: str = "input"
+    smiles: Sequence[str],
+    skip_invalid: bool = False,
+    source: str = "input",
+    *,
+    max_atoms: int | None = None,
+    lines: Sequence[int] | None = None,
 ) -> tuple[list[Data], list[tuple[int, str]]]:
-    """Graphs of :obj:`smiles` and the ``(row, smiles)`` pairs that failed.
+    """Graphs of :obj:`smiles` (:func:`~pyg_molblend.data.from_smiles`) and the
+    ``(row, smiles)`` pairs (0-based rows) that have no graph: invalid, or above
+    :obj:`max_atoms` heavy atoms.
+
+    Args:
+        smiles (Sequence[str]): the SMILES strings.
+        skip_invalid (bool, optional): skip and count instead of raising.
+            (default: :obj:`False`)
+        source (str, optional): the input, named in messages. (default: :obj:`"input"`)
+        max_atoms (int, optional, keyword-only): largest molecule accepted; :obj:`None`
+            for no limit. (default: :obj:`None`)
+        lines (Sequence[int], optional, keyword-only): the line of each SMILES in
+            :obj:`source`, for messages; by default messages give the 0-based row.
 
     Raises:
-        ValueError: naming the row and the string of the first invalid SMILES, unless
-            :obj:`skip_invalid` (then one warning gives the count).
+        ValueError: naming the source, line (or row) and string of the first invalid or
+            too large molecule, unless :obj:`skip_invalid` (then one warning per reason
+            gives the count).
     """
-    graphs, skipped = [], []
+    invalid = Rejections("with an invalid SMILES", skip_invalid, source)
+    large = Rejections(f"above max_atoms={max_atoms}", skip_invalid, source)
+    graphs = []
     for row, text in enumerate(smiles):
+        where = f"{source}, line {lines[row]}" if lines is not None else f"{source}, row {row}"
         try:
-            graphs.append(from_smiles(text))
+            data = from_smiles(text)
         except ValueError as error:
-            if not skip_invalid:
-                raise ValueError(f"Row {row} of {source}: {error}") from error
-            skipped.append((row, text))
-    _warn_skipped(skipped, f"invalid SMILES of {source}")
-    return graphs, skipped
+            invalid.add(row, text, f"{where}: {error}")
+            continue
+        if max_atoms is not None and data.num_nodes > max_atoms:
+            large.add(
+                row,
+                text,
+                f"{where}: molecule {shorten(text)!r} has {data.num_nodes} atoms, above "
+                f"max_atoms={max_atoms}",
+            )
+            continue
+        graphs.append(data)
+    invalid.warn()
+    large.warn()
+    return graphs, sorted(invalid.items + large.items)
 
 
-def _warn_skipped(skipped: list[tuple[int, str]], what: str) -> None:
-    if skipped:
-        warnings.warn(
-            f"Skipped {len(skipped)} {what} (first: row {skipped[0][0]}, {skipped[0][1]!r})",
-            stacklevel=3,
-        )
-
-
-class SmilesDataset(InMemoryDataset):
+class SmilesDataset(CachedDataset):
     r"""Unlabelled molecules read from SMILES files, featurized with
     :func:`~pyg_molblend.data.from_smiles` and cached on disk with their
     ``pre_transform`` (pair relations, conformers), which runs on :obj:`num_workers`
-    processes with a progress bar. The cache is keyed on the files' paths, sizes and
-    modification times and on the options, so editing a file reprocesses it.
+    processes with a progress bar. The cache is keyed by
+    :func:`~pyg_molblend.datasets.utils.cache_key` on the files' paths and contents and on
+    every option, so editing a file reprocesses it.
+
+    Arguments follow :class:`~torch_geometric.data.InMemoryDataset`'s order; the options
+    of this package are keyword-only. Molecules that cannot be parsed, or have more than
+    :obj:`max_atoms` heavy atoms, raise a :class:`ValueError` naming the file, line and
+    SMILES, or with :obj:`skip_invalid` are skipped before ``pre_transform`` runs, counted
+    in one warning per reason and listed in :attr:`skipped` (``(row, smiles)``, rows
+    counted over all files in order).
 
     Args:
         root (str): cache directory.
         paths (Sequence[str]): SMILES files (see :func:`read_smiles_file`).
-        pre_transform (callable, optional): applied once, cached.
         transform (callable, optional): applied on access.
-        skip_invalid (bool, optional): skip unparsable SMILES (counted, listed in
-            :attr:`skipped`) instead of raising. (default: :obj:`False`)
-        max_molecules (int, optional): keep only the first molecules (all files in order).
-        num_workers (int, optional): processes for ``pre_transform``. (default: :obj:`0`)
+        pre_transform (callable, optional): applied once, cached.
+        pre_filter (callable, optional): keeps the graphs for which it returns
+            :obj:`True`, before ``pre_transform``.
+        force_reload (bool, optional): process again even if a cache exists.
+            (default: :obj:`False`)
+        skip_invalid (bool, optional, keyword-only): skip (and count) unparsable or too
+            large molecules instead of raising. (default: :obj:`False`)
+        max_molecules (int, optional, keyword-only): keep only the first molecules (all
+            files in order).
+        max_atoms (int, optional, keyword-only): largest molecule accepted, in heavy
+            atoms; :obj:`None` for no limit.
+            (default: :data:`~pyg_molblend.constants.DEFAULT_MAX_ATOMS`)
+        num_workers (int, optional, keyword-only): processes for ``pre_transform``.
+            (default: :obj:`0`)
     """
+
+    prefix = "smiles"
 
     def __init__(
         self,
         root: str,
-        paths: Sequence[str],
-        pre_transform: Callable[[Data], Data] | None = None,
-        transform: Callable[[Data], Data] | None = None,
+        paths: Sequence[str | os.PathLike],
+        transform: Transform | None = None,
+        pre_transform: Transform | None = None,
+        pre_filter: Filter | None = None,
+        force_reload: bool = False,
+        *,
         skip_invalid: bool = False,
         max_molecules: int | None = None,
+        max_atoms: int | None = DEFAULT_MAX_ATOMS,
         num_workers: int = 0,
-        force_reload: bool = False,
     ) -> None:
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
         if not paths:
-            raise ValueError("SmilesDataset needs at least one SMILES file")
-        self.paths = [osp.abspath(str(p)) for p in paths]
+            raise ValueError(f"{type(self).__name__} needs at least one file")
+        self.paths = [os.fspath(p) for p in paths]
         for path in self.paths:
             if not osp.isfile(path):
-                raise ValueError(f"SMILES file not found: {path!r}")
+                raise ValueError(f"File not found: {path!r}")
         self.skip_invalid = skip_invalid
         self.max_molecules = max_molecules
-        self.num_workers = num_workers
-        super().__init__(root, transform, pre_transform, force_reload=force_reload)
-        self.load(self.processed_paths[0])
-        with open(self.processed_paths[1]) as f:
-            self.skipped = [(int(r), str(s)) for r, s in json.load(f)["skipped"]]
+        self.max_atoms = max_atoms
+        super().__init__(root, transform, pre_transform, pre_filter, force_reload, num_workers)
+        self.skipped = [(int(r), str(s)) for r, s in self.meta["skipped"]]
 
     @property
     def raw_file_names(self) -> list[str]:
         return []
 
-    #: Prefix of the processed file names.
-    _kind = "smiles"
+    def cache_inputs(self) -> list[str]:
+        return self.paths
 
-    @property
-    def processed_file_names(self) -> list[str]:
-        stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in self.paths]
-        options = [stats, self.skip_invalid, self.max_molecules, repr(self.pre_transform)]
-        key = hashlib.sha1(json.dumps(options, default=str).encode()).hexdigest()[:12]
-        return [f"{self._kind}_{key}.pt", f"{self._kind}_{key}.json"]
-
-    def download(self) -> None:
-        return None
+    def cache_options(self) -> dict[str, Any]:
+        return {
+            "skip_invalid": self.skip_invalid,
+            "max_molecules": self.max_molecules,
+            "max_atoms": self.max_atoms,
+        }
 
     @property
     def smiles(self) -> list[str]:
-        return list(self._data.smiles)
+        """The SMILES of the graphs in this dataset (or subset), in order."""
+        return [self._data.smiles[i] for i in self.indices()]
 
     def _read(self) -> tuple[list[Data], list[tuple[int, str]]]:
         """The graphs of the files and the ``(row, text)`` of the molecules skipped."""
-        smiles: list[str] = []
+        graphs: list[Data] = []
+        skipped: list[tuple[int, str]] = []
+        remaining, offset = self.max_molecules, 0
         for path in self.paths:
-            smiles += read_smiles_file(path)
-        if self.max_molecules is not None:
-            smiles = smiles[: self.max_molecules]
-        return featurize_smiles(smiles, self.skip_invalid, source="the SMILES files")
+            items = read_smiles_lines(path)[:remaining]
+            if remaining is not None:
+                remaining -= len(items)
+            found, dropped = featurize_smiles(
+                [smiles for _, smiles in items],
+                self.skip_invalid,
+                source=path,
+                max_atoms=self.max_atoms,
+                lines=[line for line, _ in items],
+            )
+            graphs += found
+            skipped += [(offset + row, text) for row, text in dropped]
+            offset += len(items)
+        return graphs, skipped
 
     def process(self) -> None:
         graphs, skipped = self._read()
-        if not graphs:
-            raise ValueError(f"No valid molecule in {self.paths}")
-        if self.pre_transform is not None:
-            graphs = apply_transform(graphs, self.pre_transform, self.num_workers, "Preparing")
-        self.save(graphs, self.processed_paths[0])
-        with open(self.processed_paths[1], "w") as f:
-            json.dump({"skipped": skipped}, f)
+        self.finish(graphs, {"skipped": skipped}, source=", ".join(self.paths))
 
 
 class SDFDataset(SmilesDataset):
@@ -169,25 +230,28 @@ class SDFDataset(SmilesDataset):
     PCQM4Mv2's ``pcqm4m-v2-train.sdf``. Each record is featurized with
     :func:`~pyg_molblend.data.from_mol` (hydrogens removed, heavy-atom coordinates kept as
     ``pos`` with ``has_pos = True`` when the record is 3D), then ``pre_transform`` runs
-    and the result is cached as in :class:`SmilesDataset`, whose arguments it takes. A
-    record without 3D coordinates gets none (an
+    and the result is cached as in :class:`SmilesDataset`, whose arguments it takes
+    (:obj:`max_atoms` included). A record without 3D coordinates gets none (an
     :class:`~pyg_molblend.transforms.AddConformer` pre-transform embeds it).
 
     Rows in :attr:`skipped` count records over all files in order; the text is
-    ``"<file>:<record>"``.
+    ``"<file>:<record>"`` (records counted from 0).
 
     Raises:
-        ValueError: naming the file and record of the first record RDKit cannot read,
-            unless :obj:`skip_invalid` (then one warning gives the count).
+        ValueError: naming the file and record of the first record RDKit cannot read or
+            that has more than :obj:`max_atoms` heavy atoms, unless :obj:`skip_invalid`
+            (then one warning per reason gives the count).
     """
 
-    _kind = "sdf"
+    prefix = "sdf"
 
     def _read(self) -> tuple[list[Data], list[tuple[int, str]]]:
         from rdkit import Chem
 
         graphs: list[Data] = []
-        skipped: list[tuple[int, str]] = []
+        source = ", ".join(self.paths)
+        invalid = Rejections("that RDKit cannot read", self.skip_invalid, source)
+        large = Rejections(f"above max_atoms={self.max_atoms}", self.skip_invalid, source)
         row = 0
         for path in self.paths:
             opener = gzip.open if path.endswith(".gz") else open
@@ -195,14 +259,22 @@ class SDFDataset(SmilesDataset):
                 for record, mol in enumerate(Chem.ForwardSDMolSupplier(f, removeHs=False)):
                     if self.max_molecules is not None and row >= self.max_molecules:
                         break
+                    where = f"{path}, record {record}"
                     try:
-                        graphs.append(from_mol(mol))
+                        data = from_mol(mol)
                     except ValueError as error:
-                        if not self.skip_invalid:
-                            raise ValueError(
-                                f"Record {record} of {path!r} cannot be read: {error}"
-                            ) from error
-                        skipped.append((row, f"{path}:{record}"))
+                        invalid.add(row, f"{path}:{record}", f"{where} cannot be read: {error}")
+                    else:
+                        if self.max_atoms is not None and data.num_nodes > self.max_atoms:
+                            large.add(
+                                row,
+                                f"{path}:{record}",
+                                f"{where}: molecule {shorten(data.smiles)!r} has "
+                                f"{data.num_nodes} atoms, above max_atoms={self.max_atoms}",
+                            )
+                        else:
+                            graphs.append(data)
                     row += 1
-        _warn_skipped(skipped, "unreadable SDF records")
-        return graphs, skipped
+        invalid.warn()
+        large.warn()
+        return graphs, sorted(invalid.items + large.items)

@@ -3,16 +3,220 @@
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
+import json
+import marshal
 import multiprocessing
 import numbers
+import os
+import os.path as osp
 import pickle
-from collections.abc import Callable, Sequence
+import sys
+import types
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import torch_geometric
 from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 from tqdm import tqdm
 
-__all__ = ["apply_transform", "merge_datasets"]
+import pyg_molblend
+from pyg_molblend.constants import FEATURIZER
+
+__all__ = ["CachedDataset", "Rejections", "apply_transform", "cache_key", "merge_datasets"]
+
+Transform = Callable[[Data], Data]
+Filter = Callable[[Data], bool]
+
+#: Bumped whenever featurization or the stored fields change, so that caches written by
+#: an older version of this package are not read as current ones.
+CACHE_FORMAT = 2
+
+_INTERNAL_DIRS = tuple(
+    osp.dirname(module.__file__) + os.sep for module in (pyg_molblend, torch_geometric)
+)
+
+
+def warn_user(message: str) -> None:
+    """A :class:`UserWarning` attributed to the first caller outside this package and
+    PyG (the user's script), not to the dataset machinery that emits it."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+@functools.lru_cache(maxsize=256)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    """BLAKE2b of the file's bytes, read in 1 MiB blocks (memoised per size and mtime)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe(obj: Any) -> str | None:
+    """A description of a transform or filter that changes when what it does changes:
+    its :func:`repr` (the transforms of this package show every option), or for a plain
+    function its name and a digest of its compiled code and defaults."""
+    if obj is None:
+        return None
+    if isinstance(obj, types.FunctionType):
+        code = hashlib.sha256(marshal.dumps(obj.__code__) + repr(obj.__defaults__).encode())
+        return f"{obj.__module__}.{obj.__qualname__}:{code.hexdigest()[:16]}"
+    return repr(obj)
+
+
+def cache_key(inputs: Sequence[str | os.PathLike], options: Mapping[str, Any]) -> str:
+    r"""The key of a processed dataset: it changes whenever an input file or an
+    output-changing option does.
+
+    Every dataset of this package names its processed files with this key, so that an
+    edited input, another file of the same name, or other options never reuse a stale
+    cache. It covers, for each input file, its absolute path, size, modification time and
+    a BLAKE2b digest of its bytes (streamed; memoised per size and modification time), and
+    :obj:`options` (JSON-serialised; pass transforms and filters through
+    :func:`describe`), and :data:`CACHE_FORMAT`.
+
+    Args:
+        inputs (Sequence[str]): the files the processed data is read from.
+        options (Mapping[str, Any]): every option that changes the processed data.
+
+    Returns:
+        16 hexadecimal digits.
+
+    Raises:
+        FileNotFoundError: naming an input that does not exist.
+    """
+    files = []
+    for path in inputs:
+        path = osp.abspath(os.fspath(path))
+        if not osp.isfile(path):
+            raise FileNotFoundError(f"Input file not found: {path!r}")
+        stat = os.stat(path)
+        digest = _content_digest(path, stat.st_size, stat.st_mtime_ns)
+        files.append([path, stat.st_size, stat.st_mtime_ns, digest])
+    payload = {"format": CACHE_FORMAT, "inputs": files, "options": dict(options)}
+    text = json.dumps(payload, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """:obj:`text` for a message, cut to :obj:`limit` characters with its length given."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class Rejections:
+    r"""Molecules rejected for one reason while a dataset is read: the first raises a
+    :class:`ValueError` (its message plus how to skip such molecules), or with
+    :obj:`skip` each is recorded and :meth:`warn` gives their count in one warning.
+
+    Args:
+        what (str): the reason, for the warning (``"with an invalid SMILES"``).
+        skip (bool): record instead of raising.
+        source (str): the input, named in the warning.
+    """
+
+    def __init__(self, what: str, skip: bool, source: str) -> None:
+        self.what = what
+        self.skip = skip
+        self.source = source
+        self.items: list[tuple[int, str]] = []
+        self.first = ""
+
+    def add(self, row: int, text: str, message: str) -> None:
+        """Rejects data row :obj:`row` (0-based; :obj:`text` is recorded), described by
+        :obj:`message`, which names the file and line."""
+        if not self.skip:
+            raise ValueError(f"{message}; pass skip_invalid=True to skip such molecules")
+        if not self.items:
+            self.first = message
+        self.items.append((row, text))
+
+    def warn(self) -> None:
+        """One warning giving the count and the first case, if any was recorded."""
+        if self.items:
+            warn_user(
+                f"Skipped {len(self.items)} molecules of {self.source} {self.what} "
+                f"(first: {self.first})"
+            )
+
+
+class CachedDataset(InMemoryDataset):
+    r"""Base class of the datasets of this package: an
+    :class:`~torch_geometric.data.InMemoryDataset` whose processed files are named by
+    :func:`cache_key` over :meth:`cache_inputs` and :meth:`cache_options` plus the
+    descriptions (:func:`describe`) of ``pre_transform`` and ``pre_filter``, so that a
+    changed input or option is processed again instead of read stale from the cache.
+
+    Subclasses define :meth:`cache_inputs`, :meth:`cache_options` and ``process``, which
+    ends with :meth:`finish`; metadata (lists of skipped molecules, target names) is saved
+    as JSON next to the graphs and loaded into :attr:`meta`. PyG's own warning that a
+    ``pre_transform`` differs from the cached one is silenced, since such a cache is
+    never read.
+    """
+
+    #: Prefix of the processed file names.
+    prefix = "data"
+
+    def __init__(
+        self,
+        root: str,
+        transform: Transform | None = None,
+        pre_transform: Transform | None = None,
+        pre_filter: Filter | None = None,
+        force_reload: bool = False,
+        num_workers: int = 0,
+    ) -> None:
+        self.num_workers = num_workers
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"The `pre_(transform|filter)` argument")
+            super().__init__(root, transform, pre_transform, pre_filter, force_reload=force_reload)
+        self.load(self.processed_paths[0])
+        with open(self.processed_paths[1]) as f:
+            self.meta: dict[str, Any] = json.load(f)
+
+    def cache_inputs(self) -> list[str]:
+        """The files the processed data is read from."""
+        raise NotImplementedError
+
+    def cache_options(self) -> dict[str, Any]:
+        """Every option that changes the processed data (JSON-serialisable)."""
+        raise NotImplementedError
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        options = {
+            **self.cache_options(),
+            "class": type(self).__name__,
+            "pre_transform": describe(self.pre_transform),
+            "pre_filter": describe(self.pre_filter),
+        }
+        key = cache_key(self.cache_inputs(), options)
+        return [f"{self.prefix}_{key}.pt", f"{self.prefix}_{key}.json"]
+
+    def finish(self, data_list: list[Data], meta: dict[str, Any], source: str) -> None:
+        """The tail of ``process``: ``pre_filter``, then ``pre_transform`` (on
+        :attr:`num_workers` processes), then the graphs and :obj:`meta` saved.
+
+        Raises:
+            ValueError: naming :obj:`source` if no graph is left.
+        """
+        if self.pre_filter is not None:
+            data_list = [data for data in data_list if self.pre_filter(data)]
+        if not data_list:
+            raise ValueError(f"No molecule of {source} is left to save")
+        if self.pre_transform is not None:
+            data_list = apply_transform(
+                data_list, self.pre_transform, self.num_workers, desc=f"Pre-transforming {source}"
+            )
+        self.save(data_list, self.processed_paths[0])
+        with open(self.processed_paths[1], "w") as f:
+            json.dump(meta, f)
 
 #: Chunks handed to each worker per pass over the data, so that slow molecules
 #: (conformer embedding of a macrocycle, say) balance out between workers.
@@ -118,7 +322,7 @@ class _MergedDataset(InMemoryDataset):
 def merge_datasets(datasets: Sequence[Sequence[Data]], keys: Sequence[str]) -> InMemoryDataset:
     r"""One in-memory dataset holding every graph of :obj:`datasets`, in order, with the
     fields :obj:`keys` only (a dataset's own fields, QM9's targets say, would not collate
-    with another's).
+    with another's), plus the vocabulary tag ``featurizer`` where the graphs have it.
 
     Raises:
         ValueError: naming the dataset, graph and field if a graph lacks one of :obj:`keys`.
@@ -133,7 +337,10 @@ def merge_datasets(datasets: Sequence[Sequence[Data]], keys: Sequence[str]) -> I
                     f"Graph {index} of dataset {number} ({type(dataset).__name__}) lacks "
                     f"{missing}; every merged graph needs {list(keys)}"
                 )
-            data_list.append(Data(**{key: data[key] for key in keys}))
+            fields = {key: data[key] for key in keys}
+            if getattr(data, "featurizer", None) == FEATURIZER:
+                fields["featurizer"] = FEATURIZER
+            data_list.append(Data(**fields))
     if not data_list:
         raise ValueError("merge_datasets got no graphs")
     return _MergedDataset(data_list)
