@@ -220,7 +220,7 @@ def test_csv_dataset_errors(tmp_path):
         CSVDataset(root, str(path), "SMILES", ["empty"], "regression")
     with pytest.raises(ValueError, match=r"line 2, column 'solubility': .* 0 or 1.*'0\.5'"):
         CSVDataset(root, str(path), "SMILES", ["solubility"], "classification")
-    with pytest.raises(ValueError, match="assay.csv, line 2, column 'name': target 'a' is not a"):
+    with pytest.raises(ValueError, match=r"assay\.csv, line 2, column 'name': target 'a' is not"):
         CSVDataset(root, str(path), "SMILES", ["name"], "regression")
     with pytest.raises(ValueError, match="'ranking'"):
         CSVDataset(root, str(path), "SMILES", ["activity"], "ranking")

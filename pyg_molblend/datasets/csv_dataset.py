@@ -236,7 +236,9 @@ class SmilesTableDataset(CachedDataset):
     @property
     def smiles(self) -> list[str]:
         """The SMILES of the graphs in this dataset (or subset), in order."""
-        return [self._data.smiles[i] for i in self.indices()]
+        smiles = self._data.smiles
+        smiles = [smiles] if isinstance(smiles, str) else smiles  # a dataset of one graph
+        return [smiles[i] for i in self.indices()]
 
     @property
     def source_rows(self) -> list[int]:

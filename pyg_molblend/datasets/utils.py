@@ -50,8 +50,9 @@ def warn_user(message: str) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _content_digest(path: str, size: int, mtime_ns: int) -> str:
-    """BLAKE2b of the file's bytes, read in 1 MiB blocks (memoised per size and mtime)."""
+def _content_digest(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    """BLAKE2b of the file's bytes, read in 1 MiB blocks. Memoised per size, times and
+    inode: any write, rename over, or time reset changes the inode change time."""
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -78,7 +79,8 @@ def cache_key(inputs: Sequence[str | os.PathLike], options: Mapping[str, Any]) -
     Every dataset of this package names its processed files with this key, so that an
     edited input, another file of the same name, or other options never reuse a stale
     cache. It covers, for each input file, its absolute path, size, modification time and
-    a BLAKE2b digest of its bytes (streamed; memoised per size and modification time), and
+    a BLAKE2b digest of its bytes (streamed; memoised within the process while size,
+    times and inode stay the same), and
     :obj:`options` (JSON-serialised; pass transforms and filters through
     :func:`describe`), and :data:`CACHE_FORMAT`.
 
@@ -98,7 +100,9 @@ def cache_key(inputs: Sequence[str | os.PathLike], options: Mapping[str, Any]) -
         if not osp.isfile(path):
             raise FileNotFoundError(f"Input file not found: {path!r}")
         stat = os.stat(path)
-        digest = _content_digest(path, stat.st_size, stat.st_mtime_ns)
+        digest = _content_digest(
+            path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+        )
         files.append([path, stat.st_size, stat.st_mtime_ns, digest])
     payload = {"format": CACHE_FORMAT, "inputs": files, "options": dict(options)}
     text = json.dumps(payload, sort_keys=True, default=repr)
