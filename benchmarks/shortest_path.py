@@ -226,7 +226,13 @@ def main() -> int:
 
     # ------------------------------------------------------------------ (b)
     def strip(d: Data) -> Data:
-        return Data(x=d.x, edge_index=d.edge_index, edge_attr=d.edge_attr, num_nodes=d.num_nodes)
+        return Data(
+            x=d.x,
+            edge_index=d.edge_index,
+            edge_attr=d.edge_attr,
+            num_nodes=d.num_nodes,
+            featurizer=d.featurizer,  # the vocabulary tag that to_dense checks
+        )
 
     plain = [strip(d) for d in data]
     stored = []
