@@ -111,7 +111,7 @@ def test_bad_rows_named_or_skipped_with_count(tmp_path, capsys):
     code, _ = _finetune(tmp_path, csv=str(bad))
     assert code == 2
     err = capsys.readouterr().err
-    assert "row 3" in err.lower() and "C1CC(" in err
+    assert "bad.csv, line 5" in err and "C1CC(" in err  # the editor line (header: line 1)
     with pytest.warns(UserWarning, match="1"):
         code, out = _finetune(tmp_path, "--skip-invalid", csv=str(bad), name="skip")
     assert code == 0
