@@ -127,10 +127,10 @@ def test_missing_column_and_all_missing_targets(tmp_path, capsys):
     assert code == 2 and "'y'" in capsys.readouterr().err
 
 
-def test_atom_limit(tmp_path):
-    with pytest.raises(SystemExit, match="above --max-atoms 8"):
-        _finetune(tmp_path, "--max-atoms", "8")
-    with pytest.warns(UserWarning, match="above 22 atoms"):
+def test_atom_limit(tmp_path, capsys):
+    code, _ = _finetune(tmp_path, "--max-atoms", "8")
+    assert code == 2 and "above --max-atoms=8" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="above max_atoms=22"):
         code, out = _finetune(
             tmp_path, "--max-atoms", "22", "--skip-invalid", "--split", "random", name="small"
         )
@@ -379,7 +379,8 @@ def test_pretrain_on_qm9_sdf_geometries_and_smiles(tmp_path, capsys):
     alone = tmp_path / "alone"
     cmd = ["pretrain", "--qm9", str(qm9), "--qm9-max-molecules", "32", "--steps", "1"]
     assert main([*cmd, "--batch-size", "16", "--out", str(alone)]) == 0
-    dataset = _qm9(argparse.Namespace(qm9=str(qm9), qm9_max_molecules=32, num_workers=0))
+    args = argparse.Namespace(qm9=str(qm9), qm9_max_molecules=32, num_workers=0, force_reload=False)
+    dataset = _qm9(args)
     assert bool(dataset._data.has_pos.all())
     table = pd.read_csv(qm9 / "raw" / "qm9_part01.csv.gz", nrows=32)
     for i in (5, 31):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 
 from pyg_molblend import __version__
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.models import PRESETS
 
 __all__ = ["build_parser", "main"]
@@ -64,8 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", default="runs/finetune", help="output directory")
 
     ev = sub.add_parser("evaluate", help="evaluate a fine-tuned model.pt on a dataset")
-    add_data_arguments(ev)
-    ev.set_defaults(split=None)
+    add_data_arguments(ev, evaluate=True)
     ev.add_argument("--checkpoint", required=True, help="model.pt written by finetune")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--device", default="cpu")
@@ -126,9 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="use only the first molecules of the --smiles files, and of the --sdf files",
     )
-    pt.add_argument("--skip-invalid", action="store_true")
+    pt.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip invalid and too-large molecules (counted) instead of failing",
+    )
+    pt.add_argument(
+        "--max-atoms",
+        type=int,
+        default=DEFAULT_MAX_ATOMS,
+        help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
+    )
+    pt.add_argument(
+        "--force-reload", action="store_true", help="rebuild the processed corpus cache"
+    )
     pt.add_argument("--num-workers", type=int, default=0)
-    pt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    pt.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt (same settings and data; starts fresh if absent)",
+    )
+    pt.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an OUT that holds a checkpoint, replacing it and its log",
+    )
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--device", default="cpu")
     pt.add_argument("--out", default="runs/pretrain")
@@ -138,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", required=True, help="pretrain or finetune checkpoint, or 'pretrained'"
     )
     em.add_argument("--smiles", required=True, help="CSV with a 'smiles' column or .smi")
-    em.add_argument("--out", required=True, help="output .npy file")
+    em.add_argument("--out", required=True, help="output .npy file ('.npy' is added if missing)")
     em.add_argument(
         "--mode",
         default=None,
@@ -149,7 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument(
         "--skip-invalid",
         action="store_true",
-        help="write a NaN row for an invalid SMILES instead of failing",
+        help="write a NaN row for an invalid or too-large SMILES instead of failing",
+    )
+    em.add_argument(
+        "--max-atoms",
+        type=int,
+        default=DEFAULT_MAX_ATOMS,
+        help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
     )
     em.add_argument("--device", default="cpu")
     return parser
@@ -159,6 +189,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pyg_molblend.training.checkpoint import CheckpointError
 
+    def format_warning(message, category, filename, lineno, line=None):
+        # One line in the command's voice, not a source location inside a library.
+        return f"pyg-molblend {args.command}: warning: {cli_wording(str(message))}\n"
+
+    default_format = warnings.formatwarning
+    warnings.formatwarning = format_warning
+    try:
+        return _run(args, CheckpointError)
+    finally:
+        warnings.formatwarning = default_format
+
+
+def _run(args: argparse.Namespace, CheckpointError: type) -> int:
     try:
         if args.command == "finetune":
             from pyg_molblend.cli.labelled import run_finetune
@@ -178,7 +221,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pyg_molblend.cli.embed import run_embed
 
             run_embed(args)
-    except (CheckpointError, ValueError) as error:
-        print(f"pyg-molblend {args.command}: error: {error}", file=sys.stderr)
+    except (CheckpointError, ValueError, OSError) as error:
+        print(f"pyg-molblend {args.command}: error: {cli_wording(str(error))}", file=sys.stderr)
         return 2
     return 0
+
+
+#: Library messages name Python keywords (``skip_invalid=True``); on the command line the
+#: same advice names the flag.
+_KEYWORD = re.compile(r"\b(skip_invalid|force_reload|overwrite|resume)=True\b")
+_OPTION = re.compile(r"\b(max_atoms|lr|batch_size)\b(?=[ =)])")
+
+
+def cli_wording(message: str) -> str:
+    """:obj:`message` with Python keyword advice rewritten as command-line flags."""
+    message = _KEYWORD.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
+    return _OPTION.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)

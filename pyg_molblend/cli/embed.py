@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch_geometric.loader import DataLoader
 
-from pyg_molblend.datasets import featurize_smiles, read_smiles_file
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS
+from pyg_molblend.datasets import featurize_smiles
+from pyg_molblend.datasets.smiles import read_smiles_lines
 from pyg_molblend.training.checkpoint import load_checkpoint, load_encoder
+from pyg_molblend.training.io import atomic_path, check_writable
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
 __all__ = ["embed_smiles", "run_embed"]
@@ -24,16 +28,23 @@ def embed_smiles(
     batch_size: int = 64,
     skip_invalid: bool = False,
     device: str = "cpu",
+    *,
+    max_atoms: int | None = DEFAULT_MAX_ATOMS,
+    source: str = "the SMILES file",
+    lines: list[int] | None = None,
 ) -> np.ndarray:
     """Graph embeddings ``[len(smiles), C]`` (float32) from a checkpoint's encoder, in
     eval mode, so the same input always gives the same rows. With :obj:`skip_invalid` an
-    invalid SMILES gets a row of NaN (and is counted in a warning); otherwise it raises
-    a :class:`ValueError` naming the row."""
+    invalid SMILES, or a molecule above :obj:`max_atoms` heavy atoms, gets a row of NaN
+    (and is counted in a warning); otherwise it raises a :class:`ValueError` naming
+    :obj:`source` and the line (from :obj:`lines`) or row."""
     payload = load_checkpoint(checkpoint)
     if mode is None:
         mode = payload.get("predictor", {}).get("mode", "2d")
     encoder = load_encoder(checkpoint).to(device).eval()
-    graphs, skipped = featurize_smiles(smiles, skip_invalid, source="the SMILES file")
+    graphs, skipped = featurize_smiles(
+        smiles, skip_invalid, source=source, max_atoms=max_atoms, lines=lines
+    )
     conformer = AddConformer(seed=0) if mode != "2d" else None
     prepared = []
     for data in graphs:
@@ -56,10 +67,24 @@ def embed_smiles(
 
 
 def run_embed(args: argparse.Namespace) -> np.ndarray:
-    smiles = read_smiles_file(args.smiles)
+    path = Path(args.out)
+    if path.suffix != ".npy":  # what np.save would write; say so instead of surprising
+        path = path.with_name(path.name + ".npy")
+    check_writable(path.parent)
+    load_checkpoint(args.checkpoint)  # a bad checkpoint fails before the SMILES are read
+    records = read_smiles_lines(args.smiles)
     out = embed_smiles(
-        args.checkpoint, smiles, args.mode, args.batch_size, args.skip_invalid, args.device
+        args.checkpoint,
+        [smiles for _, smiles in records],
+        args.mode,
+        args.batch_size,
+        args.skip_invalid,
+        args.device,
+        max_atoms=args.max_atoms,
+        source=args.smiles,
+        lines=[line for line, _ in records],
     )
-    np.save(args.out, out)
-    print(f"wrote {out.shape[0]} x {out.shape[1]} embeddings to {args.out}")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, out)
+    print(f"wrote {out.shape[0]} x {out.shape[1]} embeddings to {path}")
     return out

@@ -15,6 +15,7 @@ import torch
 import torch_geometric.transforms as T
 
 from pyg_molblend import __version__
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data import index_split, random_split, scaffold_split
 from pyg_molblend.datasets import CSVDataset, MoleculeNet, default_dataset
 from pyg_molblend.datasets.csv_dataset import SmilesTableDataset
@@ -22,11 +23,13 @@ from pyg_molblend.models import MoleBlend, MoleBlendPredictor
 from pyg_molblend.training.checkpoint import (
     PRETRAINED_NAME,
     CheckpointError,
+    data_fingerprint,
     load_checkpoint,
     load_encoder,
     save_checkpoint,
 )
 from pyg_molblend.training.finetune import FinetuneConfig, evaluate, finetune, seed_everything
+from pyg_molblend.training.io import atomic_write, check_writable, write_json
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
 __all__ = ["add_data_arguments", "load_predictor", "run_evaluate", "run_finetune"]
@@ -36,7 +39,7 @@ __all__ = ["add_data_arguments", "load_predictor", "run_evaluate", "run_finetune
 CONFORMER_SEED = 0
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, evaluate: bool = False) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", help="MoleculeNet name (bbbp, bace, esol, ...)")
     group.add_argument("--root", default="data", help="dataset directory (default: data)")
@@ -52,16 +55,35 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-atoms",
         type=int,
-        default=256,
-        help="largest molecule accepted, in heavy atoms (default: 256)",
+        default=DEFAULT_MAX_ATOMS,
+        help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
+    )
+    if evaluate:
+        group.add_argument(
+            "--split",
+            default=None,
+            choices=("scaffold", "random", "all"),
+            help="molecules to score: 'all', or a split rule (default: the split the model "
+            "was fine-tuned with when the data is the same, else all)",
+        )
+    else:
+        group.add_argument(
+            "--split",
+            default="scaffold",
+            choices=("scaffold", "random"),
+            help="split type (default: scaffold)",
+        )
+    group.add_argument(
+        "--split-file",
+        help="JSON file with 'train', 'valid', 'test' lists of CSV data rows (0-based, the "
+        "header not counted: the first molecule is 0); rows skipped as invalid are left out "
+        "and counted",
     )
     group.add_argument(
-        "--split",
-        default="scaffold",
-        choices=("scaffold", "random"),
-        help="split type (default: scaffold)",
+        "--force-reload",
+        action="store_true",
+        help="rebuild the processed cache under --root instead of reusing it",
     )
-    group.add_argument("--split-file", help="JSON file with 'train', 'valid', 'test' index lists")
     group.add_argument(
         "--num-workers", type=int, default=0, help="processes for conformer generation (default: 0)"
     )
@@ -77,12 +99,18 @@ def _pre_transform(mode: str) -> T.Compose:
 def load_labelled(args: argparse.Namespace, mode: str) -> tuple[SmilesTableDataset, str]:
     """The dataset named by the arguments, pre-transformed for :obj:`mode`, and its name."""
     pre = _pre_transform(mode)
-    common = dict(pre_transform=pre, skip_invalid=args.skip_invalid, num_workers=args.num_workers)
+    common = dict(
+        pre_transform=pre,
+        force_reload=args.force_reload,
+        skip_invalid=args.skip_invalid,
+        max_atoms=args.max_atoms,
+        num_workers=args.num_workers,
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The `pre_transform` argument differs")
         if args.csv:
             if not args.targets or not args.task:
-                raise SystemExit("--csv needs --targets T1,T2 and --task classification|regression")
+                raise ValueError("--csv needs --targets T1,T2 and --task classification|regression")
             stem = Path(args.csv).name.split(".")[0]
             dataset = CSVDataset(
                 osp.join(args.root, "csv", stem),
@@ -95,49 +123,77 @@ def load_labelled(args: argparse.Namespace, mode: str) -> tuple[SmilesTableDatas
             return dataset, stem
         if args.dataset:
             return MoleculeNet(args.root, args.dataset, **common), args.dataset.lower()
-        dataset = default_dataset(args.root, pre_transform=pre, num_workers=args.num_workers)
-        return dataset, "bbbp"
+        common["skip_invalid"] = True  # the shipped BBBP has 11 SMILES RDKit rejects
+        return default_dataset(args.root, **common), "bbbp"
 
 
-def _usable(dataset: SmilesTableDataset, max_atoms: int, skip: bool) -> tuple[np.ndarray, int]:
-    """Indices of molecules within the atom limit (raising or counting the others)."""
-    sizes = torch.as_tensor(dataset.slices["x"]).diff().numpy()
-    too_large = np.nonzero(sizes > max_atoms)[0]
-    if too_large.size and not skip:
-        i = int(too_large[0])
-        raise SystemExit(
-            f"Molecule {i} ({dataset.smiles[i]!r}) has {sizes[i]} atoms, above --max-atoms "
-            f"{max_atoms}; raise the limit or pass --skip-invalid"
+def _num_rows(dataset: SmilesTableDataset) -> int:
+    """Data rows of the input file: the molecules kept and those skipped, for any reason."""
+    return len(dataset) + len(dataset.skipped) + len(dataset.too_large) + len(dataset.unlabeled)
+
+
+def _read_split_file(path: str) -> dict[str, list[int]]:
+    try:
+        with open(path) as f:
+            given = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--split-file not found: {path!r}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"--split-file {path!r} is not valid JSON: {error}") from None
+    if not isinstance(given, dict):
+        raise ValueError(f"--split-file {path!r} must hold an object with 'train', 'valid', 'test'")
+    missing = {"train", "valid", "test"} - set(given)
+    if missing:
+        raise ValueError(f"--split-file {path!r} lacks {sorted(missing)}")
+    for name in ("train", "valid", "test"):
+        part = given[name]
+        if not isinstance(part, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in part
+        ):
+            raise ValueError(f"--split-file {path!r}: {name!r} must be a list of row numbers")
+    return {name: given[name] for name in ("train", "valid", "test")}
+
+
+def rows_to_positions(
+    dataset: SmilesTableDataset, rows: dict[str, list[int]], source: str
+) -> dict[str, np.ndarray]:
+    """Positions in :obj:`dataset` of the CSV data rows of each part (validated: no row
+    twice, none past the end); rows dropped as invalid, too large or unlabelled are
+    counted in one warning."""
+    num_rows = _num_rows(dataset)
+    try:  # range and overlap checks, naming the row
+        index_split(num_rows, *rows.values())
+    except ValueError as error:
+        raise ValueError(f"{source}: {error} (data rows are 0 to {num_rows - 1})") from None
+    position = {row: i for i, row in enumerate(dataset.source_rows)}
+    parts, dropped = {}, 0
+    for name, part in rows.items():
+        kept = [position[r] for r in part if r in position]
+        dropped += len(part) - len(kept)
+        parts[name] = np.array(kept, dtype=np.int64)
+    if dropped:
+        warnings.warn(
+            f"{dropped} rows of {source} are not in the data (skipped as invalid, too "
+            "large or unlabelled) and were left out",
+            stacklevel=2,
         )
-    if too_large.size:
-        warnings.warn(f"Skipped {too_large.size} molecules above {max_atoms} atoms", stacklevel=2)
-    return np.nonzero(sizes <= max_atoms)[0], int(too_large.size)
+    return parts
 
 
 def make_split(
-    dataset: SmilesTableDataset, usable: np.ndarray, split: str, seed: int, split_file: str | None
+    dataset: SmilesTableDataset, split: str, seed: int, split_file: str | None
 ) -> dict[str, np.ndarray]:
-    """Train/valid/test positions into :obj:`dataset` (only :obj:`usable` molecules)."""
+    """Train/valid/test positions into :obj:`dataset`."""
     if split_file:
-        with open(split_file) as f:
-            given = json.load(f)
-        missing = {"train", "valid", "test"} - set(given)
-        if missing:
-            raise SystemExit(f"--split-file {split_file!r} lacks {sorted(missing)}")
-        parts = index_split(len(dataset), given["train"], given["valid"], given["test"])
-        allowed = set(usable.tolist())
-        return {
-            name: np.array([i for i in part.tolist() if i in allowed])
-            for name, part in zip(("train", "valid", "test"), parts, strict=True)
-        }
+        return rows_to_positions(
+            dataset, _read_split_file(split_file), f"--split-file {split_file!r}"
+        )
     if split == "scaffold":
-        smiles = [dataset.smiles[i] for i in usable]
-        parts = scaffold_split(smiles)
+        parts = scaffold_split(dataset.smiles)
     else:
-        parts = random_split(len(usable), seed=seed)
+        parts = random_split(len(dataset), seed=seed)
     return {
-        name: usable[part.numpy()]
-        for name, part in zip(("train", "valid", "test"), parts, strict=True)
+        name: part.numpy() for name, part in zip(("train", "valid", "test"), parts, strict=True)
     }
 
 
@@ -159,7 +215,7 @@ def _write_predictions(
     path: str, dataset: SmilesTableDataset, index: np.ndarray, pred: np.ndarray, split: str
 ) -> None:
     names = dataset.target_names
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["index", "split", "smiles", *names, *[f"{n}_pred" for n in names]])
         for row, i in enumerate(index):
@@ -175,19 +231,18 @@ def _write_predictions(
             )
 
 
-def _conformer_failures(dataset: SmilesTableDataset, index: np.ndarray) -> int:
+def _conformer_failures(dataset: SmilesTableDataset) -> int:
     if "has_pos" not in dataset._data:
         return 0
-    has_pos = dataset._data.has_pos.view(-1)
-    return int((~has_pos[torch.as_tensor(index, dtype=torch.long)]).sum())
+    return int((~dataset._data.has_pos.view(-1)[: len(dataset)]).sum())
 
 
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
+    out = check_writable(args.out)
     seed_everything(args.seed)
     device = args.device
     dataset, name = load_labelled(args, args.mode)
-    usable, too_large = _usable(dataset, args.max_atoms, args.skip_invalid)
-    split = make_split(dataset, usable, args.split, args.seed, args.split_file)
+    split = make_split(dataset, args.split, args.seed, args.split_file)
     if args.checkpoint:
         encoder = load_encoder(args.checkpoint, activation_dropout=0.0, drop_path=0.0)
     else:
@@ -204,9 +259,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     subsets = {k: dataset[torch.as_tensor(v, dtype=torch.long)] for k, v in split.items()}
     result = finetune(predictor, subsets["train"], subsets["valid"], subsets["test"], config)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    failures = _conformer_failures(dataset, usable) if args.mode != "2d" else 0
+    failures = _conformer_failures(dataset) if args.mode != "2d" else 0
     metrics = {
         "dataset": name,
         "task": dataset.task_type,
@@ -226,13 +279,13 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         "num_test": len(split["test"]),
         "checkpoint": args.checkpoint,
         "skipped_invalid": len(dataset.skipped),
-        "skipped_too_large": too_large,
+        "skipped_too_large": len(dataset.too_large),
         "conformer_failures": failures,
         "history": result.history,
         "version": __version__,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    save_checkpoint(out / "model.pt", _predictor_payload(predictor, dataset, name, args))
+    save_checkpoint(out / "model.pt", _predictor_payload(predictor, dataset, name, split, args))
+    write_json(out / "metrics.json", metrics)
     assert result.test_predictions is not None
     _write_predictions(
         str(out / "predictions.csv"), dataset, split["test"], result.test_predictions, "test"
@@ -248,7 +301,11 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _predictor_payload(
-    predictor: MoleBlendPredictor, dataset: SmilesTableDataset, name: str, args: argparse.Namespace
+    predictor: MoleBlendPredictor,
+    dataset: SmilesTableDataset,
+    name: str,
+    split: dict[str, np.ndarray],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     state = predictor.state_dict()
     return {
@@ -264,27 +321,50 @@ def _predictor_payload(
             "mode": predictor.mode,
             "target_names": dataset.target_names,
             "dataset": name,
-            "split": args.split,
+            "split": "file" if args.split_file else args.split,
             "seed": args.seed,
             "pretrained_from": args.checkpoint,
+            # The split as CSV data rows, with the data it applies to, so that
+            # ``evaluate`` scores exactly the molecules fine-tuning held out.
+            "split_rows": {
+                k: np.asarray(dataset.source_rows)[v].tolist() for k, v in split.items()
+            },
+            "data_fingerprint": data_fingerprint(dataset),
         },
     }
 
 
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    out = check_writable(args.out)
     predictor, meta = load_predictor(args.checkpoint)
     predictor.to(args.device)
     dataset, name = load_labelled(args, meta["mode"])
     if dataset.num_tasks != meta["num_tasks"] or dataset.task_type != meta["task_type"]:
-        raise SystemExit(
+        raise ValueError(
             f"Checkpoint {args.checkpoint!r} predicts {meta['num_tasks']} {meta['task_type']} "
             f"targets, dataset {name!r} has {dataset.num_tasks} {dataset.task_type} targets"
         )
-    usable, too_large = _usable(dataset, args.max_atoms, args.skip_invalid)
-    if args.split == "all":
-        split = {"all": usable}
+    everything = np.arange(len(dataset))
+    split_name = args.split
+    if args.split_file:
+        split_name = "file"
+        split = make_split(dataset, "scaffold", meta["seed"], args.split_file)
+    elif args.split == "all":
+        split = {"all": everything}
+    elif args.split is not None:
+        split = make_split(dataset, args.split, meta["seed"], None)
+    elif meta.get("data_fingerprint") == data_fingerprint(dataset):
+        split_name = "finetune"
+        split = rows_to_positions(
+            dataset, meta["split_rows"], f"the split stored in {args.checkpoint!r}"
+        )
     else:
-        split = make_split(dataset, usable, args.split, meta["seed"], args.split_file)
+        split_name = "all"
+        split = {"all": everything}
+        print(
+            f"{name}: not the data {args.checkpoint!r} was fine-tuned on; scoring all "
+            f"{len(dataset)} molecules (choose a split with --split)"
+        )
     results = {}
     predictions = {}
     for part, index in split.items():
@@ -305,17 +385,19 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": None,
         "seed": meta["seed"],
         "mode": meta["mode"],
-        "split": args.split,
+        "split": split_name,
+        **{f"num_{part}": len(index) for part, index in split.items()},
         "checkpoint": args.checkpoint,
         "skipped_invalid": len(dataset.skipped),
-        "skipped_too_large": too_large,
+        "skipped_too_large": len(dataset.too_large),
         "version": __version__,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     _write_predictions(str(out / "predictions.csv"), dataset, split[main], predictions[main], main)
-    print(f"{name}: {main} {metric} = {metrics['test']:.4f}; wrote {out}/metrics.json")
+    print(
+        f"{name}: {main} {metric} = {metrics['test']:.4f} ({split_name} split, "
+        f"{len(split[main])} molecules); wrote {out}/metrics.json, predictions.csv"
+    )
     return metrics
 
 

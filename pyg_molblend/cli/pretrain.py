@@ -17,7 +17,8 @@ from pyg_molblend.datasets import QM9, SDFDataset, SmilesDataset, merge_datasets
 from pyg_molblend.models import MoleBlend
 from pyg_molblend.nn import ModalityBlend
 from pyg_molblend.training.finetune import seed_everything
-from pyg_molblend.training.pretrain import PretrainConfig, pretrain
+from pyg_molblend.training.io import check_writable
+from pyg_molblend.training.pretrain import PretrainConfig, check_output, pretrain
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
 __all__ = ["PRETRAIN_KEYS", "run_pretrain"]
@@ -38,7 +39,8 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
     rank = dist.get_rank() if distributed else 0
     seed_everything(args.seed)  # before the model exists: its init must be reproducible
     try:
-        out = Path(args.out)
+        out = check_writable(args.out)
+        check_output(out, args.resume, args.overwrite)  # before the corpus is prepared
         # Rank 0 prepares the caches; the others wait and then read them.
         if rank == 0:
             dataset, sources = _corpus(args, out)
@@ -77,7 +79,9 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
                 f"pretraining on {len(dataset)} molecules ({counts}; {missing} without 3D), "
                 f"{args.steps} steps, preset {args.preset}, {world} process(es)"
             )
-        summary = pretrain(model, dataset, out, config, resume=args.resume, extra=extra)
+        summary = pretrain(
+            model, dataset, out, config, resume=args.resume, extra=extra, overwrite=args.overwrite
+        )
         if rank == 0:
             print(
                 f"done: {summary['steps']} steps in {summary['seconds']:.0f} s; "
@@ -114,8 +118,10 @@ def _corpus(args: argparse.Namespace, out: Path) -> tuple[Dataset, dict[str, int
                 str(root),
                 files,
                 pre_transform=T.Compose(steps),
+                force_reload=args.force_reload,
                 skip_invalid=args.skip_invalid,
                 max_molecules=args.max_molecules,
+                max_atoms=args.max_atoms,
                 num_workers=args.num_workers,
             )
     if args.qm9 is not None:
@@ -141,6 +147,7 @@ def _qm9(args: argparse.Namespace) -> QM9:
         args.qm9,
         source=source,
         pre_transform=AddShortestPath(),
+        force_reload=args.force_reload,
         max_molecules=args.qm9_max_molecules,
         num_workers=args.num_workers,
     )
