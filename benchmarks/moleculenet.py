@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import GINEConv, global_mean_pool
 
-from pyg_molblend.cli.labelled import _usable
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data import scaffold_split
 from pyg_molblend.datasets import MoleculeNet
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
@@ -317,20 +317,25 @@ class single_thread:
         torch.set_num_threads(self.threads)
 
 
-def scaffold_positions(dataset: MoleculeNet, usable: np.ndarray) -> dict[str, np.ndarray]:
-    """The scaffold split of the usable molecules, as ``pyg-molblend finetune`` makes it
-    (``cli.labelled.make_split``), without its quadratic ``dataset.smiles[i]`` loop."""
-    smiles = dataset.smiles
-    parts = scaffold_split([smiles[i] for i in usable])
+def scaffold_positions(dataset: MoleculeNet) -> dict[str, np.ndarray]:
+    """The scaffold split of the dataset, as ``pyg-molblend finetune`` makes it
+    (``cli.labelled.make_split``)."""
+    parts = scaffold_split(dataset.smiles)
     return {
-        name: usable[part.numpy()]
-        for name, part in zip(("train", "valid", "test"), parts, strict=True)
+        name: part.numpy() for name, part in zip(("train", "valid", "test"), parts, strict=True)
     }
 
 
-def prepare_dataset(name: str, root: Path, raw_dir: Path, num_workers: int = 0) -> MoleculeNet:
+def prepare_dataset(
+    name: str,
+    root: Path,
+    raw_dir: Path,
+    num_workers: int = 0,
+    max_atoms: int = DEFAULT_MAX_ATOMS,
+) -> MoleculeNet:
     """The dataset, its raw CSV copied from ``raw_dir`` when missing (offline), processed
-    (once, then cached under ``root``) on ``num_workers`` processes."""
+    (once, then cached under ``root``) on ``num_workers`` processes; invalid SMILES and
+    molecules above :obj:`max_atoms` skipped (counted in ``.skipped``, ``.too_large``)."""
     raw_file = MoleculeNet.names[name][2] + ".csv"
     target = root / name / "raw" / raw_file
     if not target.exists():
@@ -349,6 +354,7 @@ def prepare_dataset(name: str, root: Path, raw_dir: Path, num_workers: int = 0) 
             name,
             pre_transform=T.Compose([AddShortestPath()]),
             skip_invalid=True,
+            max_atoms=max_atoms,
             num_workers=num_workers,
         )
 
@@ -396,7 +402,9 @@ def main() -> int:
     parser.add_argument("--gin-lr", type=float, default=1e-3, help="GIN learning rate")
     parser.add_argument("--gin-dropout", type=float, default=0.5)
     parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--max-atoms", type=int, default=256, help="larger molecules skipped")
+    parser.add_argument(
+        "--max-atoms", type=int, default=DEFAULT_MAX_ATOMS, help="larger molecules skipped"
+    )
     parser.add_argument(
         "--models",
         nargs="*",
@@ -464,11 +472,9 @@ def main() -> int:
     start = time.perf_counter()
     prepared = {}
     for name in names:
-        dataset = prepare_dataset(name, root, Path(args.raw_dir), args.num_workers)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Skipped")
-            usable, too_large = _usable(dataset, args.max_atoms, True)
-        split = scaffold_positions(dataset, usable)
+        dataset = prepare_dataset(name, root, Path(args.raw_dir), args.num_workers, args.max_atoms)
+        too_large = len(dataset.too_large)
+        split = scaffold_positions(dataset)
         subsets = {k: dataset[torch.as_tensor(v, dtype=torch.long)] for k, v in split.items()}
         prepared[name] = dict(
             dataset=dataset,

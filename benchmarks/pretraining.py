@@ -42,7 +42,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,7 @@ from moleculenet import (
 
 from pyg_molblend import __version__
 from pyg_molblend.cli.embed import embed_smiles
-from pyg_molblend.cli.labelled import _usable
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data import random_split
 from pyg_molblend.data.featurize import quiet_rdkit
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
@@ -164,11 +163,10 @@ def run_lowdata(args: argparse.Namespace) -> dict[str, Any]:
     checkpoints = {name: resolve(path, workdir) for name, path in args.checkpoint}
     results: dict[str, Any] = {}
     for name in args.datasets:
-        dataset = prepare_dataset(name, Path(args.root), Path(args.raw_dir))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Skipped")
-            usable, _ = _usable(dataset, args.max_atoms, True)
-        split = scaffold_positions(dataset, usable)
+        dataset = prepare_dataset(
+            name, Path(args.root), Path(args.raw_dir), max_atoms=args.max_atoms
+        )
+        split = scaffold_positions(dataset)
         smiles = dataset.smiles
         y = dataset._data.y.view(len(dataset), -1).numpy().astype(float)
         features: dict[str, np.ndarray] = {}
@@ -700,7 +698,7 @@ def main() -> int:
     low.add_argument("--sizes", nargs="+", type=int, default=list(LOWDATA_SIZES))
     low.add_argument("--raw-dir", default=DEFAULT_RAW_DIR)
     low.add_argument("--root", default="runs/molnet")
-    low.add_argument("--max-atoms", type=int, default=256)
+    low.add_argument("--max-atoms", type=int, default=DEFAULT_MAX_ATOMS)
     qm9 = sub.choices["qm9"]
     qm9.add_argument("--root", required=True, help="QM9 root with the held-out qm9pack part(s)")
     qm9.add_argument("--target", default="gap")
