@@ -314,57 +314,12 @@ def case_force_reload_rebuilds_the_cache(c: Case):
     import pyg_molblend.cli.labelled as labelled
 
     c.monkeypatch.setattr(labelled, "finetune", _no_training)
-    main(
-        [
-            "finetune",
-            "--csv",
-            BBBP,
-            "--targets",
-            "p_np",
-            "--task",
-            "classification",
-            "--root",
-            str(c.tmp / "data"),
-            "--out",
-            str(c.tmp / "a"),
-            "--from-scratch",
-        ]
-    )
+    args = ["finetune", "--csv", BBBP, "--targets", "p_np", "--task", "classification"]
+    args += ["--root", str(c.tmp / "data"), "--out", str(c.tmp / "a"), "--from-scratch"]
+    assert main(args) == 2  # stopped after loading the data
     first = processed()
-    main(
-        [
-            "finetune",
-            "--csv",
-            BBBP,
-            "--targets",
-            "p_np",
-            "--task",
-            "classification",
-            "--root",
-            str(c.tmp / "data"),
-            "--out",
-            str(c.tmp / "a"),
-            "--from-scratch",
-        ]
-    )
-    assert processed() == first
-    main(
-        [
-            "finetune",
-            "--csv",
-            BBBP,
-            "--targets",
-            "p_np",
-            "--task",
-            "classification",
-            "--root",
-            str(c.tmp / "data"),
-            "--out",
-            str(c.tmp / "a"),
-            "--from-scratch",
-            "--force-reload",
-        ]
-    )
+    assert main(args) == 2 and processed() == first
+    assert main([*args, "--force-reload"]) == 2
     again = processed()
     assert again.keys() == first.keys() and all(again[f] > first[f] for f in first)
 
