@@ -54,7 +54,7 @@ def test_finetune_classification_end_to_end(tmp_path):
     assert 0.0 <= metrics["test"] <= 1.0
     assert metrics["num_train"] + metrics["num_valid"] + metrics["num_test"] == 80
     lines = (out / "predictions.csv").read_text().strip().splitlines()
-    assert lines[0] == "index,split,smiles,p_np,p_np_pred"
+    assert lines[0] == "row,split,smiles,p_np,p_np_pred"
     assert len(lines) == 1 + metrics["num_test"]
     assert (out / "model.pt").exists()
 

@@ -214,19 +214,22 @@ def load_predictor(path: str) -> tuple[MoleBlendPredictor, dict[str, Any]]:
 def _write_predictions(
     path: str, dataset: SmilesTableDataset, index: np.ndarray, pred: np.ndarray, split: str
 ) -> None:
+    """One line per molecule: its CSV data ``row`` (as ``--split-file`` counts rows), the
+    split, the SMILES, the targets (empty where missing) and the predictions."""
     names = dataset.target_names
+    smiles, rows = dataset.smiles, dataset.source_rows
     with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["index", "split", "smiles", *names, *[f"{n}_pred" for n in names]])
-        for row, i in enumerate(index):
-            target = dataset[int(i)].y.view(-1).tolist()
+        writer.writerow(["row", "split", "smiles", *names, *[f"{n}_pred" for n in names]])
+        for k, i in enumerate(index.tolist()):
+            target = dataset[i].y.view(-1).tolist()
             writer.writerow(
                 [
-                    int(i),
+                    rows[i],
                     split,
-                    dataset.smiles[int(i)],
+                    smiles[i],
                     *["" if np.isnan(t) else t for t in target],
-                    *[f"{p:.6g}" for p in pred[row]],
+                    *[f"{p:.6g}" for p in pred[k]],
                 ]
             )
 
