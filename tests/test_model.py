@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch_geometric.data import Batch
@@ -142,7 +144,23 @@ def test_presets():
         MoleBlend.from_preset("huge")
 
 
-def test_overfit_spd_accuracy(real_smiles):
+@pytest.fixture
+def one_thread():
+    """Run on one intra-op thread, then restore the caller's setting.
+
+    Reductions split across threads add in a different order, so with 2 threads the
+    losses already differ from 1 thread's in the 7th digit at step 1, and a training run
+    becomes a different run on every thread count. Pinning makes the test the same run
+    under any ``OMP_NUM_THREADS`` (on one CPU kind), and on a busy 2-core machine one
+    thread is also several times faster than two that wait for each other.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_overfit_spd_accuracy(real_smiles, one_thread):
     # Conformers break the symmetry of equivalent atoms (in 2D alone, the two meta
     # carbons of a phenyl have identical states, so no head can tell their SPDs apart).
     torch.manual_seed(0)
@@ -163,14 +181,34 @@ def test_overfit_spd_accuracy(real_smiles):
         loss_weights={"spd": 1.0, "edge": 0.1, "3d": 0.1, "denoise": 0.1},
     )
     dense = model._dense(Batch.from_data_list(datas))
-    optim = torch.optim.Adam(model.parameters(), lr=5e-3)
-    for _ in range(400):
+    labels = spd_labels(dense.spd, dense.pair_mask)
+    baseline = torch.bincount(labels[labels != -100]).max().item() / (labels != -100).sum().item()
+    # Constant Adam at 5e-3 with no warmup or clipping was unstable here: loss spikes of
+    # 7-30x with gradient norms up to 50, from which 3 of 6 seeds ended below 0.9 and a
+    # 2-thread run ended at the majority-class rate (0.218). Warmup, clipping, beta2 = 0.98
+    # and a cosine decay keep every seed and thread count tried at 0.93-0.94 with no
+    # spike above 1.2x, in 300 steps instead of 400.
+    steps, warmup = 300, 30
+    optim = torch.optim.Adam(model.parameters(), lr=7e-3, betas=(0.9, 0.98))
+
+    def lr_factor(step: int) -> float:  # linear warmup, then cosine to zero
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 + 0.5 * math.cos(math.pi * (step - warmup) / (steps - warmup))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optim, lr_factor)
+    for _ in range(steps):
         optim.zero_grad()
-        loss, parts = model.pretrain_loss(dense, mode="2d+3d")
+        loss, _ = model.pretrain_loss(dense, mode="2d+3d")
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
+        schedule.step()
     _, parts = model.eval().pretrain_loss(dense, mode="2d+3d")
+    # Guessing the most frequent class (SPD 2) scores about 0.22.
+    assert 0.15 < baseline < 0.3
     assert parts["spd_acc"] > 0.9
+    assert parts["spd_acc"] > 3 * baseline
 
 
 def test_predictor_losses_and_standardisation():
