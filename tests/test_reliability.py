@@ -232,15 +232,23 @@ def case_metrics_and_log_are_strict_json(c: Case):
 # 5. Failing late, or with a traceback --------------------------------------------------
 
 
+def _blocked_out(c: Case, module, name: str) -> Path:
+    """A path under a regular file (so it cannot be created), with :obj:`module.name`
+    replaced by a function that fails the test if the work starts anyway."""
+
+    def never(*args, **kwargs):
+        raise AssertionError(f"{name} ran although --out cannot be written")
+
+    c.monkeypatch.setattr(module, name, never)
+    blocker = c.tmp / "file"
+    blocker.write_text("")
+    return blocker
+
+
 def case_unwritable_out_fails_before_training(c: Case):
     import pyg_molblend.cli.labelled as labelled
 
-    def never(*args, **kwargs):
-        raise AssertionError("trained although --out cannot be written")
-
-    c.monkeypatch.setattr(labelled, "finetune", never)
-    blocker = c.tmp / "file"
-    blocker.write_text("")
+    blocker = _blocked_out(c, labelled, "finetune")
     args = ["--csv", BBBP, "--targets", "p_np", "--task", "classification"]
     code = main(["finetune", *args, "--out", str(blocker / "out"), *FAST])
     err = c.err()
@@ -250,12 +258,7 @@ def case_unwritable_out_fails_before_training(c: Case):
 def case_embed_checks_output_before_work(c: Case):
     import pyg_molblend.cli.embed as embed
 
-    def never(*args, **kwargs):
-        raise AssertionError("embedded although --out cannot be written")
-
-    c.monkeypatch.setattr(embed, "embed_smiles", never)
-    blocker = c.tmp / "file"
-    blocker.write_text("")
+    blocker = _blocked_out(c, embed, "embed_smiles")
     code = main(
         ["embed", "--checkpoint", "pretrained", "--smiles", BBBP, "--out", str(blocker / "e")]
     )

@@ -187,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pyg_molblend.training.checkpoint import CheckpointError
 
     def format_warning(message, category, filename, lineno, line=None):
         # One line in the command's voice, not a source location inside a library.
@@ -196,12 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     default_format = warnings.formatwarning
     warnings.formatwarning = format_warning
     try:
-        return _run(args, CheckpointError)
+        return _run(args)
     finally:
         warnings.formatwarning = default_format
 
 
-def _run(args: argparse.Namespace, CheckpointError: type) -> int:
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "finetune":
             from pyg_molblend.cli.labelled import run_finetune
@@ -221,7 +220,7 @@ def _run(args: argparse.Namespace, CheckpointError: type) -> int:
             from pyg_molblend.cli.embed import run_embed
 
             run_embed(args)
-    except (CheckpointError, ValueError, OSError) as error:
+    except (ValueError, OSError) as error:  # user errors; CheckpointError is a ValueError
         print(f"pyg-molblend {args.command}: error: {cli_wording(str(error))}", file=sys.stderr)
         return 2
     return 0
