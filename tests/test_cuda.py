@@ -101,3 +101,35 @@ def test_finetune_from_shipped_weights_on_cuda():
     assert next(predictor.parameters()).is_cuda
     assert result.best_epoch in (1, 2)
     assert all(math.isfinite(v) for v in result.valid.values())
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_finetune_step_on_cuda_never_waits_for_the_device(task):
+    """The training step (densify, forward, loss, backward, clipping, the finiteness
+    guard, the fused optimizer and the schedule) runs without a host synchronisation."""
+    from torch_geometric.loader import DataLoader
+
+    from pyg_molblend.training.finetune import FiniteGuard, make_optimizer, train_step
+
+    graphs = []
+    for i, g in enumerate(_graphs() * 4):
+        g = AddShortestPath()(g)
+        g.y = torch.tensor([[float(i % 2), math.nan if i % 3 else float(g.num_nodes > 10)]])
+        graphs.append(g)
+    predictor = MoleBlendPredictor(load_encoder(str(PRETRAINED_PATH)), 2, task).cuda().train()
+    optimizer = make_optimizer(predictor.parameters(), 1e-4, 0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    guard = FiniteGuard(optimizer, "cuda")
+    batches = list(DataLoader(graphs, batch_size=8, pin_memory=True))
+    train_step(predictor, batches[0], optimizer, scheduler, guard, 5.0, "cuda", "")  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [
+            train_step(predictor, batch, optimizer, scheduler, guard, 5.0, "cuda", "")
+            for batch in batches[1:]
+        ]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    guard.flush()
+    assert all(math.isfinite(loss.item()) for loss in losses)

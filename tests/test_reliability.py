@@ -10,7 +10,6 @@ folder take ``tmp_path``.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import math
@@ -348,16 +347,17 @@ def case_resume_says_where_it_resumes(c: Case):
 
 
 def case_resume_cuts_the_log_back_to_the_checkpoint(c: Case):
-    pretrain = importlib.import_module("pyg_molblend.training.pretrain")
-    real = pretrain.check_finite_step
+    from pyg_molblend.training.finetune import FiniteGuard
 
-    def killed_at_step_4(loss, grad_norm, step, lr, kept):
+    real = FiniteGuard.check
+
+    def killed_at_step_4(self, loss, grad_norm, step, lr, kept):
         if step == 4:
             raise KeyboardInterrupt  # the process dies after logging step 3
-        return real(loss, grad_norm, step, lr, kept)
+        return real(self, loss, grad_norm, step, lr, kept)
 
     out = c.tmp / "pre"
-    c.monkeypatch.setattr(pretrain, "check_finite_step", killed_at_step_4)
+    c.monkeypatch.setattr(FiniteGuard, "check", killed_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         _pretrain(c, out, steps=5)
     c.monkeypatch.undo()

@@ -8,6 +8,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+import torch
+
 from pyg_molblend import __version__
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.models import PRESETS
@@ -26,6 +28,29 @@ def _ratio(text: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"blend ratio must be three numbers, got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def device_type(text: str) -> str:
+    """``--device``: ``auto`` is CUDA when a device is visible, else the CPU; anything
+    else must be a device name torch knows (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"device {text!r}: no CUDA device is visible")
+    return text
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        type=device_type,
+        default="auto",
+        help="cpu, cuda, cuda:N, or auto: CUDA when present (default: auto)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,14 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--lr", type=float, default=3e-4)
     ft.add_argument("--weight-decay", type=float, default=0.0)
     ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--device", default="cpu")
+    add_device_argument(ft)
     ft.add_argument("--out", default="runs/finetune", help="output directory")
 
     ev = sub.add_parser("evaluate", help="evaluate a fine-tuned model.pt on a dataset")
     add_data_arguments(ev, evaluate=True)
     ev.add_argument("--checkpoint", required=True, help="model.pt written by finetune")
     ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--device", default="cpu")
+    add_device_argument(ev)
     ev.add_argument("--out", default="runs/evaluate", help="output directory")
 
     pt = sub.add_parser("pretrain", help="MoleBLEND pretraining on unlabelled SMILES")
@@ -142,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument(
         "--force-reload", action="store_true", help="rebuild the processed corpus cache"
     )
-    pt.add_argument("--num-workers", type=int, default=0)
+    pt.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="processes for conformer generation and for loading batches (default: 0)",
+    )
     pt.add_argument(
         "--resume",
         action="store_true",
@@ -154,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start afresh in an OUT that holds a checkpoint, replacing it and its log",
     )
     pt.add_argument("--seed", type=int, default=0)
-    pt.add_argument("--device", default="cpu")
+    add_device_argument(pt)
     pt.add_argument("--out", default="runs/pretrain")
 
     em = sub.add_parser("embed", help="graph embeddings of SMILES as a .npy file")
@@ -181,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_ATOMS,
         help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
     )
-    em.add_argument("--device", default="cpu")
+    add_device_argument(em)
     return parser
 
 

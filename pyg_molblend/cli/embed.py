@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch_geometric.loader import DataLoader
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.datasets import featurize_smiles
 from pyg_molblend.datasets.smiles import read_smiles_lines
 from pyg_molblend.training.checkpoint import load_checkpoint, load_encoder
+from pyg_molblend.training.finetune import map_batches
 from pyg_molblend.training.io import atomic_path, check_writable
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
@@ -50,10 +50,14 @@ def embed_smiles(
     for data in graphs:
         data = AddShortestPath()(data)
         prepared.append(conformer(data) if conformer is not None else data)
-    rows = []
-    for batch in DataLoader(prepared, batch_size=batch_size, shuffle=False):
-        rows.append(encoder.encode(batch.to(device), mode).graph.float().cpu())
-    valid = torch.cat(rows).numpy() if rows else np.zeros((0, encoder.channels), np.float32)
+    rows = map_batches(
+        lambda dense: encoder.encode(dense, mode).graph.float(),
+        prepared,
+        batch_size,
+        device,
+        max_hops=encoder.max_hops,
+    )
+    valid = np.zeros((0, encoder.channels), np.float32) if rows is None else rows.numpy()
     out = np.full((len(smiles), encoder.channels), np.nan, dtype=np.float32)
     bad = {row for row, _ in skipped}
     out[[i for i in range(len(smiles)) if i not in bad]] = valid

@@ -85,7 +85,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, evaluate: bool = False) 
         help="rebuild the processed cache under --root instead of reusing it",
     )
     group.add_argument(
-        "--num-workers", type=int, default=0, help="processes for conformer generation (default: 0)"
+        "--num-workers",
+        type=int,
+        default=0,
+        help="processes for conformer generation and for loading batches (default: 0)",
     )
 
 
@@ -255,6 +258,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         weight_decay=args.weight_decay,
         seed=args.seed,
         device=device,
+        num_workers=args.num_workers,
     )
     subsets = {k: dataset[torch.as_tensor(v, dtype=torch.long)] for k, v in split.items()}
     result = finetune(predictor, subsets["train"], subsets["valid"], subsets["test"], config)

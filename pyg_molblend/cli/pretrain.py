@@ -58,6 +58,7 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed,
             mode=args.mode,
             device=device,
+            num_workers=args.num_workers,
         )
         extra = {
             "data": {

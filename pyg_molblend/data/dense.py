@@ -75,12 +75,14 @@ class DenseMolBatch:
         """``[B, N, N]`` True for real pairs of molecules with 3D coordinates."""
         return self.pair_mask & self.has_pos.view(-1, 1, 1)
 
-    def to(self, device: torch.device | str) -> DenseMolBatch:
-        """A copy on :obj:`device`."""
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> DenseMolBatch:
+        """A copy on :obj:`device` (itself when every tensor is there already);
+        :obj:`non_blocking` copies asynchronously, as :meth:`torch.Tensor.to`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
         return DenseMolBatch(
             **{
-                f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-                for f in fields(self)
+                name: None if value is None else value.to(device, non_blocking=non_blocking)
+                for name, value in values.items()
             }
         )
 

@@ -17,19 +17,21 @@ TASK_TYPES = ("classification", "regression")
 
 
 def masked_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Binary cross-entropy over the labels that are present (NaN = missing)."""
+    """Binary cross-entropy averaged over the labels that are present (NaN = missing);
+    0 when none is. No host synchronisation: the mask weights the terms."""
     valid = ~torch.isnan(target)
-    if not bool(valid.any()):
-        return logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(logits[valid], target[valid])
+    loss = F.binary_cross_entropy_with_logits(
+        logits, torch.where(valid, target, 0.0), reduction="none"
+    )
+    return torch.where(valid, loss, 0.0).sum() / valid.sum().clamp(min=1)
 
 
 def masked_mse_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error over the targets that are present (NaN = missing)."""
+    """Mean squared error over the targets that are present (NaN = missing); 0 when none
+    is. No host synchronisation: the mask weights the terms."""
     valid = ~torch.isnan(target)
-    if not bool(valid.any()):
-        return pred.sum() * 0.0
-    return F.mse_loss(pred[valid], target[valid])
+    error = torch.where(valid, pred - torch.where(valid, target, 0.0), 0.0)
+    return error.square().sum() / valid.sum().clamp(min=1)
 
 
 class MoleBlendPredictor(nn.Module):
@@ -111,7 +113,7 @@ class MoleBlendPredictor(nn.Module):
     def loss(self, batch: Batch | Data, out: Tensor | None = None) -> Tensor:
         """Training loss against ``batch.y`` (``[B, T]``, NaN = missing)."""
         out = self(batch) if out is None else out
-        target = batch.y.view(out.shape).to(out.dtype)
+        target = batch.y.view(out.shape).to(out.device, out.dtype, non_blocking=True)
         if self.task_type == "classification":
             return masked_bce_loss(out, target)
         return masked_mse_loss(out, (target - self.target_mean) / self.target_std)

@@ -128,9 +128,13 @@ class ModalityBlend(nn.Module):
         batch_size, num_nodes = mask.shape
         use_3d = has_pos if mode != "2d" else torch.zeros_like(has_pos)
         fallback = ~has_pos if mode != "2d" else torch.zeros_like(has_pos)
-        if bool(use_3d.any()) and (dist is None or atom_3d is None):
+        missing_2d = spd is None or edge is None or degree is None
+        # "2d" decides without reading a tensor (no device synchronisation).
+        if mode == "2d" and missing_2d:
+            raise ValueError("mode '2d' needs the 2D relations")
+        if mode != "2d" and (dist is None or atom_3d is None) and bool(use_3d.any()):
             raise ValueError(f"mode {mode!r} needs the 3D relation for molecules with has_pos")
-        if bool((~use_3d).any()) and (spd is None or edge is None or degree is None):
+        if mode != "2d" and missing_2d and bool((~use_3d).any()):
             raise ValueError(f"mode {mode!r} needs the 2D relations for molecules without 3D")
         mol_3d = use_3d.view(-1, 1, 1, 1)
 

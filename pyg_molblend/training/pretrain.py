@@ -14,14 +14,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DistributedSampler
 from torch_geometric.data import Batch, Dataset
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
+from pyg_molblend.data import DenseMolBatch, SizeBucketBatchSampler
 from pyg_molblend.models import MoleBlend
 from pyg_molblend.training.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
-from pyg_molblend.training.finetune import check_finite_step, warmup_cosine
+from pyg_molblend.training.finetune import (
+    FiniteGuard,
+    dense_batch,
+    make_optimizer,
+    warmup_cosine,
+)
 from pyg_molblend.training.io import append_jsonl, atomic_write, json_safe, read_jsonl
 
 __all__ = ["CHECKPOINT_NAME", "PretrainConfig", "check_output", "pretrain"]
@@ -44,6 +49,7 @@ class PretrainConfig:
     seed: int = 0
     mode: str = "blend"
     device: str = "cpu"
+    num_workers: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -74,7 +80,9 @@ class _PretrainStep(nn.Module):
         self.model = model
         self.mode = mode
 
-    def forward(self, batch: Batch, generator: torch.Generator) -> tuple[Tensor, dict]:
+    def forward(
+        self, batch: Batch | DenseMolBatch, generator: torch.Generator
+    ) -> tuple[Tensor, dict]:
         return self.model.pretrain_loss(batch, mode=self.mode, generator=generator)
 
 
@@ -120,10 +128,12 @@ def pretrain(
     Every ``config.save_every`` steps and at the end, rank 0 writes
     ``out/checkpoint.pt`` atomically with the model, optimizer, scheduler, position in
     the data and every RNG state (each rank's), so a run killed at any moment and
-    restarted with :obj:`resume` continues exactly where the checkpoint was taken. Data
-    order comes from a :class:`~torch.utils.data.DistributedSampler` seeded per epoch,
-    so it is the same with or without a restart. Under ``torchrun`` (an initialised
-    process group) the model is wrapped in DDP and each rank reads its shard.
+    restarted with :obj:`resume` continues exactly where the checkpoint was taken.
+    Batches hold molecules of similar size
+    (:class:`~pyg_molblend.data.SizeBucketBatchSampler`, full batches only) drawn per
+    epoch from the seed, so they are the same with or without a restart. Under
+    ``torchrun`` (an initialised process group) the model is wrapped in DDP and each rank
+    takes its share of every epoch's batches.
 
     A resumed run must have the checkpoint's model configuration, settings
     (:attr:`PretrainConfig.RESUME_KEYS`), number of processes and data
@@ -154,17 +164,21 @@ def pretrain(
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,
         )
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = make_optimizer(model.parameters(), config.lr, config.weight_decay)
+    guard = FiniteGuard(optimizer, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(min(config.warmup_steps, config.steps), config.steps)
     )
     generator = torch.Generator(device=device).manual_seed(config.seed + 1000 * rank)
-    sampler = DistributedSampler(
-        dataset, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
+    sampler = SizeBucketBatchSampler(
+        dataset,
+        config.batch_size,
+        seed=config.seed,
+        drop_last=True,
+        num_replicas=world,
+        rank=rank,
     )
-    batches_per_epoch = len(sampler) // config.batch_size
+    batches_per_epoch = len(sampler)
     if batches_per_epoch == 0:
         raise ValueError(
             f"{len(dataset)} molecules over {world} process(es) do not fill one batch of "
@@ -207,22 +221,22 @@ def pretrain(
     try:
         while step < config.steps:
             sampler.set_epoch(epoch)
-            indices = list(sampler)[: batches_per_epoch * config.batch_size]
             loader = DataLoader(
-                dataset[torch.tensor(indices[position * config.batch_size :], dtype=torch.long)],
-                batch_size=config.batch_size,
-                shuffle=False,
+                dataset,
+                batch_sampler=list(sampler)[position:],
+                num_workers=config.num_workers,
+                pin_memory=device.type == "cuda",
                 # Its own generator: iterating a DataLoader draws a base seed from the global
                 # RNG otherwise, which would shift dropout after a resume.
                 generator=torch.Generator(),
             )
             for batch in loader:
-                batch = batch.to(device)
+                dense = dense_batch(batch, device, model.max_hops)
                 optimizer.zero_grad()
-                loss, parts = step_module(batch, generator)
+                loss, parts = step_module(dense, generator)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-                loss_value, grad_value = check_finite_step(
+                guard.check(
                     loss,
                     grad_norm,
                     step + 1,
@@ -231,6 +245,8 @@ def pretrain(
                 )
                 optimizer.step()
                 scheduler.step()
+                guard.flush()  # the log line reads the loss anyway
+                loss_value, grad_value = loss.item(), grad_norm.item()
                 step += 1
                 position += 1
                 last = {
