@@ -397,28 +397,32 @@ def edge_labels(path_edge: Tensor, edge_attr: Tensor) -> Tensor:
     return per_edge[path_edge + 1]
 
 
-def _accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+def _classification(logits: Tensor, labels: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """Cross-entropy and accuracy over the positions whose label is not -100.
+
+    ``logits`` is ``[..., classes]`` over the positions of ``labels``. Only the labelled
+    rows are gathered (a pair head's output need not be contiguous), so padding, self
+    pairs and hops past the path's end cost neither a softmax nor an argmax; the result
+    equals ``cross_entropy(..., ignore_index=-100)`` over all rows.
+    """
     valid = labels != -100
-    return (logits.argmax(-1)[valid] == labels[valid]).float().mean().detach()
+    if not bool(valid.any()):
+        return None, None
+    rows, target = logits[valid], labels[valid]
+    accuracy = (rows.detach().argmax(-1) == target).float().mean()
+    return F.cross_entropy(rows, target), accuracy
 
 
 def _spd_loss(logits: Tensor, dense: DenseMolBatch) -> tuple[Tensor | None, Tensor | None]:
-    labels = spd_labels(dense.spd, dense.pair_mask)
-    if not bool((labels != -100).any()):
-        return None, None
-    flat, target = logits.reshape(-1, NUM_SPD_CLASSES), labels.reshape(-1)
-    return F.cross_entropy(flat, target, ignore_index=-100), _accuracy(flat, target)
+    return _classification(logits, spd_labels(dense.spd, dense.pair_mask))
 
 
 def _edge_loss(
     logits: Tensor, dense: DenseMolBatch, max_hops: int
 ) -> tuple[Tensor | None, Tensor | None]:
     labels = edge_labels(dense.path_edge, dense.edge_attr)
-    if not bool((labels != -100).any()):
-        return None, None
-    flat = logits.reshape(-1, max_hops, NUM_EDGE_CLASSES)[:, : labels.size(-1)]
-    flat, target = flat.reshape(-1, NUM_EDGE_CLASSES), labels.reshape(-1)
-    return F.cross_entropy(flat, target, ignore_index=-100), _accuracy(flat, target)
+    per_hop = logits.unflatten(-1, (max_hops, NUM_EDGE_CLASSES))[..., : labels.size(-1), :]
+    return _classification(per_hop, labels)
 
 
 def _direction_loss(pred: Tensor, dense: DenseMolBatch) -> Tensor | None:
