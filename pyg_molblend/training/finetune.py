@@ -98,8 +98,9 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Any:
 def make_optimizer(
     parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float
 ) -> torch.optim.AdamW:
-    """AdamW with the fused kernel (one call for all parameters instead of about ten
-    small operations per parameter tensor, a third of a small model's step on CPU)."""
+    """AdamW with the fused kernel: one call for all parameters instead of about ten
+    small operations per parameter tensor (the loop was 14% of a ``small`` fine-tuning
+    step on CPU)."""
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
 
 

@@ -1,0 +1,143 @@
+"""The numbers of the GPU targets, measured in a few minutes (``gpu_check.sh`` runs this
+after ``tests/test_cuda.py``).
+
+* Tox21 fine-tuning epoch: ``finetune`` from the shipped weights, defaults (batch 32,
+  mode 2d, scaffold split), timed for 1 and for 3 epochs in one process after one
+  warm-up epoch; seconds per epoch = (t3 - t1) / 2 (each epoch includes its validation
+  pass, as on the CPU). Target on an H100/H200: <= 1 s.
+* Pretraining molecules/s: ``pretrain`` (mode blend) on molecules with RDKit conformers,
+  ``small`` at batch 64 and ``base`` at batch 32, timed for S1 and S2 steps;
+  molecules/s = (S2 - S1) * batch / (t(S2) - t(S1)). Targets: ``small`` >= 10,000,
+  ``base`` >= 1,500.
+
+Data come from ``--data`` (``gpu_check.sh prepare`` copies them there: ``tox21.csv`` and
+``zinc.csv.gz``), so nothing is downloaded. ``--device cpu --quick`` runs the same code
+on a few molecules, to check the script itself where there is no GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch
+import torch_geometric.transforms as T
+
+from pyg_molblend.data import scaffold_split
+from pyg_molblend.datasets import MoleculeNet, SmilesDataset
+from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+from pyg_molblend.training.checkpoint import load_encoder
+from pyg_molblend.training.finetune import FinetuneConfig, finetune, seed_everything
+from pyg_molblend.training.pretrain import PretrainConfig, pretrain
+from pyg_molblend.transforms import AddConformer, AddShortestPath
+
+TARGETS = {"tox21 s/epoch": 1.0, "small mol/s": 10_000.0, "base mol/s": 1_500.0}
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def tox21_epoch(data: Path, work: Path, device: str, quick: bool) -> float:
+    raw = work / "tox21" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    shutil.copy(data / "tox21.csv", raw / "tox21.csv")
+    started = time.perf_counter()
+    dataset = MoleculeNet(str(work), "tox21", pre_transform=AddShortestPath(), skip_invalid=True)
+    if quick:
+        dataset = dataset[:300]
+    print(f"tox21: {len(dataset)} molecules prepared in {time.perf_counter() - started:.0f} s")
+    train, valid, test = (dataset[p] for p in scaffold_split(dataset.smiles))
+
+    def run(epochs: int) -> float:
+        seed_everything(0)
+        encoder = load_encoder("pretrained", activation_dropout=0.0, drop_path=0.0)
+        predictor = MoleBlendPredictor(encoder, dataset.num_tasks, dataset.task_type, "2d")
+        config = FinetuneConfig(epochs=epochs, lr=3e-4, device=device, progress=False)
+        sync(device)
+        start = time.perf_counter()
+        result = finetune(predictor, train, valid, test, config)
+        sync(device)
+        print(f"  {epochs} epoch(s): {time.perf_counter() - start:.2f} s, test {result.test}")
+        return time.perf_counter() - start
+
+    run(1)  # warm-up: kernels, allocator, caches
+    return (run(3) - run(1)) / 2
+
+
+def pretrain_rate(
+    data: Path,
+    work: Path,
+    device: str,
+    preset: str,
+    batch: int,
+    steps: tuple[int, int],
+    quick: bool,
+) -> float:
+    dataset = SmilesDataset(  # as the pretrain command builds its corpus
+        str(work / "zinc"),
+        [str(data / "zinc.csv.gz")],
+        pre_transform=T.Compose([AddShortestPath(), AddConformer(seed=0)]),
+        max_molecules=200 if quick else 2000,
+        num_workers=min(16, os.cpu_count() or 1),
+        skip_invalid=True,
+    )
+    times = []
+    for count in steps:
+        seed_everything(0)
+        model = MoleBlend.from_preset(preset)
+        config = PretrainConfig(
+            steps=count, batch_size=batch, device=device, progress=False, save_every=10**9
+        )
+        with tempfile.TemporaryDirectory() as out:
+            sync(device)
+            start = time.perf_counter()
+            pretrain(model, dataset, out, config)
+            sync(device)
+            times.append(time.perf_counter() - start)
+        print(f"  {preset} batch {batch}: {count} steps in {times[-1]:.2f} s")
+    return (steps[1] - steps[0]) * batch / (times[1] - times[0])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=".gpu_check", help="folder of gpu_check.sh prepare")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--quick", action="store_true", help="a few molecules (script check)")
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("no CUDA device visible", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda"):
+        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    data = Path(args.data)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
+        work = Path(tmp)
+        results["tox21 s/epoch"] = tox21_epoch(data, work, args.device, args.quick)
+        short = (2, 4) if args.quick else (20, 120)
+        results["small mol/s"] = pretrain_rate(
+            data, work, args.device, "small", 64, short, args.quick
+        )
+        short = (2, 4) if args.quick else (10, 50)
+        results["base mol/s"] = pretrain_rate(
+            data, work, args.device, "base", 32, short, args.quick
+        )
+    print("\n| measure | value | target | |\n| --- | ---: | ---: | --- |")
+    for name, value in results.items():
+        target = TARGETS[name]
+        ok = value <= target if name.endswith("epoch") else value >= target
+        print(f"| {name} | {value:,.2f} | {target:,.0f} | {'PASS' if ok else 'MISS'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

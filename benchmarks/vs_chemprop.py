@@ -1,0 +1,618 @@
+"""Fine-tuning against chemprop v2: seconds per epoch and test metric of ``pyg-molblend
+finetune`` (its defaults) and of chemprop's default D-MPNN (``chemprop train``), on the
+same split files, in one run.
+
+chemprop is a benchmark-only peer, never a dependency of the package: install it in a
+venv of its own (torch first, see ``benchmarks/README.md``) and pass its executable with
+``--chemprop``. Without it (no ``--chemprop`` and no ``chemprop`` on ``PATH``) only the
+pyg-molblend numbers are measured and the exit status is 0; a ``--chemprop`` path that
+does not run is an error (exit 2).
+
+Protocol, per dataset:
+
+* One split for both tools: the scaffold split of ``pyg-molblend finetune``
+  (:func:`pyg_molblend.data.scaffold_split` on the molecules the package keeps), written
+  once as a ``--split-file`` of CSV data rows for pyg-molblend, and as chemprop's
+  ``--splits-file`` of 0-based indices into a CSV holding exactly those molecules, in
+  that order (so rows RDKit rejects shift nothing).
+* Seconds per epoch: each tool is run for 3 and for 7 epochs (``--timing-epochs``), each
+  as a fresh process, wall clock of the whole command; ``(t7 - t3) / 4`` cancels start-up,
+  featurization, model set-up and the final test evaluation. pyg-molblend's processed
+  cache is built once before any timed run. The two tools alternate (ours 3, chemprop 3,
+  ours 7, chemprop 7), with the same ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` (``--threads``).
+* Test metric: each tool at its own default number of epochs (pyg-molblend 30,
+  chemprop 50; ``--metric-epochs`` sets both), model selected on the validation split by
+  each tool's own rule. RMSE (ESOL, FreeSolv) or ROC-AUC (BBBP, Tox21), both computed by
+  :func:`pyg_molblend.training.metrics.compute_metrics` from the test predictions each
+  tool writes, against the same labels.
+
+Target (informational, never asserted): pyg-molblend's epoch at most 1.0x chemprop's on
+ESOL, BBBP and Tox21 (2 CPU cores, defaults).
+
+Usage::
+
+    python benchmarks/vs_chemprop.py --chemprop .chemprop-venv/bin/chemprop
+        [--datasets esol bbbp freesolv tox21] [--seeds 0] [--threads 2]
+        [--metric-epochs N | --no-metric] [--json results.json] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # before torch imports tqdm: no processing bars
+
+import numpy as np
+from _common import environment, markdown_table, verdict
+from moleculenet import DEFAULT_RAW_DIR, prepare_dataset, scaffold_positions
+
+from pyg_molblend.datasets import MoleculeNet
+from pyg_molblend.training.metrics import compute_metrics, higher_is_better, primary_metric
+
+DEFAULT_DATASETS = ("esol", "bbbp", "freesolv", "tox21")
+#: Datasets of the throughput target (pyg-molblend epoch <= TARGET x chemprop's).
+TARGET_DATASETS = frozenset({"esol", "bbbp", "tox21"})
+TARGET = 1.0
+#: chemprop's default ``--warmup-epochs``; ``chemprop train`` rejects ``--epochs`` not above it.
+CHEMPROP_WARMUP_EPOCHS = 2
+INSTALL_HINT = (
+    "chemprop not found. Install it in a venv of its own (torch first, so pip keeps that "
+    "build), then pass its executable:\n"
+    "    python3 -m venv .chemprop-venv\n"
+    "    .chemprop-venv/bin/pip install torch==2.13.0\n"
+    "    .chemprop-venv/bin/pip install chemprop==2.3.1\n"
+    "    python benchmarks/vs_chemprop.py --chemprop .chemprop-venv/bin/chemprop"
+)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def write_split_files(dataset: MoleculeNet, name: str, work: Path) -> dict[str, Any]:
+    """The scaffold split as pyg-molblend's ``--split-file`` (CSV data rows), chemprop's
+    CSV (the kept molecules in dataset order, a ``smiles`` column and the target columns
+    as in the raw file) and chemprop's ``--splits-file`` (indices into that CSV). Returns
+    the paths, the sizes and the labels of chemprop's CSV."""
+    positions = scaffold_positions(dataset)
+    rows = np.asarray(dataset.source_rows, dtype=np.int64)
+    directory = work / name
+    directory.mkdir(parents=True, exist_ok=True)
+
+    ours = directory / "split_rows.json"
+    ours.write_text(json.dumps({k: rows[v].tolist() for k, v in positions.items()}))
+
+    table, smiles_column, targets = dataset.read_table()
+    data_csv = directory / "chemprop_data.csv"
+    with open(data_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["smiles", *targets])
+        for row in rows.tolist():
+            record = table.iloc[row]
+            writer.writerow([record[smiles_column].strip(), *[record[t] for t in targets]])
+    # Sanity: the CSV chemprop reads holds, line for line, the molecules of the dataset.
+    smiles = dataset.smiles
+    with open(data_csv, newline="") as f:
+        written = list(csv.DictReader(f))
+    if [r["smiles"] for r in written] != smiles:
+        raise SystemExit(f"{name}: chemprop's CSV does not list the dataset's molecules")
+    # The labels both tools are scored against: those of that CSV (empty = missing).
+    labels = np.array([[float(r[t]) if r[t].strip() else np.nan for t in targets] for r in written])
+
+    theirs = directory / "chemprop_splits.json"
+    theirs.write_text(
+        json.dumps(
+            [
+                {
+                    "train": positions["train"].tolist(),
+                    "val": positions["valid"].tolist(),
+                    "test": positions["test"].tolist(),
+                }
+            ]
+        )
+    )
+    return dict(
+        split_file=ours,
+        data_csv=data_csv,
+        splits_file=theirs,
+        targets=targets,
+        sizes={k: len(v) for k, v in positions.items()},
+        test_positions=positions["test"],
+        labels=labels,
+        smiles=smiles,
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def ours_command(
+    args: argparse.Namespace, name: str, split: dict, epochs: int | None, seed: int, out: Path
+) -> list[str]:
+    command = [
+        *args.pyg_molblend,
+        "finetune",
+        "--dataset", name,
+        "--root", str(args.root_path),
+        "--split-file", str(split["split_file"]),
+        "--skip-invalid",
+        "--seed", str(seed),
+        "--out", str(out),
+    ]  # fmt: skip
+    if epochs is not None:
+        command += ["--epochs", str(epochs)]
+    return command
+
+
+def chemprop_command(
+    args: argparse.Namespace,
+    task: str,
+    split: dict,
+    epochs: int | None,
+    seed: int | None,
+    out: Path,
+) -> list[str]:
+    """``chemprop train`` at its defaults on our CSV and splits file, on the CPU. With
+    ``seed`` None no ``--pytorch-seed`` is passed (chemprop's default: a random seed;
+    a given seed also makes Lightning ``deterministic``), as in the timed runs."""
+    command = [
+        args.chemprop or "chemprop",
+        "train",
+        "--data-path", str(split["data_csv"]),
+        "--task-type", task,
+        "--smiles-columns", "smiles",
+        "--target-columns", *split["targets"],
+        "--splits-file", str(split["splits_file"]),
+        "--accelerator", "cpu",
+        "--devices", "1",
+        "--num-workers", "0",
+        "--output-dir", str(out),
+    ]  # fmt: skip
+    if seed is not None:
+        command += ["--pytorch-seed", str(seed)]
+    if epochs is not None:
+        command += ["--epochs", str(epochs)]
+    return command
+
+
+def tool_command(
+    args: argparse.Namespace,
+    tool: str,
+    name: str,
+    task: str,
+    split: dict,
+    epochs: int | None,
+    seed: int,
+    tag: str,
+    work: Path,
+) -> tuple[list[str], Path]:
+    """The command of one run (``tag``: ``e3``, ``e7``, ... for a timed run, ``metric``)
+    and its output directory."""
+    out = work / name / f"{tool}_{tag}_seed{seed}"
+    if tool == "pyg-molblend":
+        return ours_command(args, name, split, epochs, seed, out), out
+    seeded = seed if tag == "metric" else None  # timed runs: chemprop's default seeding
+    return chemprop_command(args, task, split, epochs, seeded, out), out
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        TQDM_DISABLE="1",
+        PYTHONWARNINGS="ignore",
+    )
+    return env
+
+
+def run_timed(command: list[str], log: Path, env: dict[str, str]) -> float:
+    """Wall seconds of ``command``; its output goes to ``log``. Raises on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        f.write(shlex.join(command) + "\n\n")
+        f.flush()
+        start = time.perf_counter()
+        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, env=env)
+        seconds = time.perf_counter() - start
+    if code:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"exit {code}: {shlex.join(command)}\n--- {log} (tail):\n{tail}")
+    return seconds
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def ours_metric(out: Path, task: str, split: dict) -> float:
+    """The test metric of a ``pyg-molblend finetune`` run, recomputed from its
+    ``predictions.csv`` (the test molecules, named by CSV data row) against the labels
+    chemprop is scored on."""
+    names = [f"{t}_pred" for t in split["targets"]]
+    rows = json.loads(split["split_file"].read_text())["test"]
+    position = {row: k for k, row in enumerate(rows)}
+    with open(out / "predictions.csv", newline="") as f:
+        records = list(csv.DictReader(f))
+    if sorted(int(r["row"]) for r in records) != sorted(rows):
+        raise ValueError(f"{out}/predictions.csv does not hold the test split")
+    test = split["test_positions"]
+    pred = np.full((len(test), len(names)), np.nan)
+    for r in records:
+        pred[position[int(r["row"])]] = [float(r[n]) for n in names]
+    value = compute_metrics(task, split["labels"][test], pred)[primary_metric(task)]
+    reported = json.loads((out / "metrics.json").read_text())["test"]
+    if not math.isclose(value, reported, rel_tol=1e-4, abs_tol=1e-4):
+        raise ValueError(f"{out}: recomputed test metric {value} != metrics.json's {reported}")
+    return value
+
+
+def chemprop_metric(out: Path, task: str, split: dict) -> float:
+    """The test metric of a ``chemprop train`` run, from its ``test_predictions.csv``
+    (the test molecules in the order of the splits file; checked by SMILES)."""
+    found = sorted(out.rglob("test_predictions.csv"))
+    if len(found) != 1:
+        raise ValueError(f"expected one test_predictions.csv under {out}, found {found}")
+    with open(found[0], newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        records = list(reader)
+    test = split["test_positions"]
+    expected = [split["smiles"][i] for i in test]
+    if len(records) != len(test) or [r[0] for r in records] != expected:
+        raise ValueError(f"{found[0]}: not the test molecules of the splits file, in order")
+    columns = [header.index(t) for t in split["targets"]]
+    pred = np.array([[float(r[c]) for c in columns] for r in records])
+    return compute_metrics(task, split["labels"][test], pred)[primary_metric(task)]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_chemprop(given: str | None) -> str | None:
+    """The chemprop executable, or None when it was not asked for and is not on PATH;
+    exits with status 2 when the one given does not exist."""
+    if given is None:
+        return shutil.which("chemprop")
+    path = shutil.which(given)
+    if path is None:
+        print(f"--chemprop {given!r}: no such executable.\n{INSTALL_HINT}", file=sys.stderr)
+        raise SystemExit(2)
+    return path
+
+
+def chemprop_version(executable: str, env: dict[str, str]) -> str:
+    """chemprop's version, from the interpreter of its venv (this also loads torch and
+    chemprop once, so that a cold disk cache does not land in the first timed run)."""
+    python = Path(executable).with_name("python")
+    code = "import chemprop, torch; print(chemprop.__version__, torch.__version__)"
+    if python.exists():
+        result = subprocess.run(
+            [str(python), "-c", code], capture_output=True, text=True, env=env, check=False
+        )
+        if result.returncode == 0:
+            chemprop, torch_version = result.stdout.split()
+            return f"chemprop {chemprop} (torch {torch_version})"
+    return "chemprop (version unknown)"
+
+
+def per_epoch(times: dict[int, float], short: int, long: int) -> float:
+    return (times[long] - times[short]) / (long - short)
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(values)) if values else None
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(target)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
+    parser.add_argument(
+        "--chemprop",
+        default=None,
+        help="chemprop executable (default: 'chemprop' on PATH; without it, only "
+        "pyg-molblend is measured)",
+    )
+    parser.add_argument(
+        "--pyg-molblend",
+        default=None,
+        help="pyg-molblend executable (default: the one next to this Python, else "
+        "'python -m pyg_molblend')",
+    )
+    parser.add_argument("--raw-dir", default=DEFAULT_RAW_DIR, help="offline MoleculeNet CSVs")
+    parser.add_argument(
+        "--root", default=None, help="pyg-molblend dataset cache (default: under --work)"
+    )
+    parser.add_argument(
+        "--work",
+        default=None,
+        help="split files, chemprop CSVs, run outputs and logs (default: a temporary "
+        "directory, removed at the end)",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument(
+        "--threads", type=int, default=2, help="OMP/MKL threads of both tools (default 2)"
+    )
+    parser.add_argument(
+        "--timing-epochs",
+        nargs=2,
+        type=int,
+        default=[3, 7],
+        metavar=("SHORT", "LONG"),
+        help="epochs of the two timed runs (default 3 7; chemprop refuses fewer epochs "
+        f"than {CHEMPROP_WARMUP_EPOCHS + 1}: its default --warmup-epochs is "
+        f"{CHEMPROP_WARMUP_EPOCHS})",
+    )
+    parser.add_argument(
+        "--metric-epochs",
+        type=int,
+        default=None,
+        help="epochs of the test-metric runs of both tools (default: each tool's own, "
+        "pyg-molblend 30, chemprop 50)",
+    )
+    parser.add_argument("--no-metric", action="store_true", help="timing runs only")
+    parser.add_argument("--json", default=None, help="write results (after each dataset)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="prepare the splits, print the commands, stop"
+    )
+    args = parser.parse_args()
+
+    names = [n.lower() for n in args.datasets]
+    unknown = sorted(set(names) - set(MoleculeNet.names))
+    if unknown:
+        raise SystemExit(f"Unknown datasets {unknown}; choose from {sorted(MoleculeNet.names)}")
+    short, long = args.timing_epochs
+    if not 0 < short < long:
+        raise SystemExit("--timing-epochs: need 0 < SHORT < LONG")
+
+    env = child_env(args.threads)
+    args.chemprop = resolve_chemprop(args.chemprop)
+    if args.chemprop is not None or args.dry_run:
+        for option, epochs in (("--timing-epochs", short), ("--metric-epochs", args.metric_epochs)):
+            if epochs is not None and epochs <= CHEMPROP_WARMUP_EPOCHS:
+                raise SystemExit(
+                    f"{option}: chemprop train needs more than {CHEMPROP_WARMUP_EPOCHS} epochs "
+                    f"(its default --warmup-epochs), got {epochs}"
+                )
+    local = Path(sys.executable).with_name("pyg-molblend")
+    if args.pyg_molblend:
+        args.pyg_molblend = [args.pyg_molblend]
+    elif local.exists():
+        args.pyg_molblend = [str(local)]
+    else:
+        args.pyg_molblend = [sys.executable, "-m", "pyg_molblend"]
+    load_at_start = os.getloadavg()
+    print(environment() + f"; {args.threads} threads for each tool (OMP/MKL_NUM_THREADS)")
+    if args.chemprop is None:
+        print(INSTALL_HINT + "\nMeasuring pyg-molblend only.\n")
+        peer = None
+    else:
+        peer = chemprop_version(args.chemprop, env)
+        print(f"peer: {peer} at {args.chemprop}")
+
+    tmp = None
+    if args.work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="vs_chemprop_")
+        work = Path(tmp.name)
+    else:
+        work = Path(args.work)
+    args.root_path = Path(args.root) if args.root else work / "data"
+    print(f"raw CSVs from {args.raw_dir}; pyg-molblend cache {args.root_path}; work dir {work}")
+    print(
+        f"protocol: scaffold split of pyg-molblend for both tools; s/epoch = (t{long} - "
+        f"t{short}) / {long - short} from whole-command wall clocks; test metric at "
+        + (
+            f"{args.metric_epochs} epochs for both"
+            if args.metric_epochs
+            else "each tool's default epochs (30 / 50)"
+        )
+        + (" (skipped)" if args.no_metric else "")
+        + f"; seeds {args.seeds}\n"
+    )
+
+    results: dict[str, Any] = {}
+    payload: dict[str, Any] = dict(
+        args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        environment=environment(),
+        load_average_at_start=load_at_start,
+        chemprop=peer,
+        finished=False,
+        results=results,
+    )
+    failed = False
+    for name in names:
+        start = time.perf_counter()
+        dataset = prepare_dataset(name, args.root_path, Path(args.raw_dir))  # the cache, once
+        split = write_split_files(dataset, name, work)
+        task = dataset.task_type
+        metric = primary_metric(task)
+        entry: dict[str, Any] = dict(
+            task=task,
+            metric=metric,
+            num_tasks=dataset.num_tasks,
+            sizes=split["sizes"],
+            skipped_invalid=len(dataset.skipped),
+            skipped_too_large=len(dataset.too_large),
+            prepare_seconds=time.perf_counter() - start,
+            load_average=os.getloadavg(),
+            times={"pyg-molblend": {}, "chemprop": {}},
+            metrics={"pyg-molblend": [], "chemprop": []},
+            commands={},
+        )
+        results[name] = entry
+        print(
+            f"{name}: {len(dataset)} molecules ({len(dataset.skipped)} invalid SMILES, "
+            f"{len(dataset.too_large)} too large skipped), train/valid/test "
+            f"{'/'.join(str(v) for v in split['sizes'].values())}; load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+            flush=True,
+        )
+
+        tools = ["pyg-molblend"]
+        if peer is not None or args.dry_run:
+            tools.append("chemprop")
+        plan = []  # (tool, kind, epochs, seed)
+        for seed in args.seeds:
+            for epochs in (short, long):
+                plan += [(tool, "time", epochs, seed) for tool in tools]
+        if not args.no_metric:
+            for seed in args.seeds:
+                plan += [(tool, "metric", args.metric_epochs, seed) for tool in tools]
+
+        if args.dry_run:
+            for tool, kind, epochs, seed in plan:
+                tag = f"e{epochs}" if kind == "time" else "metric"
+                command, _ = tool_command(args, tool, name, task, split, epochs, seed, tag, work)
+                print(f"  [{tool} {kind}] {shlex.join(command)}")
+            continue
+
+        for tool, kind, epochs, seed in plan:
+            tag = f"e{epochs}" if kind == "time" else "metric"
+            command, out = tool_command(args, tool, name, task, split, epochs, seed, tag, work)
+            shutil.rmtree(out, ignore_errors=True)
+            entry["commands"][f"{tool} {tag} seed {seed}"] = shlex.join(command)
+            try:
+                seconds = run_timed(command, out.with_name(out.name + ".log"), env)
+            except RuntimeError as error:
+                print(f"  {tool} {tag} seed {seed} FAILED: {error}", file=sys.stderr)
+                entry.setdefault("errors", []).append(f"{tool} {tag} seed {seed}: {error}")
+                failed = True
+                continue
+            if kind == "time":
+                entry["times"][tool].setdefault(str(seed), {})[epochs] = seconds
+                print(f"  {tool:12s} {epochs:2d} epochs, seed {seed}: {seconds:.1f} s", flush=True)
+            else:
+                try:
+                    value = (ours_metric if tool == "pyg-molblend" else chemprop_metric)(
+                        out, task, split
+                    )
+                except (OSError, ValueError) as error:
+                    print(f"  {tool} metric seed {seed}: {error}", file=sys.stderr)
+                    entry.setdefault("errors", []).append(f"{tool} metric seed {seed}: {error}")
+                    failed = True
+                    continue
+                entry["metrics"][tool].append(dict(seed=seed, value=value, seconds=seconds))
+                print(
+                    f"  {tool:12s} test {metric} {value:.4f} (seed {seed}, "
+                    f"{'default' if epochs is None else epochs} epochs, {seconds:.0f} s)",
+                    flush=True,
+                )
+        for tool, by_seed in entry["times"].items():
+            epoch_times = [
+                per_epoch(t, short, long) for t in by_seed.values() if short in t and long in t
+            ]
+            entry[f"{tool}_s_per_epoch"] = mean(epoch_times)
+            # What the timed runs spend outside the epochs (start-up, featurization, ...):
+            # negative when other load slowed the long run more than the short one.
+            overheads = [
+                t[short] - short * per_epoch(t, short, long)
+                for t in by_seed.values()
+                if short in t and long in t
+            ]
+            entry[f"{tool}_overhead_s"] = mean(overheads)
+            if any(o < 0 for o in overheads):
+                print(
+                    f"  warning: {tool}'s time outside the epochs comes out negative "
+                    f"({min(overheads):.0f} s): other load disturbed the timed runs; re-run, "
+                    "or give more --seeds",
+                    flush=True,
+                )
+        if args.json:
+            write_json(args.json, payload)
+
+    if args.dry_run:
+        print("\n(dry run: splits written under the work dir, nothing trained)")
+        if tmp is not None:
+            tmp.cleanup()
+        return 0
+
+    # ---- report
+    rows = []
+    for name, entry in results.items():
+        ours_epoch = entry.get("pyg-molblend_s_per_epoch")
+        their_epoch = entry.get("chemprop_s_per_epoch")
+        ratio = ours_epoch / their_epoch if ours_epoch and their_epoch else None
+        entry["ratio"] = ratio
+        if name in TARGET_DATASETS and ratio is not None:
+            entry["target"] = verdict(ratio <= TARGET)
+        arrow = "↑" if higher_is_better(entry["metric"]) else "↓"
+        rows.append(
+            [
+                name,
+                "/".join(str(v) for v in entry["sizes"].values()),
+                fmt(ours_epoch),
+                fmt(their_epoch),
+                "-" if ratio is None else f"{ratio:.2f}x",
+                entry.get("target", "-"),
+                f"{entry['metric']} {arrow}",
+                fmt(mean([m["value"] for m in entry["metrics"]["pyg-molblend"]]), 3),
+                fmt(mean([m["value"] for m in entry["metrics"]["chemprop"]]), 3),
+                " ".join(f"{x:.2f}" for x in entry["load_average"]),
+            ]
+        )
+    payload["finished"] = True
+    if args.json:
+        write_json(args.json, payload)
+    print()
+    print(
+        markdown_table(
+            [
+                "dataset",
+                "train/valid/test",
+                "pyg-molblend s/epoch",
+                "chemprop s/epoch",
+                "ratio",
+                f"<= {TARGET:.1f}x",
+                "metric",
+                "pyg-molblend test",
+                "chemprop test",
+                "load avg at start",
+            ],
+            rows,
+            align="lrrrrllrrr",
+        )
+    )
+    print(
+        f"\ns/epoch = (t{long} - t{short}) / {long - short}, wall clock of whole commands "
+        f"(mean over {len(args.seeds)} seed(s)); ratio = pyg-molblend / chemprop; target "
+        f"<= {TARGET:.1f}x on {', '.join(sorted(TARGET_DATASETS))} (informational). Load "
+        "average (1/5/15 min) when the dataset started; at the start of the run "
+        f"{' '.join(f'{x:.2f}' for x in load_at_start)}."
+    )
+    if args.json:
+        print(f"wrote {args.json}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
