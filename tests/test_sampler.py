@@ -63,6 +63,29 @@ def test_padding_is_small_compared_with_random_batches(graphs):
     assert random < _padded_pair_fraction(sizes, list(pooled)) < bucketed
 
 
+def test_jitter_mixes_neighbouring_sizes(graphs):
+    sizes = torch.tensor([g.num_nodes for g in graphs])
+    sorted_ = SizeBucketBatchSampler(graphs, batch_size=32, seed=0)
+    jittered = SizeBucketBatchSampler(graphs, batch_size=32, seed=0, jitter=0.3)
+    random = _padded_pair_fraction(sizes, torch.randperm(len(graphs)).split(32))
+    fractions = []
+    for epoch in range(3):
+        jittered.set_epoch(epoch)
+        batches = list(jittered)
+        assert sorted(i for b in batches for i in b) == list(range(len(graphs)))
+        fractions.append(_padded_pair_fraction(sizes, batches))
+    assert random < min(fractions) and max(fractions) < _padded_pair_fraction(sizes, list(sorted_))
+
+    # the groups change more from epoch to epoch than with the plain sort
+    def groups(sampler, epoch):
+        sampler.set_epoch(epoch)
+        return {tuple(sorted(b)) for b in sampler}
+
+    assert len(groups(jittered, 0) & groups(jittered, 1)) <= len(
+        groups(sorted_, 0) & groups(sorted_, 1)
+    )
+
+
 def test_seeded_and_stochastic(graphs):
     a = SizeBucketBatchSampler(graphs, batch_size=16, seed=1)
     b = SizeBucketBatchSampler(graphs, batch_size=16, seed=1)
@@ -130,6 +153,7 @@ def test_empty_dataset_has_no_batches():
     [
         (dict(batch_size=0), "batch_size"),
         (dict(batch_size=4, pool=0), "pool"),
+        (dict(batch_size=4, jitter=1.0), "jitter"),
         (dict(batch_size=4, num_replicas=2, rank=2), "rank"),
     ],
 )

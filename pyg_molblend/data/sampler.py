@@ -71,6 +71,11 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
             more and pad more (on Tox21, batches of 32: 92% of the padded atom pairs are
             real with one pool, 75% with pools of 64 batches, 16% in random batches).
             (default: :obj:`None`, one pool per epoch)
+        jitter (float, optional): when shuffling, each molecule's atom count is scaled
+            by a random factor in :math:`[1 - \text{jitter}, 1 + \text{jitter}]` before
+            sorting, so neighbouring sizes share batches in changing company, at the
+            price of more padding (0.2: about 67% of the padded pairs real instead of
+            88-93%). (default: :obj:`0.0`)
         num_replicas (int, optional): number of processes sharing the epoch.
             (default: :obj:`1`)
         rank (int, optional): this process's share. (default: :obj:`0`)
@@ -84,11 +89,14 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         drop_last: bool = False,
         pool: int | None = None,
+        jitter: float = 0.0,
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
         if pool is not None and pool < 1:
             raise ValueError(f"pool must be a positive number of batches, got {pool!r}")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
@@ -105,6 +113,7 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.drop_last = drop_last
         self.pool = pool
+        self.jitter = jitter
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
@@ -121,8 +130,14 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
             order = torch.randperm(num, generator=generator)
             span = num if self.pool is None else self.pool * self.batch_size
             pools = []
-            for chunk in order.split(max(span, 1)):
-                pools.append(chunk[torch.sort(self.sizes[chunk], stable=True).indices])
+            # Sort keys: atom counts, each scaled by its own factor in [1 - jitter, 1 + jitter],
+            # so that molecules of neighbouring sizes share batches in changing company.
+            key = self.sizes[order].float()
+            if self.jitter:
+                key = key * (1.0 + self.jitter * (2.0 * torch.rand(num, generator=generator) - 1.0))
+            span = max(span, 1)
+            for chunk, chunk_key in zip(order.split(span), key.split(span), strict=True):
+                pools.append(chunk[torch.sort(chunk_key, stable=True).indices])
             order = torch.cat(pools) if pools else order
         else:
             order = torch.sort(self.sizes, stable=True).indices
@@ -157,5 +172,6 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         return (
             f"{self.__class__.__name__}({self.sizes.numel()}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, seed={self.seed}, drop_last={self.drop_last}, "
-            f"pool={self.pool}, num_replicas={self.num_replicas}, rank={self.rank})"
+            f"pool={self.pool}, jitter={self.jitter}, num_replicas={self.num_replicas}, "
+            f"rank={self.rank})"
         )
