@@ -76,7 +76,7 @@ class DenseMolBatch:
         return self.pair_mask & self.has_pos.view(-1, 1, 1)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> DenseMolBatch:
-        """A copy on :obj:`device` (itself when every tensor is there already);
+        """A batch on :obj:`device` (tensors already there are shared, not copied);
         :obj:`non_blocking` copies asynchronously, as :meth:`torch.Tensor.to`."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return DenseMolBatch(
