@@ -59,6 +59,7 @@ from _common import environment, markdown_table, verdict
 from moleculenet import DEFAULT_RAW_DIR, prepare_dataset, scaffold_positions
 
 from pyg_molblend.datasets import MoleculeNet
+from pyg_molblend.training.io import write_json
 from pyg_molblend.training.metrics import compute_metrics, higher_is_better, primary_metric
 
 DEFAULT_DATASETS = ("esol", "bbbp", "freesolv", "tox21")
@@ -148,6 +149,7 @@ def ours_command(
         "--split-file", str(split["split_file"]),
         "--skip-invalid",
         "--seed", str(seed),
+        "--device", "cpu",  # as chemprop's --accelerator cpu (the default is CUDA if present)
         "--out", str(out),
     ]  # fmt: skip
     if epochs is not None:
@@ -319,14 +321,6 @@ def fmt(value: float | None, digits: int = 2) -> str:
 def mean(values: list[float]) -> float | None:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(values)) if values else None
-
-
-def write_json(path: str, payload: dict[str, Any]) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    tmp.replace(target)
 
 
 # --------------------------------------------------------------------------- main

@@ -128,17 +128,18 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(num, generator=generator)
-            span = num if self.pool is None else self.pool * self.batch_size
-            pools = []
             # Sort keys: atom counts, each scaled by its own factor in [1 - jitter, 1 + jitter],
             # so that molecules of neighbouring sizes share batches in changing company.
             key = self.sizes[order].float()
             if self.jitter:
                 key = key * (1.0 + self.jitter * (2.0 * torch.rand(num, generator=generator) - 1.0))
-            span = max(span, 1)
-            for chunk, chunk_key in zip(order.split(span), key.split(span), strict=True):
-                pools.append(chunk[torch.sort(chunk_key, stable=True).indices])
-            order = torch.cat(pools) if pools else order
+            span = max(num if self.pool is None else self.pool * self.batch_size, 1)
+            order = torch.cat(
+                [
+                    chunk[torch.sort(chunk_key, stable=True).indices]
+                    for chunk, chunk_key in zip(order.split(span), key.split(span), strict=True)
+                ]
+            )
         else:
             order = torch.sort(self.sizes, stable=True).indices
         batches = [b for b in order.split(self.batch_size) if b.numel()]

@@ -30,7 +30,7 @@ def masked_mse_loss(pred: Tensor, target: Tensor) -> Tensor:
     """Mean squared error over the targets that are present (NaN = missing); 0 when none
     is. No host synchronisation: the mask weights the terms."""
     valid = ~torch.isnan(target)
-    error = torch.where(valid, pred - torch.where(valid, target, 0.0), 0.0)
+    error = torch.where(valid, pred - target, 0.0)
     return error.square().sum() / valid.sum().clamp(min=1)
 
 

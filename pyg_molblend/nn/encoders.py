@@ -34,11 +34,6 @@ def _offsets(dims: tuple[int, ...]) -> Tensor:
     return torch.tensor([0, *dims[:-1]]).cumsum(0) + 1
 
 
-def _outside(feat: Tensor, limit: Tensor) -> bool:
-    """Whether a feature lies outside ``[0, limit)`` (one pass over the features)."""
-    return bool(((feat < 0) | (feat >= limit)).any())
-
-
 class _FeatureSum(nn.Module):
     """Sum of one embedding per integer feature, all in one table (one lookup)."""
 
@@ -55,8 +50,9 @@ class _FeatureSum(nn.Module):
     def forward(self, feat: Tensor, mask: Tensor | None = None) -> Tensor:
         # Checked on the host only: on an accelerator reading the result would stall the
         # device every step (from_smiles and from_mol only write in-range features).
-        if feat.device.type == "cpu" and feat.numel() and _outside(feat, self.limit):
-            bad = ((feat < 0) | (feat >= self.limit)).nonzero()[0].tolist()
+        outside = (feat < 0) | (feat >= self.limit) if feat.device.type == "cpu" else None
+        if outside is not None and bool(outside.any()):
+            bad = outside.nonzero()[0].tolist()
             raise ValueError(
                 f"Feature value {int(feat[tuple(bad)])} at {bad} is outside the OGB "
                 f"vocabulary sizes {self.dims}"

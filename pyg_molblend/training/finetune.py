@@ -32,6 +32,7 @@ __all__ = [
     "finetune",
     "make_optimizer",
     "map_batches",
+    "pin_memory_for",
     "predict",
     "seed_everything",
     "train_step",
@@ -115,12 +116,16 @@ def check_finite_step(
         kept (str): what the user keeps, for the message (the last checkpoint, say).
     """
     loss_value, grad_value = loss.item(), grad_norm.item()
-    if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
-        raise ValueError(
-            f"Training diverged at step {step}: loss {loss_value}, gradient norm "
-            f"{grad_value} at learning rate {lr:.3g}. Lower the learning rate (lr); {kept}"
-        )
+    _check_finite(loss_value, grad_value, step, lr, kept)
     return loss_value, grad_value
+
+
+def _check_finite(loss: float, grad_norm: float, step: int, lr: float, kept: str) -> None:
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        raise ValueError(
+            f"Training diverged at step {step}: loss {loss}, gradient norm "
+            f"{grad_norm} at learning rate {lr:.3g}. Lower the learning rate (lr); {kept}"
+        )
 
 
 class FiniteGuard:
@@ -163,7 +168,7 @@ class FiniteGuard:
             return
         step, loss, grad_norm, lr = self.first.tolist()
         if step >= 0:
-            check_finite_step(torch.tensor(loss), torch.tensor(grad_norm), int(step), lr, self.kept)
+            _check_finite(loss, grad_norm, int(step), lr, self.kept)
 
 
 def dense_batch(batch: Batch, device: str | torch.device, max_hops: int) -> DenseMolBatch:
@@ -193,18 +198,16 @@ def map_batches(
     (:class:`~pyg_molblend.data.SizeBucketBatchSampler`, densified by
     :func:`dense_batch`), rows put back in dataset order and concatenated on the CPU;
     :obj:`None` for an empty dataset."""
-    sampler = SizeBucketBatchSampler(dataset, batch_size, shuffle=False)
-    loader = DataLoader(dataset, batch_sampler=sampler, pin_memory=_pin(device))
-    outputs, order = [], []
-    for index, batch in zip(
-        sampler, tqdm(loader, desc=desc, disable=not progress, leave=False), strict=True
-    ):
-        outputs.append(fn(dense_batch(batch, device, max_hops)).cpu())
-        order.extend(index)
+    batches = list(SizeBucketBatchSampler(dataset, batch_size, shuffle=False))
+    loader = DataLoader(dataset, batch_sampler=batches, pin_memory=pin_memory_for(device))
+    outputs = [
+        fn(dense_batch(batch, device, max_hops)).cpu()
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False)
+    ]
     if not outputs:
         return None
-    rows = torch.cat(outputs)
-    return rows[torch.argsort(torch.tensor(order))]
+    order = torch.tensor([i for index in batches for i in index])
+    return torch.cat(outputs)[torch.argsort(order)]
 
 
 def predict(
@@ -225,7 +228,7 @@ def predict(
     return rows.float().numpy()
 
 
-def _pin(device: str | torch.device) -> bool:
+def pin_memory_for(device: str | torch.device) -> bool:
     """Pinned host memory for batches bound to a CUDA device (asynchronous copies)."""
     return torch.device(device).type == "cuda"
 
@@ -296,7 +299,7 @@ def finetune(
         train_set,
         batch_sampler=sampler,
         num_workers=config.num_workers,
-        pin_memory=_pin(device),
+        pin_memory=pin_memory_for(device),
         # Its own generator: iterating a DataLoader draws a base seed from the global RNG
         # otherwise, which would shift the dropout masks.
         generator=torch.Generator(),

@@ -25,6 +25,7 @@ from pyg_molblend.training.finetune import (
     FiniteGuard,
     dense_batch,
     make_optimizer,
+    pin_memory_for,
     warmup_cosine,
 )
 from pyg_molblend.training.io import append_jsonl, atomic_write, json_safe, read_jsonl
@@ -225,7 +226,7 @@ def pretrain(
                 dataset,
                 batch_sampler=list(sampler)[position:],
                 num_workers=config.num_workers,
-                pin_memory=device.type == "cuda",
+                pin_memory=pin_memory_for(device),
                 # Its own generator: iterating a DataLoader draws a base seed from the global
                 # RNG otherwise, which would shift dropout after a resume.
                 generator=torch.Generator(),
