@@ -10,6 +10,7 @@ from torch_geometric.data import Batch, Data
 from pyg_molblend.data.dense import DenseMolBatch
 from pyg_molblend.models.moleblend import MoleBlend
 from pyg_molblend.nn.blend import MODES
+from pyg_molblend.nn.dropout import Dropout
 
 __all__ = ["TASK_TYPES", "MoleBlendPredictor", "masked_bce_loss", "masked_mse_loss"]
 
@@ -75,10 +76,10 @@ class MoleBlendPredictor(nn.Module):
         self.task_type = task_type
         self.mode = mode
         self.head = nn.Sequential(
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(channels, channels),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(channels, num_tasks),
         )
         self.register_buffer("target_mean", torch.zeros(num_tasks))

@@ -1,6 +1,7 @@
 """Neural network building blocks of MoleBLEND."""
 
 from pyg_molblend.nn.blend import DIST, EDGE, MODES, SPD, BlendResult, ModalityBlend
+from pyg_molblend.nn.dropout import Dropout
 from pyg_molblend.nn.encoders import (
     AtomEncoder,
     DegreeEncoder,
@@ -9,7 +10,7 @@ from pyg_molblend.nn.encoders import (
     SPDBias,
 )
 from pyg_molblend.nn.heads import DenoiseHead, PairHead
-from pyg_molblend.nn.layer import BlendedGraphTransformer, DropPath
+from pyg_molblend.nn.layer import BlendedGraphTransformer, DropPath, key_padding_bias
 
 __all__ = [
     "DIST",
@@ -22,9 +23,11 @@ __all__ = [
     "DegreeEncoder",
     "DenoiseHead",
     "DropPath",
+    "Dropout",
     "EdgePathBias",
     "GaussianDistanceBias",
     "ModalityBlend",
     "PairHead",
     "SPDBias",
+    "key_padding_bias",
 ]

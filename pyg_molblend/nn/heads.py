@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pyg_molblend.nn.dropout import Dropout
+from pyg_molblend.nn.layer import key_padding_bias
+
 __all__ = ["DenoiseHead", "PairHead"]
 
 
@@ -93,7 +96,7 @@ class DenoiseHead(nn.Module):
         self.q_proj = nn.Linear(channels, channels)
         self.k_proj = nn.Linear(channels, channels)
         self.v_proj = nn.Linear(channels, channels)
-        self.dropout = nn.Dropout(attn_dropout)
+        self.dropout = Dropout(attn_dropout)
         self.axis_weight = nn.Parameter(torch.empty(3, channels))
         self.axis_bias = nn.Parameter(torch.empty(3))
         self.reset_parameters()
@@ -114,8 +117,7 @@ class DenoiseHead(nn.Module):
 
         q = split(self.q_proj(x)) / math.sqrt(head_dim)
         k, v = split(self.k_proj(x)), split(self.v_proj(x))
-        logits = q @ k.transpose(-1, -2) + attn_bias
-        logits = logits.masked_fill(~mask.view(batch, 1, 1, num_nodes), float("-inf"))
+        logits = q @ k.transpose(-1, -2) + attn_bias + key_padding_bias(mask, q.dtype)
         prob = self.dropout(torch.softmax(logits.float(), dim=-1).nan_to_num(0.0).to(x.dtype))
         unit = delta / (delta.norm(dim=-1, keepdim=True) + 1e-5)
         # [B, H, N, N] x [B, N, N, 3] -> [B, H, 3, N, N], then times V -> [B, H, 3, N, d]

