@@ -216,3 +216,27 @@ def test_pair_head_equals_materialised_outer_product():
     outer = (row.unsqueeze(2).unsqueeze(-1) * col.unsqueeze(1).unsqueeze(-2)).flatten(-2)
     expected = head.head(outer)  # [B, N, N, 16] -> [B, N, N, 5], flat index 4 * a + b
     assert torch.allclose(head(x), expected, atol=1e-5)
+
+
+def test_hop_sum_routes_match_advanced_indexing():
+    from pyg_molblend.nn.encoders import hop_sum
+
+    smiles = ["CC(=O)Oc1ccccc1C(=O)O", "C", "CCN(CC)CC", "c1ccc2ccccc2c1"]
+    dense = to_dense(Batch.from_data_list([from_smiles(s) for s in smiles]), max_hops=4)
+    path = dense.path_edge.reshape(-1, 4)
+    assert (path >= 0).any() and (path < 0).any()
+    torch.manual_seed(0)
+    per_hop = torch.randn(4, dense.edge_attr.size(0), 3, requires_grad=True)
+    grad = torch.randn(path.size(0), 3)
+    padded = torch.cat([per_hop.new_zeros(4, 1, 3), per_hop], 1)
+    expected = sum(padded[k][path[:, k] + 1] for k in range(4))
+    (expected_grad,) = torch.autograd.grad(expected, per_hop, grad)
+    for compact in (True, False):
+        out = hop_sum(per_hop, path, compact)
+        (out_grad,) = torch.autograd.grad(out, per_hop, grad)
+        assert torch.allclose(out, expected, atol=1e-6)
+        assert torch.allclose(out_grad, expected_grad, atol=1e-5)
+    # No bonds at all (one atom): zeros, for both routes.
+    for compact in (True, False):
+        out = hop_sum(torch.zeros(4, 0, 3), torch.full((1, 4), -1), compact)
+        assert torch.equal(out, torch.zeros(1, 3))

@@ -169,14 +169,31 @@ class EdgePathBias(nn.Module):
             raise ValueError(f"path_edge has {num_hops} hops, the encoder {self.max_hops}")
         mean = self.edge(edge_attr) / edge_attr.size(-1)  # [E, H]
         per_hop = torch.einsum("eh,khg->keg", mean, self.hop_weight[:num_hops])
-        # Row 0 of every hop table is "no bond": gather index path_edge + 1.
-        per_hop = torch.cat([per_hop.new_zeros(num_hops, 1, self.heads), per_hop], 1)
-        index = path_edge + 1
-        out = per_hop[0][index[..., 0]]
-        for hop in range(1, num_hops):
-            out = out + per_hop[hop][index[..., hop]]
+        out = hop_sum(per_hop, path_edge.reshape(-1, num_hops), path_edge.device.type == "cpu")
+        out = out.view(*path_edge.shape[:-1], self.heads)
         scale = spd.clamp(min=1, max=max(num_hops, 1)).to(out.dtype).unsqueeze(-1)
         return (out / scale).permute(0, 3, 1, 2)
+
+
+def hop_sum(per_hop: Tensor, path: Tensor, compact: bool) -> Tensor:
+    """``out[p] = sum_k per_hop[k, path[p, k]]`` over the hops with a bond
+    (``path[p, k] >= 0``): ``per_hop`` ``[K, E, H]``, ``path`` ``[P, K]``, out ``[P, H]``.
+
+    Both routes are gathers whose backward pass is an ``index_add_``, 3-6x cheaper on
+    the CPU than the ``index_put_(accumulate=True)`` of advanced indexing. With
+    :obj:`compact` only the (pair, hop) entries with a bond are gathered (about 40%
+    of them in a batch of drug-like molecules); counting them reads the host, so the
+    other route, for devices where nothing may wait, gathers every entry from tables
+    whose row 0 is "no bond".
+    """
+    num_hops, num_edges, heads = per_hop.shape
+    if compact:
+        pair, hop = (path >= 0).nonzero(as_tuple=True)
+        rows = per_hop.reshape(-1, heads).index_select(0, hop * num_edges + path[pair, hop])
+        return rows.new_zeros(path.size(0), heads).index_add_(0, pair, rows)
+    table = torch.cat([per_hop.new_zeros(num_hops, 1, heads), per_hop], 1).view(-1, heads)
+    index = path + 1 + torch.arange(num_hops, device=path.device) * (num_edges + 1)
+    return table.index_select(0, index.view(-1)).view(-1, num_hops, heads).sum(1)
 
 
 class GaussianDistanceBias(nn.Module):
