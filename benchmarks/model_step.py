@@ -86,6 +86,21 @@ def naive_pair_head(self: PairHead, x: Tensor) -> Tensor:
     return self.head(outer)
 
 
+def naive_pair_cross_entropy(
+    self: PairHead, x: Tensor, labels: Tensor, num_classes: int
+) -> tuple[Tensor | None, Tensor | None]:
+    """(ii) for the SPD and edge losses: all logits of the materialised head at once,
+    then one ``cross_entropy`` over every (pair, group) row, as the reference scores them."""
+    target = labels.reshape(-1)
+    count = (target != -100).sum()
+    if not bool(count):
+        return None, None
+    logits = naive_pair_head(self, x)[..., : labels.size(-1) * num_classes]
+    logits = logits.reshape(-1, num_classes)
+    loss = F.cross_entropy(logits.float(), target, ignore_index=-100)
+    return loss, (logits.detach().argmax(-1) == target).sum() / count
+
+
 def naive_edge_bias(self: EdgePathBias, path_edge: Tensor, edge_attr: Tensor, spd: Tensor):
     """(iii) the reference's multi-hop edge encoding: embed the 3 features of the bond at
     every (pair, hop), ``[B, N, N, K, 3, H]``, mean, per-hop ``[H, H]`` bmm, sum / spd."""
@@ -108,6 +123,7 @@ def make_naive(model: MoleBlend) -> MoleBlend:
             module.attention = types.MethodType(naive_attention, module)
         elif isinstance(module, PairHead):
             module.forward = types.MethodType(naive_pair_head, module)
+            module.cross_entropy = types.MethodType(naive_pair_cross_entropy, module)
         elif isinstance(module, EdgePathBias):
             module.forward = types.MethodType(naive_edge_bias, module)
     return model

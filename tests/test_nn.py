@@ -240,3 +240,26 @@ def test_hop_sum_routes_match_advanced_indexing():
     for compact in (True, False):
         out = hop_sum(torch.zeros(4, 0, 3), torch.full((1, 4), -1), compact)
         assert torch.equal(out, torch.zeros(1, 3))
+
+
+def test_pair_head_cross_entropy_equals_full_logits():
+    torch.manual_seed(0)
+    head = PairHead(channels=12, out_channels=3 * 4, hidden_channels=4)
+    x = torch.randn(2, 5, 12, requires_grad=True)
+    labels = torch.randint(0, 4, (2, 5, 5, 2))  # 2 of the 3 groups of 4 classes
+    labels[0, :, :, 1] = -100
+    labels[1, 3:] = -100
+    loss, acc = head.cross_entropy(x, labels, num_classes=4)
+    (grad,) = torch.autograd.grad(loss, x)
+    logits = head(x)[..., :8].reshape(-1, 4)
+    target = labels.reshape(-1)
+    expected = torch.nn.functional.cross_entropy(logits, target, ignore_index=-100)
+    (expected_grad,) = torch.autograd.grad(expected, x)
+    valid = target != -100
+    expected_acc = (logits[valid].argmax(-1) == target[valid]).float().mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert torch.allclose(grad, expected_grad, atol=1e-6)
+    assert torch.allclose(acc, expected_acc)
+    assert head.cross_entropy(x, torch.full((2, 5, 5, 1), -100), 4) == (None, None)
+    with pytest.raises(ValueError, match="4 groups of 4 classes need 16 outputs"):
+        head.cross_entropy(x, labels.repeat(1, 1, 1, 2), 4)

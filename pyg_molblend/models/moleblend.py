@@ -357,10 +357,12 @@ class MoleBlend(nn.Module):
         terms: dict[str, Tensor | None] = {}
         parts: dict[str, Tensor | None] = {}
 
-        spd_logits = self.spd_head(out.node)
-        terms["spd"], parts["spd_acc"] = _spd_loss(spd_logits, dense)
-        edge_logits = self.edge_head(out.node)
-        terms["edge"], parts["edge_acc"] = _edge_loss(edge_logits, dense, self.max_hops)
+        terms["spd"], parts["spd_acc"] = self.spd_head.cross_entropy(
+            out.node, spd_labels(dense.spd, dense.pair_mask).unsqueeze(-1), NUM_SPD_CLASSES
+        )
+        terms["edge"], parts["edge_acc"] = self.edge_head.cross_entropy(
+            out.node, edge_labels(dense.path_edge, dense.edge_attr), NUM_EDGE_CLASSES
+        )
         terms["3d"] = terms["denoise"] = None
         if noisy is not None:
             terms["3d"] = _direction_loss(self.direction_head(out.node), dense)
@@ -395,34 +397,6 @@ def edge_labels(path_edge: Tensor, edge_attr: Tensor) -> Tensor:
     per_edge = (edge_attr[:, 0] * stereo + edge_attr[:, 1]) * conj + edge_attr[:, 2]
     per_edge = torch.cat([per_edge.new_full((1,), -100), per_edge])
     return per_edge[path_edge + 1]
-
-
-def _classification(logits: Tensor, labels: Tensor) -> tuple[Tensor | None, Tensor | None]:
-    """Cross-entropy and accuracy over the positions whose label is not -100.
-
-    ``logits`` is ``[..., classes]`` over the positions of ``labels``. Only the labelled
-    rows are gathered (a pair head's output need not be contiguous), so padding, self
-    pairs and hops past the path's end cost neither a softmax nor an argmax; the result
-    equals ``cross_entropy(..., ignore_index=-100)`` over all rows.
-    """
-    valid = labels != -100
-    if not bool(valid.any()):
-        return None, None
-    rows, target = logits[valid], labels[valid]
-    accuracy = (rows.detach().argmax(-1) == target).float().mean()
-    return F.cross_entropy(rows, target), accuracy
-
-
-def _spd_loss(logits: Tensor, dense: DenseMolBatch) -> tuple[Tensor | None, Tensor | None]:
-    return _classification(logits, spd_labels(dense.spd, dense.pair_mask))
-
-
-def _edge_loss(
-    logits: Tensor, dense: DenseMolBatch, max_hops: int
-) -> tuple[Tensor | None, Tensor | None]:
-    labels = edge_labels(dense.path_edge, dense.edge_attr)
-    per_hop = logits.unflatten(-1, (max_hops, NUM_EDGE_CLASSES))[..., : labels.size(-1), :]
-    return _classification(per_hop, labels)
 
 
 def _direction_loss(pred: Tensor, dense: DenseMolBatch) -> Tensor | None:
