@@ -9,7 +9,9 @@ evaluated, written here as the reference implementation does them:
       ``[B, H, N, N]`` logits and probabilities materialised (no
       ``scaled_dot_product_attention``);
 (ii)  pair heads: the outer product ``o_ij = flatten(r_i (x) c_j)`` ``[B, N, N, m*m]`` is
-      materialised and the Linear applied to it (instead of the bilinear form);
+      materialised and the Linear applied to it (instead of the bilinear form), and the
+      SPD and edge losses score all ``[B, N, N, 300]`` edge logits in one call (instead of
+      ``PairHead.cross_entropy``'s one hop at a time);
 (iii) edge-path bias: bond features embedded per (pair, hop), ``[B, N, N, K, 3, H]``, then
       mean over the 3 features and a per-hop ``[H, H]`` matmul (instead of projecting once
       per bond and gathering).
