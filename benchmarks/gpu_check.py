@@ -34,8 +34,9 @@ from pyg_molblend.data import scaffold_split
 from pyg_molblend.datasets import MoleculeNet, SmilesDataset
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
 from pyg_molblend.training.checkpoint import load_encoder
-from pyg_molblend.training.finetune import FinetuneConfig, finetune, seed_everything
+from pyg_molblend.training.finetune import FinetuneConfig, finetune
 from pyg_molblend.training.pretrain import PretrainConfig, pretrain
+from pyg_molblend.training.utils import seed_everything
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
 TARGETS = {"tox21 s/epoch": 1.0, "small mol/s": 10_000.0, "base mol/s": 1_500.0}

@@ -55,8 +55,9 @@ from pyg_molblend.data import scaffold_split
 from pyg_molblend.datasets import MoleculeNet
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
 from pyg_molblend.training.checkpoint import load_encoder
-from pyg_molblend.training.finetune import FinetuneConfig, finetune, seed_everything
+from pyg_molblend.training.finetune import FinetuneConfig, finetune
 from pyg_molblend.training.metrics import higher_is_better, primary_metric
+from pyg_molblend.training.utils import seed_everything
 from pyg_molblend.transforms import AddShortestPath
 
 DEFAULT_DATASETS = ("bbbp", "esol", "freesolv", "sider", "tox21")

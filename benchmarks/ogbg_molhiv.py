@@ -45,7 +45,8 @@ from moleculenet import (
 
 from pyg_molblend.datasets import evaluate_ogb, load_ogb
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
-from pyg_molblend.training.finetune import FinetuneConfig, finetune, predict, seed_everything
+from pyg_molblend.training.finetune import FinetuneConfig, finetune, predict
+from pyg_molblend.training.utils import seed_everything
 from pyg_molblend.transforms import AddShortestPath
 
 NAME = "ogbg-molhiv"

@@ -71,7 +71,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     from pyg_molblend.cli import build_parser
     from pyg_molblend.cli.pretrain import _corpus
     from pyg_molblend.models import MoleBlend
-    from pyg_molblend.training.finetune import seed_everything
+    from pyg_molblend.training.finetune import seed_everything  # in both trees (not utils)
     from pyg_molblend.training.pretrain import PretrainConfig, pretrain
 
     with tempfile.TemporaryDirectory(prefix="pretrain_throughput_") as out:

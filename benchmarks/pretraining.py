@@ -72,7 +72,8 @@ from pyg_molblend.training.checkpoint import (
     load_encoder,
     save_checkpoint,
 )
-from pyg_molblend.training.finetune import FinetuneConfig, finetune, seed_everything
+from pyg_molblend.training.finetune import FinetuneConfig, finetune
+from pyg_molblend.training.utils import seed_everything
 from pyg_molblend.transforms import AddShortestPath
 
 RESULTS = REPO / "benchmarks" / "results"

@@ -32,6 +32,10 @@ SPD_PAD = -1
 #: ``multi_hop_max_dist``).
 DEFAULT_MAX_HOPS = 5
 
+#: Label of a position that a classification loss ignores (``torch.nn.functional.cross_entropy``'s
+#: default ``ignore_index``): self pairs, padding, unreachable pairs, hops past a path's end.
+IGNORE_INDEX = -100
+
 #: Edge id written where a path has no bond at that hop (self pairs, unreachable pairs,
 #: hops beyond the path length, padding).
 NO_EDGE = -1

@@ -109,7 +109,8 @@ def test_finetune_step_on_cuda_never_waits_for_the_device(task):
     guard, the fused optimizer and the schedule) runs without a host synchronisation."""
     from torch_geometric.loader import DataLoader
 
-    from pyg_molblend.training.finetune import FiniteGuard, make_optimizer, train_step
+    from pyg_molblend.training.finetune import train_step
+    from pyg_molblend.training.utils import FiniteGuard, make_optimizer
 
     graphs = []
     for i, g in enumerate(_graphs() * 4):

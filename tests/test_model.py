@@ -7,7 +7,7 @@ from torch_geometric.data import Batch
 from pyg_molblend import MoleBlend
 from pyg_molblend.data import from_smiles
 from pyg_molblend.models import MoleBlendPredictor, masked_bce_loss
-from pyg_molblend.models.moleblend import edge_labels, spd_labels
+from pyg_molblend.models.losses import edge_labels, spd_labels
 from pyg_molblend.transforms import AddConformer
 
 SMILES = ["CCO", "c1ccccc1CCN", "CC(=O)Oc1ccccc1C(=O)O", "[Na+].[Cl-]", "C", "CCCCCCCCCC"]

@@ -347,7 +347,7 @@ def case_resume_says_where_it_resumes(c: Case):
 
 
 def case_resume_cuts_the_log_back_to_the_checkpoint(c: Case):
-    from pyg_molblend.training.finetune import FiniteGuard
+    from pyg_molblend.training.utils import FiniteGuard
 
     real = FiniteGuard.check
 

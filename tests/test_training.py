@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from pyg_molblend.data import from_smiles
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
 from pyg_molblend.models.predictor import masked_bce_loss, masked_mse_loss
-from pyg_molblend.training.finetune import FiniteGuard, make_optimizer, predict
+from pyg_molblend.training.finetune import predict
+from pyg_molblend.training.utils import FiniteGuard, make_optimizer
 from pyg_molblend.transforms import AddShortestPath
 
 

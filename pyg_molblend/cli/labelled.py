@@ -28,8 +28,9 @@ from pyg_molblend.training.checkpoint import (
     load_encoder,
     save_checkpoint,
 )
-from pyg_molblend.training.finetune import FinetuneConfig, evaluate, finetune, seed_everything
+from pyg_molblend.training.finetune import FinetuneConfig, evaluate, finetune
 from pyg_molblend.training.io import atomic_write, check_writable, write_json
+from pyg_molblend.training.utils import seed_everything
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
 __all__ = ["add_data_arguments", "load_predictor", "run_evaluate", "run_finetune"]

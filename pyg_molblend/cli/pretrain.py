@@ -16,9 +16,9 @@ from torch_geometric.data import Dataset, InMemoryDataset
 from pyg_molblend.datasets import QM9, SDFDataset, SmilesDataset, merge_datasets
 from pyg_molblend.models import MoleBlend
 from pyg_molblend.nn import ModalityBlend
-from pyg_molblend.training.finetune import seed_everything
 from pyg_molblend.training.io import check_writable
 from pyg_molblend.training.pretrain import PretrainConfig, check_output, pretrain
+from pyg_molblend.training.utils import seed_everything
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
 __all__ = ["PRETRAIN_KEYS", "run_pretrain"]

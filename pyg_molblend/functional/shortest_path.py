@@ -16,20 +16,6 @@ __all__ = ["pair_index", "shortest_path"]
 _DENSE_MAX_NODES = 128
 
 
-def _graph_layout(ptr: Tensor) -> tuple[Tensor, Tensor, int]:
-    """Per-node graph id and local index for graphs laid out by ``ptr``."""
-    num_nodes = ptr.diff()
-    total = int(ptr[-1])
-    if num_nodes.numel() == 1:
-        batch = torch.zeros(total, dtype=torch.long, device=ptr.device)
-        return batch, torch.arange(total, device=ptr.device), total
-    batch = torch.repeat_interleave(
-        torch.arange(num_nodes.numel(), device=ptr.device), num_nodes, output_size=total
-    )
-    local = torch.arange(total, device=ptr.device) - ptr[batch]
-    return batch, local, int(num_nodes.max())
-
-
 def pair_index(ptr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     r"""Where each flattened ordered pair of a batch lives in padded ``[B, N, N]`` form.
 

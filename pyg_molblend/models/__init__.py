@@ -1,20 +1,35 @@
-"""Models: the MoleBLEND encoder and its fine-tuning wrapper."""
+"""Models: the MoleBLEND encoder, its fine-tuning wrapper and their losses."""
 
-from pyg_molblend.models.moleblend import DEFAULT_LOSS_WEIGHTS, PRESETS, EncoderOutput, MoleBlend
-from pyg_molblend.models.predictor import (
-    TASK_TYPES,
-    MoleBlendPredictor,
+from pyg_molblend.models.losses import (
+    NUM_EDGE_CLASSES,
+    NUM_SPD_CLASSES,
+    denoise_loss,
+    direction_loss,
+    edge_labels,
+    edge_loss,
     masked_bce_loss,
     masked_mse_loss,
+    spd_labels,
+    spd_loss,
 )
+from pyg_molblend.models.moleblend import DEFAULT_LOSS_WEIGHTS, PRESETS, EncoderOutput, MoleBlend
+from pyg_molblend.models.predictor import TASK_TYPES, MoleBlendPredictor
 
 __all__ = [
     "DEFAULT_LOSS_WEIGHTS",
+    "NUM_EDGE_CLASSES",
+    "NUM_SPD_CLASSES",
     "PRESETS",
     "TASK_TYPES",
     "EncoderOutput",
     "MoleBlend",
     "MoleBlendPredictor",
+    "denoise_loss",
+    "direction_loss",
+    "edge_labels",
+    "edge_loss",
     "masked_bce_loss",
     "masked_mse_loss",
+    "spd_labels",
+    "spd_loss",
 ]

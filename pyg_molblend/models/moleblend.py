@@ -7,13 +7,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
-from pyg_molblend.constants import BOND_FEATURE_DIMS, DEFAULT_MAX_HOPS, SPD_UNREACHABLE
+from pyg_molblend.constants import DEFAULT_MAX_HOPS
 from pyg_molblend.data.dense import DenseMolBatch, to_dense
 from pyg_molblend.functional import pairwise_distance
+from pyg_molblend.models.losses import (
+    NUM_EDGE_CLASSES,
+    NUM_SPD_CLASSES,
+    denoise_loss,
+    direction_loss,
+    edge_loss,
+    spd_loss,
+)
 from pyg_molblend.nn import (
     AtomEncoder,
     BlendedGraphTransformer,
@@ -42,14 +49,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 #: Loss weights of the reference: 6 L_denoise + 0.1 L_spd + 0.1 L_edge + 0.5 L_3d.
 DEFAULT_LOSS_WEIGHTS = {"denoise": 6.0, "spd": 0.1, "edge": 0.1, "3d": 0.5}
-
-#: SPD classes of the SPD head: distances 1..10 are classes 0..9, everything farther 10.
-NUM_SPD_CLASSES = 11
-
-#: Edge classes per hop: every (type, stereo, conjugated) triple of the OGB vocabulary,
-#: 5 * 6 * 2 = 60, so no two bond kinds alias (the reference's 24 classes can).
-NUM_EDGE_CLASSES = BOND_FEATURE_DIMS[0] * BOND_FEATURE_DIMS[1] * BOND_FEATURE_DIMS[2]
-
 
 @dataclass
 class EncoderOutput:
@@ -246,10 +245,7 @@ class MoleBlend(nn.Module):
             for param in (gaussian.mean, gaussian.std, gaussian.mul.weight, gaussian.bias.weight):
                 nn.init.normal_(param, std=0.02)
         else:
-            nn.init.uniform_(gaussian.mean, 0.0, 3.0)
-            nn.init.uniform_(gaussian.std, 0.0, 3.0)
-            nn.init.constant_(gaussian.mul.weight, 1.0)
-            nn.init.zeros_(gaussian.bias.weight)
+            gaussian.reset_basis()
 
     def _dense(self, batch: Batch | Data | DenseMolBatch) -> DenseMolBatch:
         if isinstance(batch, DenseMolBatch):
@@ -357,21 +353,15 @@ class MoleBlend(nn.Module):
         terms: dict[str, Tensor | None] = {}
         parts: dict[str, Tensor | None] = {}
 
-        terms["spd"], parts["spd_acc"] = self.spd_head.cross_entropy(
-            out.node, spd_labels(dense.spd, dense.pair_mask).unsqueeze(-1), NUM_SPD_CLASSES
-        )
-        terms["edge"], parts["edge_acc"] = self.edge_head.cross_entropy(
-            out.node, edge_labels(dense.path_edge, dense.edge_attr), NUM_EDGE_CLASSES
-        )
+        terms["spd"], parts["spd_acc"] = spd_loss(self.spd_head, out.node, dense)
+        terms["edge"], parts["edge_acc"] = edge_loss(self.edge_head, out.node, dense)
         terms["3d"] = terms["denoise"] = None
         if noisy is not None:
-            terms["3d"] = _direction_loss(self.direction_head(out.node), dense)
+            terms["3d"] = direction_loss(self.direction_head(out.node), dense)
             delta = noisy.unsqueeze(1) - noisy.unsqueeze(2)
             eps_hat = self.denoise_head(out.node, out.bias, delta, mask)
             atoms = out.blend.atom_3d if mode == "blend" else mask & dense.has_pos.view(-1, 1)
-            if bool(atoms.any()):
-                cos = F.cosine_similarity(eps_hat[atoms], noise[atoms], dim=-1)
-                terms["denoise"] = (1.0 - cos).mean()
+            terms["denoise"] = denoise_loss(eps_hat, noise, atoms)
 
         loss = out.node.sum() * 0.0
         for name, value in terms.items():
@@ -381,32 +371,3 @@ class MoleBlend(nn.Module):
         parts["num_fallback"] = torch.tensor(out.blend.num_fallback)
         return loss, parts
 
-
-def spd_labels(spd: Tensor, pair_mask: Tensor) -> Tensor:
-    """SPD class per pair: distance 1..10 -> 0..9, 11 and more -> 10; -100 (ignored) for
-    self pairs, padding and pairs in different fragments."""
-    labels = (spd - 1).clamp(max=NUM_SPD_CLASSES - 1)
-    ignore = ~pair_mask | (spd <= 0) | (spd == SPD_UNREACHABLE)
-    return labels.masked_fill(ignore, -100)
-
-
-def edge_labels(path_edge: Tensor, edge_attr: Tensor) -> Tensor:
-    """Class of the bond at each path hop, ``type * 12 + stereo * 2 + conjugated`` (60
-    classes), -100 where the hop has no bond."""
-    stereo, conj = BOND_FEATURE_DIMS[1], BOND_FEATURE_DIMS[2]
-    per_edge = (edge_attr[:, 0] * stereo + edge_attr[:, 1]) * conj + edge_attr[:, 2]
-    per_edge = torch.cat([per_edge.new_full((1,), -100), per_edge])
-    return per_edge[path_edge + 1]
-
-
-def _direction_loss(pred: Tensor, dense: DenseMolBatch) -> Tensor | None:
-    assert dense.pos is not None
-    target = dense.pos.unsqueeze(1) - dense.pos.unsqueeze(2)  # [B, i, j] = p_j - p_i
-    eye = torch.eye(dense.max_num_nodes, dtype=torch.bool, device=pred.device)
-    valid = dense.pair_has_pos & ~eye
-    count = valid.sum((1, 2))
-    if not bool((count > 0).any()):
-        return None
-    cos = F.cosine_similarity(pred, target, dim=-1)
-    per_molecule = ((1.0 - cos) * valid).sum((1, 2)) / count.clamp(min=1)
-    return per_molecule[count > 0].mean()

@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from pyg_molblend.data.dense import DenseMolBatch
+from pyg_molblend.models.losses import masked_bce_loss, masked_mse_loss
 from pyg_molblend.models.moleblend import MoleBlend
 from pyg_molblend.nn.blend import MODES
 from pyg_molblend.nn.dropout import Dropout
 
-__all__ = ["TASK_TYPES", "MoleBlendPredictor", "masked_bce_loss", "masked_mse_loss"]
+__all__ = ["TASK_TYPES", "MoleBlendPredictor"]
 
 TASK_TYPES = ("classification", "regression")
-
-
-def masked_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Binary cross-entropy averaged over the labels that are present (NaN = missing);
-    0 when none is. No host synchronisation: the mask weights the terms."""
-    valid = ~torch.isnan(target)
-    loss = F.binary_cross_entropy_with_logits(
-        logits, torch.where(valid, target, 0.0), reduction="none"
-    )
-    return torch.where(valid, loss, 0.0).sum() / valid.sum().clamp(min=1)
-
-
-def masked_mse_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error over the targets that are present (NaN = missing); 0 when none
-    is. No host synchronisation: the mask weights the terms."""
-    valid = ~torch.isnan(target)
-    error = torch.where(valid, pred - target, 0.0)
-    return error.square().sum() / valid.sum().clamp(min=1)
 
 
 class MoleBlendPredictor(nn.Module):

@@ -242,15 +242,19 @@ class GaussianDistanceBias(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The init the reference intends (it is overwritten there, see
-        :meth:`MoleBlend.reset_parameters` with ``init="reference"``)."""
+        self.reset_basis()
+        for module in (*self.mlp, self.atom_proj):
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+    def reset_basis(self) -> None:
+        """The init of the Gaussian basis the reference intends (it is overwritten there,
+        see :meth:`MoleBlend.reset_parameters` with ``init="reference"``): means and
+        widths uniform in [0, 3], multipliers 1, shifts 0."""
         nn.init.uniform_(self.mean, 0.0, 3.0)
         nn.init.uniform_(self.std, 0.0, 3.0)
         nn.init.constant_(self.mul.weight, 1.0)
         nn.init.constant_(self.bias.weight, 0.0)
-        for module in (*self.mlp, self.atom_proj):
-            if isinstance(module, nn.Linear):
-                module.reset_parameters()
 
     def basis(self, dist: Tensor, atom_type: Tensor) -> Tensor:
         """Gaussian features ``[B, N, N, K]`` (fp32)."""

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pyg_molblend.constants import IGNORE_INDEX
 from pyg_molblend.nn.dropout import Dropout
 from pyg_molblend.nn.layer import key_padding_bias
 
@@ -73,13 +74,13 @@ class PairHead(nn.Module):
     ) -> tuple[Tensor | None, Tensor | None]:
         r"""Mean cross-entropy and accuracy of the pair logits over the labelled entries.
 
-        ``labels`` ``[B, N, N, G]`` holds class indices in ``[0, num_classes)`` or -100
-        (ignored); group :math:`g` is scored by outputs :math:`g \cdot` ``num_classes``
-        to :math:`(g + 1) \cdot` ``num_classes`` - 1. Equal to ``cross_entropy`` over
-        ``self(x)`` viewed as ``[B, N, N, out_channels // num_classes, num_classes]``,
-        but computed one group at a time: each ``[B, N, N, num_classes]`` block is made,
-        scored and freed before the next (the edge head's five 60-class blocks instead of
-        one ``[B, N, N, 300]`` tensor: 2.3x faster on the CPU). :obj:`None` for both when
+        ``labels`` ``[B, N, N, G]`` holds class indices in ``[0, num_classes)`` or
+        :data:`~pyg_molblend.constants.IGNORE_INDEX`; group :math:`g` is scored by
+        outputs :math:`g C` to :math:`(g + 1) C - 1` (:math:`C` = ``num_classes``).
+        Equal to ``cross_entropy`` over ``self(x)`` viewed as ``[B, N, N, -1, C]``, but
+        computed one group at a time: each ``[B, N, N, C]`` block is made, scored and
+        freed before the next (the edge head's five 60-class blocks instead of one
+        ``[B, N, N, 300]`` tensor: 2.3x faster on the CPU). :obj:`None` for both when
         nothing is labelled.
         """
         if labels.size(-1) * num_classes > self.out_channels:
@@ -87,7 +88,7 @@ class PairHead(nn.Module):
                 f"{labels.size(-1)} groups of {num_classes} classes need "
                 f"{labels.size(-1) * num_classes} outputs, the head has {self.out_channels}"
             )
-        count = (labels != -100).sum()
+        count = (labels != IGNORE_INDEX).sum()
         if not bool(count):
             return None, None
         row, col = self.factors(x)
@@ -99,14 +100,14 @@ class PairHead(nn.Module):
             total = total + F.cross_entropy(
                 logits.reshape(-1, num_classes).float(),
                 target.reshape(-1),
-                ignore_index=-100,
+                ignore_index=IGNORE_INDEX,
                 reduction="sum",
             )
             # Correct where the target's logit is the largest (a tie counts): half the cost
             # of an argmax over the last dimension.
             scores = logits.detach()
             hit = scores.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            correct = correct + ((hit >= scores.amax(-1)) & (target != -100)).sum()
+            correct = correct + ((hit >= scores.amax(-1)) & (target != IGNORE_INDEX)).sum()
         return total / count, correct / count
 
     def __repr__(self) -> str:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,31 +17,26 @@ from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from pyg_molblend.constants import DEFAULT_MAX_HOPS
-from pyg_molblend.data import DenseMolBatch, SizeBucketBatchSampler, to_dense
+from pyg_molblend.data import DenseMolBatch, SizeBucketBatchSampler
 from pyg_molblend.models import MoleBlendPredictor
 from pyg_molblend.training.metrics import compute_metrics, higher_is_better, primary_metric
+from pyg_molblend.training.utils import (
+    FiniteGuard,
+    dense_batch,
+    make_optimizer,
+    pin_memory_for,
+    seed_everything,
+    warmup_cosine,
+)
 
 __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
-    "FiniteGuard",
-    "check_finite_step",
-    "dense_batch",
     "finetune",
-    "make_optimizer",
     "map_batches",
-    "pin_memory_for",
     "predict",
-    "seed_everything",
     "train_step",
 ]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -82,106 +75,6 @@ class FinetuneResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     test_predictions: np.ndarray | None = None
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int) -> Any:
-    """Multiplier of a linear warm-up followed by cosine decay to 0."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
-def make_optimizer(
-    parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float
-) -> torch.optim.AdamW:
-    """AdamW with the fused kernel: one call for all parameters instead of about ten
-    small operations per parameter tensor (the loop was 14% of a ``small`` fine-tuning
-    step on CPU)."""
-    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
-
-
-def check_finite_step(
-    loss: torch.Tensor, grad_norm: torch.Tensor, step: int, lr: float, kept: str
-) -> tuple[float, float]:
-    """The loss and gradient norm of a training step as floats, or a :class:`ValueError`
-    when either is NaN or infinite (checked before the optimizer step, so the weights
-    never take a non-finite update).
-
-    Args:
-        kept (str): what the user keeps, for the message (the last checkpoint, say).
-    """
-    loss_value, grad_value = loss.item(), grad_norm.item()
-    _check_finite(loss_value, grad_value, step, lr, kept)
-    return loss_value, grad_value
-
-
-def _check_finite(loss: float, grad_norm: float, step: int, lr: float, kept: str) -> None:
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-        raise ValueError(
-            f"Training diverged at step {step}: loss {loss}, gradient norm "
-            f"{grad_norm} at learning rate {lr:.3g}. Lower the learning rate (lr); {kept}"
-        )
-
-
-class FiniteGuard:
-    """Stops training on a non-finite loss or gradient norm before it reaches the weights.
-
-    On the CPU every step is checked at once (:func:`check_finite_step`). On an
-    accelerator that check would stall the device once per step, so the fused
-    optimizer is handed a ``found_inf`` flag instead and skips a non-finite step by
-    itself; the first such step is remembered on the device and :meth:`flush` (called
-    where the host reads results anyway: end of an epoch, before a checkpoint or a log
-    line) raises the same :class:`ValueError` naming it.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, device: str | torch.device) -> None:
-        self.optimizer = optimizer
-        self.deferred = torch.device(device).type != "cpu"
-        self.first: torch.Tensor | None = None  # [step, loss, grad_norm, lr]; step -1 = none
-
-    def check(
-        self, loss: torch.Tensor, grad_norm: torch.Tensor, step: int, lr: float, kept: str
-    ) -> None:
-        """Call after gradient clipping and before ``optimizer.step()``."""
-        self.kept = kept
-        if not self.deferred:
-            check_finite_step(loss, grad_norm, step, lr, kept)
-            return
-        loss, grad_norm = loss.detach().float(), grad_norm.detach().float()
-        bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
-        self.optimizer.found_inf = bad.float()
-        # torch.full, not new_tensor: a fill kernel instead of a synchronous host copy.
-        row = torch.stack([torch.full_like(loss, step), loss, grad_norm, torch.full_like(loss, lr)])
-        if self.first is None:
-            self.first = torch.full_like(row, -1.0)
-        keep = (self.first[0] >= 0) | ~bad
-        self.first = torch.where(keep, self.first, row)
-
-    def flush(self) -> None:
-        """Raise for the first non-finite step since the start, if any (a host sync)."""
-        if self.first is None:
-            return
-        step, loss, grad_norm, lr = self.first.tolist()
-        if step >= 0:
-            _check_finite(loss, grad_norm, int(step), lr, self.kept)
-
-
-def dense_batch(batch: Batch, device: str | torch.device, max_hops: int) -> DenseMolBatch:
-    """The :class:`~pyg_molblend.data.DenseMolBatch` of a loader's batch on :obj:`device`.
-
-    Stored pair fields are densified where the batch is (the host: index work whose
-    sizes the host knows, so nothing waits on the device) and copied over
-    asynchronously; a batch without them goes to the device first, so that the
-    shortest-path kernel runs there.
-    """
-    if getattr(batch, "spd", None) is None or getattr(batch, "path_edge", None) is None:
-        return to_dense(batch.to(device, non_blocking=True), max_hops=max_hops)
-    return to_dense(batch, max_hops=max_hops).to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -226,11 +119,6 @@ def predict(
     if rows is None:
         return np.zeros((0, predictor.num_tasks), dtype=np.float32)
     return rows.float().numpy()
-
-
-def pin_memory_for(device: str | torch.device) -> bool:
-    """Pinned host memory for batches bound to a CUDA device (asynchronous copies)."""
-    return torch.device(device).type == "cuda"
 
 
 def _targets(dataset: Dataset | Sequence, num_tasks: int) -> np.ndarray:

@@ -21,14 +21,14 @@ from tqdm.auto import tqdm
 from pyg_molblend.data import DenseMolBatch, SizeBucketBatchSampler
 from pyg_molblend.models import MoleBlend
 from pyg_molblend.training.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
-from pyg_molblend.training.finetune import (
+from pyg_molblend.training.io import append_jsonl, atomic_write, json_safe, read_jsonl
+from pyg_molblend.training.utils import (
     FiniteGuard,
     dense_batch,
     make_optimizer,
     pin_memory_for,
     warmup_cosine,
 )
-from pyg_molblend.training.io import append_jsonl, atomic_write, json_safe, read_jsonl
 
 __all__ = ["CHECKPOINT_NAME", "PretrainConfig", "check_output", "pretrain"]
 

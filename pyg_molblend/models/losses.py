@@ -1,0 +1,116 @@
+"""The losses of MoleBLEND and of fine-tuning, and the labels they score.
+
+Pretraining (:meth:`~pyg_molblend.models.MoleBlend.pretrain_loss`) sums four terms:
+:func:`spd_loss` and :func:`edge_loss` (the 2D relations of every atom pair, eq. 3),
+:func:`direction_loss` (the 3D relation) and :func:`denoise_loss` (the noise added to the
+coordinates). Fine-tuning (:class:`~pyg_molblend.models.MoleBlendPredictor`) uses
+:func:`masked_bce_loss` or :func:`masked_mse_loss`. Terms without data return
+:obj:`None` (pretraining) or 0 (fine-tuning), never NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pyg_molblend.constants import BOND_FEATURE_DIMS, IGNORE_INDEX, SPD_UNREACHABLE
+from pyg_molblend.data.dense import DenseMolBatch
+from pyg_molblend.nn import PairHead
+
+__all__ = [
+    "NUM_EDGE_CLASSES",
+    "NUM_SPD_CLASSES",
+    "denoise_loss",
+    "direction_loss",
+    "edge_labels",
+    "edge_loss",
+    "masked_bce_loss",
+    "masked_mse_loss",
+    "spd_labels",
+    "spd_loss",
+]
+
+#: SPD classes of the SPD head: distances 1..10 are classes 0..9, everything farther 10.
+NUM_SPD_CLASSES = 11
+
+#: Edge classes per hop: every (type, stereo, conjugated) triple of the OGB vocabulary,
+#: 5 * 6 * 2 = 60, so no two bond kinds alias (the reference's 24 classes can).
+NUM_EDGE_CLASSES = BOND_FEATURE_DIMS[0] * BOND_FEATURE_DIMS[1] * BOND_FEATURE_DIMS[2]
+
+
+def spd_labels(spd: Tensor, pair_mask: Tensor) -> Tensor:
+    """SPD class per pair: distance 1..10 -> 0..9, 11 and more -> 10;
+    :data:`~pyg_molblend.constants.IGNORE_INDEX` for self pairs, padding and pairs in
+    different fragments."""
+    labels = (spd - 1).clamp(max=NUM_SPD_CLASSES - 1)
+    ignore = ~pair_mask | (spd <= 0) | (spd == SPD_UNREACHABLE)
+    return labels.masked_fill(ignore, IGNORE_INDEX)
+
+
+def edge_labels(path_edge: Tensor, edge_attr: Tensor) -> Tensor:
+    """Class of the bond at each path hop, ``type * 12 + stereo * 2 + conjugated`` (60
+    classes), :data:`~pyg_molblend.constants.IGNORE_INDEX` where the hop has no bond."""
+    stereo, conj = BOND_FEATURE_DIMS[1], BOND_FEATURE_DIMS[2]
+    per_edge = (edge_attr[:, 0] * stereo + edge_attr[:, 1]) * conj + edge_attr[:, 2]
+    per_edge = torch.cat([per_edge.new_full((1,), IGNORE_INDEX), per_edge])
+    return per_edge[path_edge + 1]
+
+
+def spd_loss(
+    head: PairHead, node: Tensor, dense: DenseMolBatch
+) -> tuple[Tensor | None, Tensor | None]:
+    """Cross-entropy and accuracy of the SPD class of every real pair :math:`i \\ne j` in
+    one fragment."""
+    labels = spd_labels(dense.spd, dense.pair_mask).unsqueeze(-1)
+    return head.cross_entropy(node, labels, NUM_SPD_CLASSES)
+
+
+def edge_loss(
+    head: PairHead, node: Tensor, dense: DenseMolBatch
+) -> tuple[Tensor | None, Tensor | None]:
+    """Cross-entropy and accuracy of the class of every bond at every hop of every
+    pair's path."""
+    labels = edge_labels(dense.path_edge, dense.edge_attr)
+    return head.cross_entropy(node, labels, NUM_EDGE_CLASSES)
+
+
+def direction_loss(pred: Tensor, dense: DenseMolBatch) -> Tensor | None:
+    r""":math:`1 - \cos(\hat{z}_{ij}, p_j - p_i)` on clean coordinates, averaged per
+    molecule over :math:`i \ne j`, then over the molecules with 3D."""
+    assert dense.pos is not None
+    target = dense.pos.unsqueeze(1) - dense.pos.unsqueeze(2)  # [B, i, j] = p_j - p_i
+    eye = torch.eye(dense.max_num_nodes, dtype=torch.bool, device=pred.device)
+    valid = dense.pair_has_pos & ~eye
+    count = valid.sum((1, 2))
+    if not bool((count > 0).any()):
+        return None
+    cos = F.cosine_similarity(pred, target, dim=-1)
+    per_molecule = ((1.0 - cos) * valid).sum((1, 2)) / count.clamp(min=1)
+    return per_molecule[count > 0].mean()
+
+
+def denoise_loss(eps_hat: Tensor, noise: Tensor, atoms: Tensor) -> Tensor | None:
+    r""":math:`1 - \cos(\hat\epsilon_i, \epsilon_i)` averaged over the atoms in
+    :obj:`atoms` (``[B, N]`` bool), :obj:`None` when there are none."""
+    if not bool(atoms.any()):
+        return None
+    return (1.0 - F.cosine_similarity(eps_hat[atoms], noise[atoms], dim=-1)).mean()
+
+
+def masked_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy averaged over the labels that are present (NaN = missing);
+    0 when none is. No host synchronisation: the mask weights the terms."""
+    valid = ~torch.isnan(target)
+    loss = F.binary_cross_entropy_with_logits(
+        logits, torch.where(valid, target, 0.0), reduction="none"
+    )
+    return torch.where(valid, loss, 0.0).sum() / valid.sum().clamp(min=1)
+
+
+def masked_mse_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over the targets that are present (NaN = missing); 0 when none
+    is. No host synchronisation: the mask weights the terms."""
+    valid = ~torch.isnan(target)
+    error = torch.where(valid, pred - target, 0.0)
+    return error.square().sum() / valid.sum().clamp(min=1)
