@@ -120,8 +120,27 @@ class ModalityBlend(nn.Module):
     ) -> BlendResult:
         r"""Combine relation biases ``[B, H, N, N]`` and node features ``[B, N, C]``.
 
+        Args:
+            mode (str): one of :obj:`MODES`.
+            spd (Tensor, optional): :math:`\Psi_{SPD}` ``[B, H, N, N]``.
+            edge (Tensor, optional): :math:`\Psi_{Edge}` ``[B, H, N, N]``.
+            dist (Tensor, optional): :math:`\Psi_{Distance}` ``[B, H, N, N]``.
+            degree (Tensor, optional): degree embedding ``[B, N, C]``.
+            atom_3d (Tensor, optional): merged 3D atom feature ``[B, N, C]``.
+            has_pos (Tensor): ``[B]`` True for molecules with coordinates.
+            mask (Tensor): ``[B, N]`` True for real atoms.
+            generator (torch.Generator, optional): source of the ``"blend"`` draws.
+
         ``spd``/``edge``/``degree`` may be :obj:`None` only in ``"3d"`` mode when every
         molecule has coordinates; ``dist``/``atom_3d`` only when none has.
+
+        Examples:
+            >>> spd, edge = torch.ones(1, 2, 3, 3), 2 * torch.ones(1, 2, 3, 3)
+            >>> degree, mask = torch.ones(1, 3, 4), torch.tensor([[True, True, False]])
+            >>> has_pos = torch.tensor([False])  # no coordinates: 2D in every mode
+            >>> out = ModalityBlend()("3d", spd, edge, None, degree, None, has_pos, mask)
+            >>> out.bias.unique().tolist(), out.num_fallback, out.node[0, :, 0].tolist()
+            ([3.0], 1, [1.0, 1.0, 0.0])
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

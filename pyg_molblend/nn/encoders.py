@@ -77,6 +77,9 @@ class AtomEncoder(_FeatureSum):
     def __init__(self, channels: int) -> None:
         super().__init__(ATOM_FEATURE_DIMS, channels)
 
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.table.embedding_dim})"
+
 
 class DegreeEncoder(nn.Module):
     r"""Embedding of the number of bonded neighbours (Graphormer's centrality encoding).
@@ -84,9 +87,20 @@ class DegreeEncoder(nn.Module):
     The reference adds an in-degree and an out-degree table looked up with the same
     index; their sum is one table, so we keep one.
 
+    Args:
+        channels (int): size :math:`C` of the embedding.
+        max_degree (int, optional): degrees above it share the last row.
+            (default: :obj:`64`)
+
     Shapes:
         - **input:** ``degree`` ``[B, N]`` (long), ``mask`` ``[B, N]``
         - **output:** ``[B, N, C]``, zero for padded atoms.
+
+    Examples:
+        >>> encoder = DegreeEncoder(channels=4)
+        >>> out = encoder(torch.tensor([[1, 2, 0]]), torch.tensor([[True, True, False]]))
+        >>> out.shape, bool((out[0, 2] == 0).all())
+        (torch.Size([1, 3, 4]), True)
     """
 
     def __init__(self, channels: int, max_degree: int = 64) -> None:
@@ -101,6 +115,12 @@ class DegreeEncoder(nn.Module):
         index = (degree.clamp(max=self.max_degree) + 1).masked_fill(~mask, 0)
         return self.table(index)
 
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.table.embedding_dim}, "
+            f"max_degree={self.max_degree})"
+        )
+
 
 class SPDBias(nn.Module):
     r"""One learned scalar per head for each shortest-path distance.
@@ -108,9 +128,19 @@ class SPDBias(nn.Module):
     Rows: 0 for padding, :math:`d + 1` for distance :math:`d \le` :obj:`max_distance`
     (larger distances share the last one), :obj:`max_distance` + 2 for unreachable pairs.
 
+    Args:
+        heads (int): number of heads :math:`H`.
+        max_distance (int, optional): distances above it share one row, at most 254.
+            (default: :obj:`20`)
+
     Shapes:
         - **input:** ``spd`` ``[B, N, N]`` (long, :obj:`SPD_PAD` in padding)
         - **output:** ``[B, H, N, N]``, zero on padded pairs.
+
+    Examples:
+        >>> bias = SPDBias(heads=2)(torch.tensor([[[0, 1], [1, 0]]]))
+        >>> bias.shape, bool(torch.equal(bias[0, :, 0, 1], bias[0, :, 1, 0]))
+        (torch.Size([1, 2, 2, 2]), True)
     """
 
     def __init__(self, heads: int, max_distance: int = 20) -> None:
@@ -130,6 +160,9 @@ class SPDBias(nn.Module):
         index = index.masked_fill(spd == SPD_PAD, 0)
         return self.table(index).permute(0, 3, 1, 2)
 
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(heads={self.heads}, max_distance={self.max_distance})"
+
 
 class EdgePathBias(nn.Module):
     r"""Multi-hop edge encoding (Graphormer / Transformer-M, MoleBLEND's
@@ -145,10 +178,23 @@ class EdgePathBias(nn.Module):
     gather is linear, :math:`W_k^\top \bar{e}` is computed once per *bond* and hop and
     then gathered, instead of the reference's ``[B, N, N, K, 3, H]`` embedding tensor.
 
+    Args:
+        heads (int): number of heads :math:`H`.
+        max_hops (int, optional): largest number :math:`K` of path bonds it accepts.
+            (default: :obj:`5`)
+
     Shapes:
         - **input:** ``path_edge`` ``[B, N, N, K]`` (rows of ``edge_attr``, -1 = none),
           ``edge_attr`` ``[E, 3]``, ``spd`` ``[B, N, N]``
         - **output:** ``[B, H, N, N]``, zero where there is no path.
+
+    Examples:
+        >>> from torch_geometric.data import Batch
+        >>> from pyg_molblend.data import from_smiles, to_dense
+        >>> dense = to_dense(Batch.from_data_list([from_smiles("CCO")]))
+        >>> bias = EdgePathBias(heads=4)(dense.path_edge, dense.edge_attr, dense.spd)
+        >>> bias.shape, bool((bias[0, :, 1, 1] == 0).all())  # a self pair has no path
+        (torch.Size([1, 4, 3, 3]), True)
     """
 
     def __init__(self, heads: int, max_hops: int = DEFAULT_MAX_HOPS) -> None:
@@ -173,6 +219,9 @@ class EdgePathBias(nn.Module):
         out = out.view(*path_edge.shape[:-1], self.heads)
         scale = spd.clamp(min=1, max=max(num_hops, 1)).to(out.dtype).unsqueeze(-1)
         return (out / scale).permute(0, 3, 1, 2)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(heads={self.heads}, max_hops={self.max_hops})"
 
 
 def hop_sum(per_hop: Tensor, path: Tensor, compact: bool) -> Tensor:
@@ -255,6 +304,12 @@ class GaussianDistanceBias(nn.Module):
         nn.init.uniform_(self.std, 0.0, 3.0)
         nn.init.constant_(self.mul.weight, 1.0)
         nn.init.constant_(self.bias.weight, 0.0)
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(heads={self.heads}, "
+            f"channels={self.atom_proj.out_features}, num_kernels={self.num_kernels})"
+        )
 
     def basis(self, dist: Tensor, atom_type: Tensor) -> Tensor:
         """Gaussian features ``[B, N, N, K]`` (fp32)."""

@@ -153,6 +153,12 @@ class DenoiseHead(nn.Module):
         nn.init.uniform_(self.axis_weight, -bound, bound)
         nn.init.zeros_(self.axis_bias)
 
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.q_proj.in_features}, heads={self.heads}, "
+            f"attn_dropout={self.dropout.p})"
+        )
+
     def forward(self, x: Tensor, attn_bias: Tensor, delta: Tensor, mask: Tensor) -> Tensor:
         batch, num_nodes, channels = x.shape
         head_dim = channels // self.heads
