@@ -150,143 +150,193 @@ def pretrain(
     Raises:
         ValueError: on a mismatching or unexpected checkpoint, or a diverged step.
     """
-    rank, world = _world()
-    device = torch.device(config.device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed + rank)
-    random.seed(config.seed + rank)
-    np.random.seed(config.seed + rank)
-    model.to(device)
-    step_module: nn.Module = _PretrainStep(model, config.mode)
-    if world > 1:
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,
-        )
-    optimizer = make_optimizer(model.parameters(), config.lr, config.weight_decay)
-    guard = FiniteGuard(optimizer, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(min(config.warmup_steps, config.steps), config.steps)
-    )
-    generator = torch.Generator(device=device).manual_seed(config.seed + 1000 * rank)
-    sampler = SizeBucketBatchSampler(
-        dataset,
-        config.batch_size,
-        seed=config.seed,
-        drop_last=True,
-        num_replicas=world,
-        rank=rank,
-    )
-    batches_per_epoch = len(sampler)
-    if batches_per_epoch == 0:
-        raise ValueError(
-            f"{len(dataset)} molecules over {world} process(es) do not fill one batch of "
-            f"{config.batch_size}"
-        )
-
-    step, epoch, position = 0, 0, 0
-    checkpoint_path = out / CHECKPOINT_NAME
-    log_path = out / "log.jsonl"
-    fingerprint = data_fingerprint(dataset)
-    if resume and checkpoint_path.exists():
-        payload = load_checkpoint(checkpoint_path, kind="pretrain")
-        _check_resumable(payload, checkpoint_path, model, config, world, fingerprint)
-        model.load_state_dict(payload["encoder_state"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        step, epoch, position = payload["step"], payload["epoch"], payload["position"]
-        _set_rng_state(payload["rng"][rank], generator)
-        if rank == 0:
-            _truncate_log(log_path, step)
-            print(f"resuming from step {step} of {config.steps} ({checkpoint_path})")
-    elif resume:
-        if rank == 0:
-            print(f"no checkpoint at {checkpoint_path}; starting fresh")
-    else:
-        check_output(out, resume, overwrite)
-    if step == 0 and rank == 0:  # starting afresh: no old checkpoint or log lines remain
-        for stale in (checkpoint_path, log_path):
-            stale.unlink(missing_ok=True)
-    if world > 1:
-        dist.barrier()  # rank 0 has removed or cut the old files before anyone writes
-    start_step = step
-
+    run = _Run(model, dataset, Path(out), config, extra)
+    run.restore(resume, overwrite)
+    start_step = run.step
     bar = tqdm(
-        total=config.steps, initial=step, desc="pretrain", disable=not config.progress or rank != 0
+        total=config.steps,
+        initial=run.step,
+        desc="pretrain",
+        disable=not config.progress or run.rank != 0,
     )
     start = time.perf_counter()
     last: dict[str, Any] = {}
     model.train()
     try:
-        while step < config.steps:
-            sampler.set_epoch(epoch)
-            loader = DataLoader(
-                dataset,
-                batch_sampler=list(sampler)[position:],
-                num_workers=config.num_workers,
-                pin_memory=pin_memory_for(device),
-                # Its own generator: iterating a DataLoader draws a base seed from the global
-                # RNG otherwise, which would shift dropout after a resume.
-                generator=torch.Generator(),
-            )
-            for batch in loader:
-                dense = dense_batch(batch, device, model.max_hops)
-                optimizer.zero_grad()
-                loss, parts = step_module(dense, generator)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-                guard.check(
-                    loss,
-                    grad_norm,
-                    step + 1,
-                    scheduler.get_last_lr()[0],
-                    f"the last checkpoint ({checkpoint_path}) is unchanged",
-                )
-                optimizer.step()
-                scheduler.step()
-                guard.flush()  # the log line reads the loss anyway
-                loss_value, grad_value = loss.item(), grad_norm.item()
-                step += 1
-                position += 1
-                last = {
-                    "step": step,
-                    "loss": loss_value,
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": grad_value,
-                    **{k: (None if v is None else float(v)) for k, v in parts.items()},
-                }
-                if rank == 0:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last['loss']:.3f}", spd_acc=last.get("spd_acc"))
-                    append_jsonl(log_path, last)
-                if step % config.save_every == 0 or step == config.steps:
-                    _save(
-                        checkpoint_path,
-                        model,
-                        optimizer,
-                        scheduler,
-                        step,
-                        epoch,
-                        position,
-                        generator,
-                        world,
-                        config,
-                        {**(extra or {}), "data_fingerprint": fingerprint},
-                    )
-                if step >= config.steps:
+        while run.step < config.steps:
+            for batch in run.epoch_loader():
+                last = run.train_step(batch)
+                run.log(last, bar)
+                if run.step % config.save_every == 0 or run.step == config.steps:
+                    run.save()
+                if run.step >= config.steps:
                     break
             else:
-                epoch, position = epoch + 1, 0
+                run.epoch, run.position = run.epoch + 1, 0
     finally:  # the error message, if any, starts on its own line
         bar.close()
     return {
-        "steps": step,
+        "steps": run.step,
         "resumed_from": start_step,
         "seconds": time.perf_counter() - start,
         "last": json_safe(last),
     }
+
+
+class _Run:
+    """The state of one pretraining run and its four phases: :meth:`restore` (a
+    checkpoint, or a clean start), :meth:`train_step`, :meth:`log` and :meth:`save`.
+    ``step``, ``epoch`` and ``position`` (batches done in this epoch) say where it is."""
+
+    def __init__(
+        self,
+        model: MoleBlend,
+        dataset: Dataset,
+        out: Path,
+        config: PretrainConfig,
+        extra: dict[str, Any] | None,
+    ) -> None:
+        self.rank, self.world = _world()
+        self.model, self.dataset, self.out, self.config = model, dataset, out, config
+        self.device = device = torch.device(config.device)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed + self.rank)
+        random.seed(config.seed + self.rank)
+        np.random.seed(config.seed + self.rank)
+        model.to(device)
+        self.step_module: nn.Module = _PretrainStep(model, config.mode)
+        if self.world > 1:
+            self.step_module = nn.parallel.DistributedDataParallel(
+                self.step_module,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        self.optimizer = make_optimizer(model.parameters(), config.lr, config.weight_decay)
+        self.guard = FiniteGuard(self.optimizer, device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(min(config.warmup_steps, config.steps), config.steps)
+        )
+        self.generator = torch.Generator(device=device).manual_seed(config.seed + 1000 * self.rank)
+        self.sampler = SizeBucketBatchSampler(
+            dataset,
+            config.batch_size,
+            seed=config.seed,
+            drop_last=True,
+            num_replicas=self.world,
+            rank=self.rank,
+        )
+        if len(self.sampler) == 0:
+            raise ValueError(
+                f"{len(dataset)} molecules over {self.world} process(es) do not fill one "
+                f"batch of {config.batch_size}"
+            )
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.checkpoint_path = out / CHECKPOINT_NAME
+        self.log_path = out / "log.jsonl"
+        self.fingerprint = data_fingerprint(dataset)
+        self.extra = {**(extra or {}), "data_fingerprint": self.fingerprint}
+
+    def restore(self, resume: bool, overwrite: bool) -> None:
+        """Continue from the checkpoint (with :obj:`resume`) or start afresh, removing
+        what an earlier run left (a folder with a checkpoint needs :obj:`overwrite`)."""
+        path = self.checkpoint_path
+        if resume and path.exists():
+            payload = load_checkpoint(path, kind="pretrain")
+            _check_resumable(payload, path, self.model, self.config, self.world, self.fingerprint)
+            self.model.load_state_dict(payload["encoder_state"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            self.step, self.epoch = payload["step"], payload["epoch"]
+            self.position = payload["position"]
+            _set_rng_state(payload["rng"][self.rank], self.generator)
+            if self.rank == 0:
+                _truncate_log(self.log_path, self.step)
+                print(f"resuming from step {self.step} of {self.config.steps} ({path})")
+        elif resume:
+            if self.rank == 0:
+                print(f"no checkpoint at {path}; starting fresh")
+        else:
+            check_output(self.out, resume, overwrite)
+        if self.step == 0 and self.rank == 0:  # afresh: no old checkpoint or log lines remain
+            for stale in (path, self.log_path):
+                stale.unlink(missing_ok=True)
+        if self.world > 1:
+            dist.barrier()  # rank 0 has removed or cut the old files before anyone writes
+
+    def epoch_loader(self) -> DataLoader:
+        """The rest of the current epoch's batches."""
+        self.sampler.set_epoch(self.epoch)
+        return DataLoader(
+            self.dataset,
+            batch_sampler=list(self.sampler)[self.position :],
+            num_workers=self.config.num_workers,
+            pin_memory=pin_memory_for(self.device),
+            # Its own generator: iterating a DataLoader draws a base seed from the global
+            # RNG otherwise, which would shift dropout after a resume.
+            generator=torch.Generator(),
+        )
+
+    def train_step(self, batch: Batch) -> dict[str, Any]:
+        """One optimizer step; returns its log record."""
+        model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
+        dense = dense_batch(batch, self.device, model.max_hops)
+        optimizer.zero_grad()
+        loss, parts = self.step_module(dense, self.generator)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
+        self.guard.check(
+            loss,
+            grad_norm,
+            self.step + 1,
+            scheduler.get_last_lr()[0],
+            f"the last checkpoint ({self.checkpoint_path}) is unchanged",
+        )
+        optimizer.step()
+        scheduler.step()
+        self.guard.flush()  # the log line reads the loss anyway
+        loss_value, grad_value = loss.item(), grad_norm.item()
+        self.step += 1
+        self.position += 1
+        return {
+            "step": self.step,
+            "loss": loss_value,
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": grad_value,
+            **{k: (None if v is None else float(v)) for k, v in parts.items()},
+        }
+
+    def log(self, record: dict[str, Any], bar: tqdm) -> None:
+        """Rank 0: one line of ``log.jsonl`` and the progress bar."""
+        if self.rank == 0:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", spd_acc=record.get("spd_acc"))
+            append_jsonl(self.log_path, record)
+
+    def save(self) -> None:
+        """Write the checkpoint atomically (rank 0), with every rank's RNG states."""
+        state = _rng_state(self.generator)
+        states = [state]
+        if self.world > 1:
+            states = [None] * self.world
+            dist.all_gather_object(states, state)
+        if self.rank == 0:
+            save_checkpoint(
+                self.checkpoint_path,
+                {
+                    "kind": "pretrain",
+                    "encoder_config": self.model.config,
+                    "encoder_state": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "position": self.position,
+                    "rng": states,
+                    "world_size": self.world,
+                    "config": asdict(self.config),
+                    **self.extra,
+                },
+            )
 
 
 def check_output(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
@@ -340,43 +390,3 @@ def _truncate_log(path: Path, step: int) -> None:
     with atomic_write(path) as f:
         for record in kept:
             f.write(json.dumps(record, allow_nan=False) + "\n")
-
-
-def _save(
-    path: Path,
-    model: MoleBlend,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    step: int,
-    epoch: int,
-    position: int,
-    generator: torch.Generator,
-    world: int,
-    config: PretrainConfig,
-    extra: dict[str, Any] | None,
-) -> None:
-    state = _rng_state(generator)
-    states = [state]
-    if world > 1:
-        states = [None] * world
-        dist.all_gather_object(states, state)
-    if _world()[0] == 0:
-        save_checkpoint(
-            path,
-            {
-                "kind": "pretrain",
-                "encoder_config": model.config,
-                "encoder_state": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "position": position,
-                "rng": states,
-                "world_size": world,
-                "config": asdict(config),
-                **(extra or {}),
-            },
-        )
-    if world > 1:
-        dist.barrier()
