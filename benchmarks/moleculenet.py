@@ -320,7 +320,7 @@ class single_thread:
 
 def scaffold_positions(dataset: MoleculeNet) -> dict[str, np.ndarray]:
     """The scaffold split of the dataset, as ``pyg-molblend finetune`` makes it
-    (``cli.labelled.make_split``)."""
+    (``cli.common.make_split``)."""
     parts = scaffold_split(dataset.smiles)
     return {
         name: part.numpy() for name, part in zip(("train", "valid", "test"), parts, strict=True)

@@ -9,8 +9,8 @@ from torch_geometric.data import Batch
 
 from pyg_molblend import __version__
 from pyg_molblend.cli import main
+from pyg_molblend.cli.common import default_checkpoint
 from pyg_molblend.cli.embed import embed_smiles
-from pyg_molblend.cli.labelled import default_checkpoint
 from pyg_molblend.data import from_smiles
 from pyg_molblend.models import PRESETS, MoleBlend
 from pyg_molblend.training.checkpoint import (

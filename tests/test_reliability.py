@@ -245,9 +245,9 @@ def _blocked_out(c: Case, module, name: str) -> Path:
 
 
 def case_unwritable_out_fails_before_training(c: Case):
-    import pyg_molblend.cli.labelled as labelled
+    import pyg_molblend.cli.finetune as cli_finetune
 
-    blocker = _blocked_out(c, labelled, "finetune")
+    blocker = _blocked_out(c, cli_finetune, "finetune")
     args = ["--csv", BBBP, "--targets", "p_np", "--task", "classification"]
     code = main(["finetune", *args, "--out", str(blocker / "out"), *FAST])
     err = c.err()
@@ -313,9 +313,9 @@ def case_force_reload_rebuilds_the_cache(c: Case):
         assert files
         return {f: f.stat().st_mtime_ns for f in files}
 
-    import pyg_molblend.cli.labelled as labelled
+    import pyg_molblend.cli.finetune as cli_finetune
 
-    c.monkeypatch.setattr(labelled, "finetune", _no_training)
+    c.monkeypatch.setattr(cli_finetune, "finetune", _no_training)
     args = ["finetune", "--csv", BBBP, "--targets", "p_np", "--task", "classification"]
     args += ["--root", str(c.tmp / "data"), "--out", str(c.tmp / "a"), "--from-scratch"]
     assert main(args) == 2  # stopped after loading the data
@@ -413,12 +413,13 @@ def case_atom_limit_in_pretrain_and_embed(c: Case):
 
 
 def case_atomic_outputs_and_model_before_metrics(c: Case):
-    import pyg_molblend.cli.labelled as labelled
+    import pyg_molblend.cli.common as common
+    import pyg_molblend.cli.finetune as cli_finetune
 
     code, out = _finetune(c, "--split", "random")
     assert code == 0
     before = (out / "predictions.csv").read_bytes()
-    real_writer = labelled.csv.writer
+    real_writer = common.csv.writer
 
     class Dies:
         def __init__(self, f):
@@ -430,7 +431,7 @@ def case_atomic_outputs_and_model_before_metrics(c: Case):
                 raise OSError(28, "No space left on device")
             self.inner.writerow(row)
 
-    c.monkeypatch.setattr(labelled.csv, "writer", Dies)
+    c.monkeypatch.setattr(common.csv, "writer", Dies)
     code, _ = _finetune(c, "--split", "random", "--seed", "1")
     assert code == 2 and "No space left" in c.err()
     assert (out / "predictions.csv").read_bytes() == before
@@ -439,7 +440,7 @@ def case_atomic_outputs_and_model_before_metrics(c: Case):
     def no_model(*args, **kwargs):
         raise CheckpointError("cannot write model.pt")
 
-    c.monkeypatch.setattr(labelled, "save_checkpoint", no_model)
+    c.monkeypatch.setattr(cli_finetune, "save_checkpoint", no_model)
     code, fresh = _finetune(c, "--split", "random", name="fresh")
     assert code == 2 and not (fresh / "metrics.json").exists()
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from pyg_molblend.cli.common import add_device_argument
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.datasets import featurize_smiles
 from pyg_molblend.datasets.smiles import read_smiles_lines
@@ -17,7 +19,7 @@ from pyg_molblend.training.finetune import map_batches
 from pyg_molblend.training.io import atomic_path, check_writable
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
-__all__ = ["embed_smiles", "run_embed"]
+__all__ = ["add_arguments", "embed_smiles", "run"]
 
 
 @torch.no_grad()
@@ -70,7 +72,35 @@ def embed_smiles(
     return out
 
 
-def run_embed(args: argparse.Namespace) -> np.ndarray:
+def add_arguments(subparsers: Any) -> None:
+    em = subparsers.add_parser("embed", help="graph embeddings of SMILES as a .npy file")
+    em.add_argument(
+        "--checkpoint", required=True, help="pretrain or finetune checkpoint, or 'pretrained'"
+    )
+    em.add_argument("--smiles", required=True, help="CSV with a 'smiles' column or .smi")
+    em.add_argument("--out", required=True, help="output .npy file ('.npy' is added if missing)")
+    em.add_argument(
+        "--mode",
+        default=None,
+        choices=("2d", "3d", "2d+3d"),
+        help="default: the fine-tuned model's mode, else 2d",
+    )
+    em.add_argument("--batch-size", type=int, default=64)
+    em.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="write a NaN row for an invalid or too-large SMILES instead of failing",
+    )
+    em.add_argument(
+        "--max-atoms",
+        type=int,
+        default=DEFAULT_MAX_ATOMS,
+        help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
+    )
+    add_device_argument(em)
+
+
+def run(args: argparse.Namespace) -> np.ndarray:
     path = Path(args.out)
     if path.suffix != ".npy":  # what np.save would write; say so instead of surprising
         path = path.with_name(path.name + ".npy")

@@ -13,21 +13,127 @@ import torch.distributed as dist
 import torch_geometric.transforms as T
 from torch_geometric.data import Dataset, InMemoryDataset
 
+from pyg_molblend.cli.common import add_device_argument
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.datasets import QM9, SDFDataset, SmilesDataset, merge_datasets
-from pyg_molblend.models import MoleBlend
+from pyg_molblend.models import PRESETS, MoleBlend
 from pyg_molblend.nn import ModalityBlend
 from pyg_molblend.training.io import check_writable
 from pyg_molblend.training.pretrain import PretrainConfig, check_output, pretrain
 from pyg_molblend.training.utils import seed_everything
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
-__all__ = ["PRETRAIN_KEYS", "run_pretrain"]
+__all__ = ["PRETRAIN_KEYS", "add_arguments", "run"]
 
 #: Fields every pretraining molecule keeps when several sources are merged.
 PRETRAIN_KEYS = ("x", "edge_index", "edge_attr", "smiles", "pos", "has_pos", "spd", "path_edge")
 
 
-def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
+def _ratio(text: str) -> tuple[float, float, float]:
+    parts = [p for p in text.replace(":", ",").split(",") if p.strip()]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"blend ratio must be three numbers, got {text!r}"
+        ) from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"blend ratio must be three numbers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def add_arguments(subparsers: Any) -> None:
+    pt = subparsers.add_parser("pretrain", help="MoleBLEND pretraining on unlabelled SMILES")
+    pt.add_argument(
+        "--smiles",
+        nargs="+",
+        default=[],
+        help="SMILES files: CSV with a 'smiles' column, or .smi (optionally .gz); "
+        "molecules get RDKit conformers",
+    )
+    pt.add_argument(
+        "--sdf",
+        nargs="+",
+        default=[],
+        help="SDF files (optionally .gz) whose records carry 3D coordinates (DFT geometries "
+        "such as PCQM4Mv2's); records without 3D get RDKit conformers",
+    )
+    pt.add_argument(
+        "--qm9",
+        metavar="ROOT",
+        help="a QM9 root whose raw/ holds qm9pack tables (qm9_*.csv[.gz]) or gdb9.sdf: "
+        "molecules with their DFT geometries",
+    )
+    pt.add_argument(
+        "--qm9-max-molecules",
+        type=int,
+        default=None,
+        help="use only the first QM9 molecules (in QM9 index order)",
+    )
+    pt.add_argument("--root", default=None, help="cache of processed molecules (default: OUT/data)")
+    pt.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    pt.add_argument("--steps", type=int, default=1000)
+    pt.add_argument("--batch-size", type=int, default=64)
+    pt.add_argument("--lr", type=float, default=2e-4)
+    pt.add_argument("--warmup-steps", type=int, default=100)
+    pt.add_argument("--save-every", type=int, default=100)
+    pt.add_argument(
+        "--blend-ratio",
+        type=_ratio,
+        default=(2.0, 2.0, 6.0),
+        help="SPD:edge:3D ratio, e.g. 2:2:6 (default)",
+    )
+    pt.add_argument(
+        "--mode",
+        default="blend",
+        choices=("blend", "2d", "3d", "2d+3d"),
+        help="pretraining relations (default: blend; others for ablations)",
+    )
+    pt.add_argument(
+        "--no-conformers", action="store_true", help="skip RDKit conformers (2D-only pretraining)"
+    )
+    pt.add_argument(
+        "--max-molecules",
+        type=int,
+        default=None,
+        help="use only the first molecules of the --smiles files, and of the --sdf files",
+    )
+    pt.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip invalid and too-large molecules (counted) instead of failing",
+    )
+    pt.add_argument(
+        "--max-atoms",
+        type=int,
+        default=DEFAULT_MAX_ATOMS,
+        help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
+    )
+    pt.add_argument(
+        "--force-reload", action="store_true", help="rebuild the processed corpus cache"
+    )
+    pt.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="processes for conformer generation and for loading batches (default: 0)",
+    )
+    pt.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt (same settings and data; starts fresh if absent)",
+    )
+    pt.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an OUT that holds a checkpoint, replacing it and its log",
+    )
+    pt.add_argument("--seed", type=int, default=0)
+    add_device_argument(pt)
+    pt.add_argument("--out", default="runs/pretrain")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = args.device
     if distributed:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from pyg_molblend import __version__
 from pyg_molblend.constants import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
-from pyg_molblend.models import MoleBlend
+from pyg_molblend.models import MoleBlend, MoleBlendPredictor
 from pyg_molblend.training.io import atomic_path
 
 __all__ = [
@@ -25,6 +25,8 @@ __all__ = [
     "data_fingerprint",
     "load_checkpoint",
     "load_encoder",
+    "load_predictor",
+    "predictor_checkpoint",
     "resolve_checkpoint",
     "save_checkpoint",
 ]
@@ -202,3 +204,40 @@ def load_encoder(path_or_name: str | os.PathLike, **overrides: Any) -> MoleBlend
             f"Checkpoint {str(path_or_name)!r} does not match its stored configuration: {error}"
         ) from error
     return model
+
+
+def predictor_checkpoint(predictor: MoleBlendPredictor, **meta: Any) -> dict[str, Any]:
+    """The payload of a fine-tuned model (``kind="predictor"``, what ``finetune`` writes
+    as ``model.pt``): the encoder as :func:`load_encoder` reads it, the head, and under
+    ``"predictor"`` the task (``num_tasks``, ``task_type``, ``mode``) plus :obj:`meta`
+    (what the CLI stores: target names, data set, split rows, seed, data fingerprint)."""
+    state = predictor.state_dict()
+    return {
+        "kind": "predictor",
+        "encoder_config": predictor.encoder.config,
+        "encoder_state": {
+            k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")
+        },
+        "head_state": {k: v for k, v in state.items() if not k.startswith("encoder.")},
+        "predictor": {
+            "num_tasks": predictor.num_tasks,
+            "task_type": predictor.task_type,
+            "mode": predictor.mode,
+            **meta,
+        },
+    }
+
+
+def load_predictor(path: str | os.PathLike) -> tuple[MoleBlendPredictor, dict[str, Any]]:
+    """A fine-tuned model written by :func:`predictor_checkpoint` and its ``"predictor"``
+    metadata."""
+    payload = load_checkpoint(path, kind="predictor")
+    meta = payload["predictor"]
+    predictor = MoleBlendPredictor(
+        load_encoder(path), meta["num_tasks"], meta["task_type"], meta["mode"]
+    )
+    try:
+        predictor.load_state_dict(payload["head_state"], strict=False)
+    except RuntimeError as error:
+        raise CheckpointError(f"Checkpoint {str(path)!r} head does not fit: {error}") from error
+    return predictor, meta

@@ -1,4 +1,5 @@
-"""``finetune`` and ``evaluate``: labelled datasets, splits, metrics files."""
+"""What the subcommands share: the labelled-data arguments and their loading, splits,
+predictions files, ``--device`` and the default checkpoint."""
 
 from __future__ import annotations
 
@@ -14,30 +15,52 @@ import numpy as np
 import torch
 import torch_geometric.transforms as T
 
-from pyg_molblend import __version__
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data import index_split, random_split, scaffold_split
 from pyg_molblend.datasets import CSVDataset, MoleculeNet, default_dataset
 from pyg_molblend.datasets.csv_dataset import SmilesTableDataset
-from pyg_molblend.models import MoleBlend, MoleBlendPredictor
-from pyg_molblend.training.checkpoint import (
-    PRETRAINED_NAME,
-    CheckpointError,
-    data_fingerprint,
-    load_checkpoint,
-    load_encoder,
-    save_checkpoint,
-)
-from pyg_molblend.training.finetune import FinetuneConfig, evaluate, finetune
-from pyg_molblend.training.io import atomic_write, check_writable, write_json
-from pyg_molblend.training.utils import seed_everything
+from pyg_molblend.training.checkpoint import PRETRAINED_NAME, CheckpointError
+from pyg_molblend.training.io import atomic_write
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
-__all__ = ["add_data_arguments", "load_predictor", "run_evaluate", "run_finetune"]
+__all__ = [
+    "add_data_arguments",
+    "add_device_argument",
+    "conformer_failures",
+    "default_checkpoint",
+    "device_type",
+    "load_labelled",
+    "make_split",
+    "rows_to_positions",
+    "write_predictions",
+]
 
 #: Conformers of the 3D fine-tuning modes use this RDKit seed, whatever ``--seed`` is, so
 #: every run of a dataset shares one cached copy.
 CONFORMER_SEED = 0
+
+
+def device_type(text: str) -> str:
+    """``--device``: ``auto`` is CUDA when a device is visible, else the CPU; anything
+    else must be a device name torch knows (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"device {text!r}: no CUDA device is visible")
+    return text
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        type=device_type,
+        default="auto",
+        help="cpu, cuda, cuda:N, or auto: CUDA when present (default: auto)",
+    )
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, evaluate: bool = False) -> None:
@@ -198,21 +221,7 @@ def make_split(
     }
 
 
-def load_predictor(path: str) -> tuple[MoleBlendPredictor, dict[str, Any]]:
-    """A fine-tuned model saved by ``finetune`` (``model.pt``) and its metadata."""
-    payload = load_checkpoint(path, kind="predictor")
-    meta = payload["predictor"]
-    predictor = MoleBlendPredictor(
-        load_encoder(path), meta["num_tasks"], meta["task_type"], meta["mode"]
-    )
-    try:
-        predictor.load_state_dict(payload["head_state"], strict=False)
-    except RuntimeError as error:
-        raise CheckpointError(f"Checkpoint {path!r} head does not fit: {error}") from error
-    return predictor, meta
-
-
-def _write_predictions(
+def write_predictions(
     path: str, dataset: SmilesTableDataset, index: np.ndarray, pred: np.ndarray, split: str
 ) -> None:
     """One line per molecule: its CSV data ``row`` (as ``--split-file`` counts rows), the
@@ -235,175 +244,10 @@ def _write_predictions(
             )
 
 
-def _conformer_failures(dataset: SmilesTableDataset) -> int:
+def conformer_failures(dataset: SmilesTableDataset) -> int:
     if "has_pos" not in dataset._data:
         return 0
     return int((~dataset._data.has_pos.view(-1)[: len(dataset)]).sum())
-
-
-def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
-    out = check_writable(args.out)
-    seed_everything(args.seed)
-    device = args.device
-    dataset, name = load_labelled(args, args.mode)
-    split = make_split(dataset, args.split, args.seed, args.split_file)
-    if args.checkpoint:
-        encoder = load_encoder(args.checkpoint, activation_dropout=0.0, drop_path=0.0)
-    else:
-        encoder = MoleBlend.from_preset(args.preset, activation_dropout=0.0, drop_path=0.0)
-    predictor = MoleBlendPredictor(encoder, dataset.num_tasks, dataset.task_type, args.mode)
-    config = FinetuneConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        device=device,
-        num_workers=args.num_workers,
-    )
-    subsets = {k: dataset[torch.as_tensor(v, dtype=torch.long)] for k, v in split.items()}
-    result = finetune(predictor, subsets["train"], subsets["valid"], subsets["test"], config)
-
-    failures = _conformer_failures(dataset) if args.mode != "2d" else 0
-    metrics = {
-        "dataset": name,
-        "task": dataset.task_type,
-        "metric": result.metric,
-        "valid": result.valid[result.metric],
-        "test": result.test[result.metric],
-        "valid_metrics": result.valid,
-        "test_metrics": result.test,
-        "epochs": args.epochs,
-        "best_epoch": result.best_epoch,
-        "seconds": round(result.seconds, 2),
-        "seed": args.seed,
-        "mode": args.mode,
-        "split": "file" if args.split_file else args.split,
-        "num_train": len(split["train"]),
-        "num_valid": len(split["valid"]),
-        "num_test": len(split["test"]),
-        "checkpoint": args.checkpoint,
-        "skipped_invalid": len(dataset.skipped),
-        "skipped_too_large": len(dataset.too_large),
-        "conformer_failures": failures,
-        "history": result.history,
-        "version": __version__,
-    }
-    save_checkpoint(out / "model.pt", _predictor_payload(predictor, dataset, name, split, args))
-    write_json(out / "metrics.json", metrics)
-    assert result.test_predictions is not None
-    _write_predictions(
-        str(out / "predictions.csv"), dataset, split["test"], result.test_predictions, "test"
-    )
-    if failures:
-        print(f"{failures} molecules had no conformer and were encoded in 2D")
-    print(
-        f"{name}: valid {result.metric} = {metrics['valid']:.4f}, "
-        f"test {result.metric} = {metrics['test']:.4f} (best epoch {result.best_epoch}, "
-        f"{metrics['seconds']:.0f} s); wrote {out}/metrics.json, model.pt, predictions.csv"
-    )
-    return metrics
-
-
-def _predictor_payload(
-    predictor: MoleBlendPredictor,
-    dataset: SmilesTableDataset,
-    name: str,
-    split: dict[str, np.ndarray],
-    args: argparse.Namespace,
-) -> dict[str, Any]:
-    state = predictor.state_dict()
-    return {
-        "kind": "predictor",
-        "encoder_config": predictor.encoder.config,
-        "encoder_state": {
-            k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")
-        },
-        "head_state": {k: v for k, v in state.items() if not k.startswith("encoder.")},
-        "predictor": {
-            "num_tasks": predictor.num_tasks,
-            "task_type": predictor.task_type,
-            "mode": predictor.mode,
-            "target_names": dataset.target_names,
-            "dataset": name,
-            "split": "file" if args.split_file else args.split,
-            "seed": args.seed,
-            "pretrained_from": args.checkpoint,
-            # The split as CSV data rows, with the data it applies to, so that
-            # ``evaluate`` scores exactly the molecules fine-tuning held out.
-            "split_rows": {
-                k: np.asarray(dataset.source_rows)[v].tolist() for k, v in split.items()
-            },
-            "data_fingerprint": data_fingerprint(dataset),
-        },
-    }
-
-
-def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    out = check_writable(args.out)
-    predictor, meta = load_predictor(args.checkpoint)
-    predictor.to(args.device)
-    dataset, name = load_labelled(args, meta["mode"])
-    if dataset.num_tasks != meta["num_tasks"] or dataset.task_type != meta["task_type"]:
-        raise ValueError(
-            f"Checkpoint {args.checkpoint!r} predicts {meta['num_tasks']} {meta['task_type']} "
-            f"targets, dataset {name!r} has {dataset.num_tasks} {dataset.task_type} targets"
-        )
-    everything = np.arange(len(dataset))
-    split_name = args.split
-    if args.split_file:
-        split_name = "file"
-        split = make_split(dataset, "scaffold", meta["seed"], args.split_file)
-    elif args.split == "all":
-        split = {"all": everything}
-    elif args.split is not None:
-        split = make_split(dataset, args.split, meta["seed"], None)
-    elif meta.get("data_fingerprint") == data_fingerprint(dataset):
-        split_name = "finetune"
-        split = rows_to_positions(
-            dataset, meta["split_rows"], f"the split stored in {args.checkpoint!r}"
-        )
-    else:
-        split_name = "all"
-        split = {"all": everything}
-        print(
-            f"{name}: not the data {args.checkpoint!r} was fine-tuned on; scoring all "
-            f"{len(dataset)} molecules (choose a split with --split)"
-        )
-    results = {}
-    predictions = {}
-    for part, index in split.items():
-        subset = dataset[torch.as_tensor(index, dtype=torch.long)]
-        results[part], predictions[part] = evaluate(
-            predictor, subset, args.batch_size, args.device, progress=True, desc=part
-        )
-    metric = "roc_auc" if meta["task_type"] == "classification" else "rmse"
-    main = "test" if "test" in results else "all"
-    metrics = {
-        "dataset": name,
-        "task": meta["task_type"],
-        "metric": metric,
-        "valid": results["valid"][metric] if "valid" in results else None,
-        "test": results[main][metric],
-        "metrics": results,
-        "epochs": None,
-        "seconds": None,
-        "seed": meta["seed"],
-        "mode": meta["mode"],
-        "split": split_name,
-        **{f"num_{part}": len(index) for part, index in split.items()},
-        "checkpoint": args.checkpoint,
-        "skipped_invalid": len(dataset.skipped),
-        "skipped_too_large": len(dataset.too_large),
-        "version": __version__,
-    }
-    write_json(out / "metrics.json", metrics)
-    _write_predictions(str(out / "predictions.csv"), dataset, split[main], predictions[main], main)
-    print(
-        f"{name}: {main} {metric} = {metrics['test']:.4f} ({split_name} split, "
-        f"{len(split[main])} molecules); wrote {out}/metrics.json, predictions.csv"
-    )
-    return metrics
 
 
 def default_checkpoint() -> str | None:
