@@ -543,3 +543,21 @@ def test_merge_datasets_keeps_shared_fields_in_order():
     torch.testing.assert_close(merged[1].edge_index, a[1].edge_index)
     with pytest.raises(ValueError, match=r"Graph 0 of dataset 0 .* lacks \['pos'\]"):
         merge_datasets([a, b], (*keys, "pos"))
+
+
+def test_num_without_pos_counts_missing_conformers_of_a_subset():
+    import torch
+    from torch_geometric.data import Data, InMemoryDataset
+
+    from pyg_molblend.datasets.utils import num_without_pos
+
+    flags = (True, False, True, False)
+    graphs = [Data(x=torch.zeros(2, 1), has_pos=torch.tensor([flag])) for flag in flags]
+    dataset = InMemoryDataset()
+    dataset.data, dataset.slices = InMemoryDataset.collate(graphs)
+    assert num_without_pos(dataset) == 2
+    assert num_without_pos(dataset[torch.tensor([1, 2])]) == 1
+    assert num_without_pos(dataset[torch.tensor([0, 2])]) == 0
+    no_pos = InMemoryDataset()
+    no_pos.data, no_pos.slices = InMemoryDataset.collate([Data(x=torch.zeros(1, 1))] * 2)
+    assert num_without_pos(no_pos) == 0

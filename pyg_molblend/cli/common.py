@@ -26,7 +26,6 @@ from pyg_molblend.transforms import AddConformer, AddShortestPath
 __all__ = [
     "add_data_arguments",
     "add_device_argument",
-    "conformer_failures",
     "default_checkpoint",
     "device_type",
     "load_labelled",
@@ -242,12 +241,6 @@ def write_predictions(
                     *[f"{p:.6g}" for p in pred[k]],
                 ]
             )
-
-
-def conformer_failures(dataset: SmilesTableDataset) -> int:
-    if "has_pos" not in dataset._data:
-        return 0
-    return int((~dataset._data.has_pos.view(-1)[: len(dataset)]).sum())
 
 
 def default_checkpoint() -> str | None:

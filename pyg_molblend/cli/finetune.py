@@ -12,12 +12,12 @@ from pyg_molblend import __version__
 from pyg_molblend.cli.common import (
     add_data_arguments,
     add_device_argument,
-    conformer_failures,
     default_checkpoint,
     load_labelled,
     make_split,
     write_predictions,
 )
+from pyg_molblend.datasets.utils import num_without_pos
 from pyg_molblend.models import PRESETS, MoleBlend, MoleBlendPredictor
 from pyg_molblend.training.checkpoint import (
     data_fingerprint,
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     subsets = {k: dataset[torch.as_tensor(v, dtype=torch.long)] for k, v in split.items()}
     result = finetune(predictor, subsets["train"], subsets["valid"], subsets["test"], config)
 
-    failures = conformer_failures(dataset) if args.mode != "2d" else 0
+    failures = num_without_pos(dataset) if args.mode != "2d" else 0
     metrics = {
         "dataset": name,
         "task": dataset.task_type,

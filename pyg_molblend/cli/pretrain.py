@@ -16,6 +16,7 @@ from torch_geometric.data import Dataset, InMemoryDataset
 from pyg_molblend.cli.common import add_device_argument
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.datasets import QM9, SDFDataset, SmilesDataset, merge_datasets
+from pyg_molblend.datasets.utils import num_without_pos
 from pyg_molblend.models import PRESETS, MoleBlend
 from pyg_molblend.nn import ModalityBlend
 from pyg_molblend.training.io import check_writable
@@ -178,8 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         }
         if rank == 0:
-            has_pos = dataset._data.has_pos if "has_pos" in dataset._data else None
-            missing = 0 if has_pos is None else int((~has_pos).sum())
+            missing = num_without_pos(dataset)
             world = dist.get_world_size() if distributed else 1
             counts = ", ".join(f"{n} {name}" for name, n in sources.items())
             print(

@@ -229,18 +229,6 @@ class SmilesTableDataset(CachedDataset):
         }
 
     @property
-    def num_tasks(self) -> int:
-        """Number of targets (columns of ``y``)."""
-        return len(self.target_names)
-
-    @property
-    def smiles(self) -> list[str]:
-        """The SMILES of the graphs in this dataset (or subset), in order."""
-        smiles = self._data.smiles
-        smiles = [smiles] if isinstance(smiles, str) else smiles  # a dataset of one graph
-        return [smiles[i] for i in self.indices()]
-
-    @property
     def source_rows(self) -> list[int]:
         """The data row (0-based, header excluded) of each graph of this dataset (or
         subset) in the file, in order: ``data.source_row`` of every graph."""

@@ -214,18 +214,6 @@ class QM9(CachedDataset):
         self.skipped = [(int(index), str(reason)) for index, reason in self.meta["skipped"]]
 
     @property
-    def num_tasks(self) -> int:
-        """Number of targets (columns of ``y``)."""
-        return len(self.target_names)
-
-    @property
-    def smiles(self) -> list[str]:
-        """The SMILES of the graphs in this dataset (or subset), in order."""
-        smiles = self._data.smiles
-        smiles = [smiles] if isinstance(smiles, str) else smiles  # a dataset of one graph
-        return [smiles[i] for i in self.indices()]
-
-    @property
     def raw_file_names(self) -> list[str]:
         if self.source == "sdf":
             return ["gdb9.sdf", "gdb9.sdf.csv"]

@@ -193,13 +193,6 @@ class SmilesDataset(CachedDataset):
             "max_atoms": self.max_atoms,
         }
 
-    @property
-    def smiles(self) -> list[str]:
-        """The SMILES of the graphs in this dataset (or subset), in order."""
-        smiles = self._data.smiles
-        smiles = [smiles] if isinstance(smiles, str) else smiles  # a dataset of one graph
-        return [smiles[i] for i in self.indices()]
-
     def _read(self) -> tuple[list[Data], list[tuple[int, str]]]:
         """The graphs of the files and the ``(row, text)`` of the molecules skipped."""
         graphs: list[Data] = []

@@ -26,7 +26,14 @@ from tqdm import tqdm
 import pyg_molblend
 from pyg_molblend.constants import FEATURIZER
 
-__all__ = ["CachedDataset", "Rejections", "apply_transform", "cache_key", "merge_datasets"]
+__all__ = [
+    "CachedDataset",
+    "Rejections",
+    "apply_transform",
+    "cache_key",
+    "merge_datasets",
+    "num_without_pos",
+]
 
 Transform = Callable[[Data], Data]
 Filter = Callable[[Data], bool]
@@ -167,6 +174,9 @@ class CachedDataset(InMemoryDataset):
     #: Prefix of the processed file names.
     prefix = "data"
 
+    #: Names of the columns of ``y`` (none for unlabelled molecules).
+    target_names: Sequence[str] = ()
+
     def __init__(
         self,
         root: str,
@@ -183,6 +193,18 @@ class CachedDataset(InMemoryDataset):
         self.load(self.processed_paths[0])
         with open(self.processed_paths[1]) as f:
             self.meta: dict[str, Any] = json.load(f)
+
+    @property
+    def num_tasks(self) -> int:
+        """Number of targets (columns of ``y``)."""
+        return len(self.target_names)
+
+    @property
+    def smiles(self) -> list[str]:
+        """The SMILES of the graphs in this dataset (or subset), in order."""
+        smiles = self._data.smiles
+        smiles = [smiles] if isinstance(smiles, str) else smiles  # a dataset of one graph
+        return [smiles[i] for i in self.indices()]
 
     def cache_inputs(self) -> list[str]:
         """The files the processed data is read from."""
@@ -348,3 +370,12 @@ def merge_datasets(datasets: Sequence[Sequence[Data]], keys: Sequence[str]) -> I
     if not data_list:
         raise ValueError("merge_datasets got no graphs")
     return _MergedDataset(data_list)
+
+
+def num_without_pos(dataset: InMemoryDataset) -> int:
+    """Molecules of :obj:`dataset` (or of the subset it is) stored with ``has_pos`` False:
+    those for which no 3D conformer was found; 0 for a dataset without ``has_pos``."""
+    if "has_pos" not in dataset._data:
+        return 0
+    has_pos = dataset._data.has_pos.view(-1)
+    return int((~has_pos[list(dataset.indices())]).sum())
