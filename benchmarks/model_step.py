@@ -1,6 +1,6 @@
 """Benchmark of one MoleBLEND pretraining step against a naive dense version of the same math.
 
-A step is ``model.train()``, ``loss, _ = model.pretrain_loss(batch, "blend")``,
+A step is ``model.train()``, ``loss = model.pretrain_loss(batch, "blend").loss``,
 ``loss.backward()`` on real molecules with RDKit 3D coordinates (``AddConformer(seed=0)``).
 The *naive* model has the same parameters and differs only in how three parts are
 evaluated, written here as the reference implementation does them:
@@ -255,7 +255,7 @@ def worker(spec: dict) -> dict:
         synchronize(device)
         start = time.perf_counter()
         with autocast(device, spec["dtype"]):
-            loss, _ = model.pretrain_loss(dense, mode="blend", generator=generator)
+            loss = model.pretrain_loss(dense, mode="blend", generator=generator).loss
         loss.backward()
         synchronize(device)
         times.append(time.perf_counter() - start)
@@ -302,7 +302,7 @@ def check_equivalence(preset: str, path: Path, batch_size: int, args) -> tuple[f
     results = []
     for m in (model, naive):
         generator = torch.Generator(device=args.device).manual_seed(args.seed)
-        loss, _ = m.pretrain_loss(dense, mode="blend", generator=generator)
+        loss = m.pretrain_loss(dense, mode="blend", generator=generator).loss
         loss.backward()
         grads = [p.grad for p in m.parameters()]
         results.append((loss.detach(), grads))

@@ -80,7 +80,8 @@ def test_pretraining_step_on_cuda_has_finite_loss_and_gradients():
     model = MoleBlend.from_preset("small").cuda().train()
     batch = Batch.from_data_list([AddShortestPath()(g) for g in _graphs(conformers=True)])
     generator = torch.Generator(device="cuda").manual_seed(0)
-    loss, terms = model.pretrain_loss(batch.to("cuda"), "blend", generator=generator)
+    out = model.pretrain_loss(batch.to("cuda"), "blend", generator=generator)
+    loss, terms = out.loss, out.parts
     assert loss.is_cuda and math.isfinite(loss.item())
     assert all(t is None or math.isfinite(float(t)) for t in terms.values())
     loss.backward()

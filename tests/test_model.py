@@ -85,16 +85,17 @@ def test_same_seed_same_pretraining_loss():
     model = _tiny()
     batch = Batch.from_data_list([_with_pos(s) for s in SMILES])
     model.eval()
-    a, _ = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(3))
-    b, _ = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(3))
-    c, _ = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(4))
+    a = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(3)).loss
+    b = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(3)).loss
+    c = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(4)).loss
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_every_parameter_gets_a_gradient():
     model = _tiny()
     batch = Batch.from_data_list([_with_pos(s) for s in SMILES])
-    loss, parts = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(0))
+    out = model.pretrain_loss(batch, generator=torch.Generator().manual_seed(0))
+    loss, parts = out.loss, out.parts
     loss.backward()
     missing = [
         n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
@@ -106,12 +107,14 @@ def test_every_parameter_gets_a_gradient():
 
 def test_absent_terms_are_reported_not_nan():
     model = _tiny()
-    loss, parts = model.pretrain_loss(Batch.from_data_list([from_smiles("CCO")]))
+    out = model.pretrain_loss(Batch.from_data_list([from_smiles("CCO")]))
+    loss, parts = out.loss, out.parts
     assert parts["3d"] is None and parts["denoise"] is None
     assert torch.isfinite(loss)
     expected = 0.1 * parts["spd"] + 0.1 * parts["edge"]
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    single, parts = model.pretrain_loss(Batch.from_data_list([from_smiles("C")]))
+    out = model.pretrain_loss(Batch.from_data_list([from_smiles("C")]))
+    single, parts = out.loss, out.parts
     assert parts["spd"] is None and parts["edge"] is None and single.item() == 0.0
 
 
@@ -199,12 +202,11 @@ def test_overfit_spd_accuracy(real_smiles, one_thread):
     schedule = torch.optim.lr_scheduler.LambdaLR(optim, lr_factor)
     for _ in range(steps):
         optim.zero_grad()
-        loss, _ = model.pretrain_loss(dense, mode="2d+3d")
-        loss.backward()
+        model.pretrain_loss(dense, mode="2d+3d").loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
         schedule.step()
-    _, parts = model.eval().pretrain_loss(dense, mode="2d+3d")
+    parts = model.eval().pretrain_loss(dense, mode="2d+3d").parts
     # Guessing the most frequent class (SPD 2) scores about 0.22.
     assert 0.15 < baseline < 0.3
     assert parts["spd_acc"] > 0.9

@@ -61,7 +61,7 @@ def test_shipped_weights_recover_relations_an_untrained_model_cannot(real_smiles
         for name, model in (("trained", trained), ("untrained", untrained)):
             for mode in ("2d", "3d"):
                 generator = torch.Generator().manual_seed(0)  # the same noise for both
-                parts[name, mode] = model.pretrain_loss(batch, mode, generator)[1]
+                parts[name, mode] = model.pretrain_loss(batch, mode, generator).parts
     ours, base = parts["trained", "2d"], parts["untrained", "2d"]
     assert ours["edge_acc"] > 0.6 > 0.1 > base["edge_acc"]
     assert ours["spd_acc"] > 0.15 > 0.12 > base["spd_acc"]

@@ -164,8 +164,10 @@ def case_pretrain_divergence_keeps_last_good_checkpoint(c: Case):
 
     def diverges_at_step_3(self, *args, **kwargs):
         calls.append(1)
-        loss, parts = real(self, *args, **kwargs)
-        return (loss * math.nan if len(calls) >= 3 else loss), parts
+        out = real(self, *args, **kwargs)
+        if len(calls) >= 3:
+            out.loss = out.loss * math.nan
+        return out
 
     c.monkeypatch.setattr(MoleBlend, "pretrain_loss", diverges_at_step_3)
     out = c.tmp / "pre"

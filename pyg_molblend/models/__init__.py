@@ -3,6 +3,7 @@
 from pyg_molblend.models.losses import (
     NUM_EDGE_CLASSES,
     NUM_SPD_CLASSES,
+    PretrainLoss,
     denoise_loss,
     direction_loss,
     edge_labels,
@@ -24,6 +25,7 @@ __all__ = [
     "EncoderOutput",
     "MoleBlend",
     "MoleBlendPredictor",
+    "PretrainLoss",
     "denoise_loss",
     "direction_loss",
     "edge_labels",

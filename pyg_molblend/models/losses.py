@@ -10,6 +10,8 @@ coordinates). Fine-tuning (:class:`~pyg_molblend.models.MoleBlendPredictor`) use
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,6 +23,7 @@ from pyg_molblend.nn import PairHead
 __all__ = [
     "NUM_EDGE_CLASSES",
     "NUM_SPD_CLASSES",
+    "PretrainLoss",
     "denoise_loss",
     "direction_loss",
     "edge_labels",
@@ -37,6 +40,43 @@ NUM_SPD_CLASSES = 11
 #: Edge classes per hop: every (type, stereo, conjugated) triple of the OGB vocabulary,
 #: 5 * 6 * 2 = 60, so no two bond kinds alias (the reference's 24 classes can).
 NUM_EDGE_CLASSES = BOND_FEATURE_DIMS[0] * BOND_FEATURE_DIMS[1] * BOND_FEATURE_DIMS[2]
+
+
+@dataclass
+class PretrainLoss:
+    """What :meth:`~pyg_molblend.models.MoleBlend.pretrain_loss` returns.
+
+    Attributes:
+        loss: the weighted sum of the terms present, to call ``backward()`` on.
+        spd, edge, direction, denoise: the detached terms (:func:`spd_loss`,
+            :func:`edge_loss`, :func:`direction_loss`, :func:`denoise_loss`), :obj:`None`
+            where the batch has no data for one.
+        spd_acc, edge_acc: accuracies of the SPD and edge classes (diagnostics).
+        num_fallback: ``[]`` molecules encoded in 2D for lack of coordinates.
+    """
+
+    loss: Tensor
+    spd: Tensor | None
+    edge: Tensor | None
+    direction: Tensor | None
+    denoise: Tensor | None
+    spd_acc: Tensor | None
+    edge_acc: Tensor | None
+    num_fallback: Tensor
+
+    @property
+    def parts(self) -> dict[str, Tensor | None]:
+        """Everything but :attr:`loss`, by the names of the pretraining log (the
+        direction term is ``"3d"``)."""
+        return {
+            "spd_acc": self.spd_acc,
+            "edge_acc": self.edge_acc,
+            "spd": self.spd,
+            "edge": self.edge,
+            "3d": self.direction,
+            "denoise": self.denoise,
+            "num_fallback": self.num_fallback,
+        }
 
 
 def spd_labels(spd: Tensor, pair_mask: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from pyg_molblend.functional import pairwise_distance
 from pyg_molblend.models.losses import (
     NUM_EDGE_CLASSES,
     NUM_SPD_CLASSES,
+    PretrainLoss,
     denoise_loss,
     direction_loss,
     edge_loss,
@@ -320,7 +321,7 @@ class MoleBlend(nn.Module):
         batch: Batch | Data | DenseMolBatch,
         mode: str = "blend",
         generator: torch.Generator | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor | None]]:
+    ) -> PretrainLoss:
         r"""MoleBLEND pretraining loss :math:`6 L_{den} + 0.1 L_{spd} + 0.1 L_{edge} +
         0.5 L_{3d}` (weights from :attr:`loss_weights`).
 
@@ -337,9 +338,9 @@ class MoleBlend(nn.Module):
         left out of the sum and reported as :obj:`None`; the loss is never NaN.
 
         Returns:
-            ``(loss, parts)`` where ``parts`` maps ``"spd"``, ``"edge"``, ``"3d"``,
-            ``"denoise"`` to detached losses (or :obj:`None`) and ``"spd_acc"``,
-            ``"edge_acc"``, ``"num_fallback"`` to diagnostics.
+            A :class:`~pyg_molblend.models.losses.PretrainLoss`: ``.loss`` to call
+            ``backward()`` on, the detached terms (or :obj:`None`) and the diagnostics;
+            ``.parts`` has them by the names of the pretraining log.
         """
         dense = self._dense(batch)
         mask = dense.mask
@@ -351,10 +352,8 @@ class MoleBlend(nn.Module):
             noisy = dense.pos + noise
         out = self.encode(dense, mode, generator, pos=noisy)
         terms: dict[str, Tensor | None] = {}
-        parts: dict[str, Tensor | None] = {}
-
-        terms["spd"], parts["spd_acc"] = spd_loss(self.spd_head, out.node, dense)
-        terms["edge"], parts["edge_acc"] = edge_loss(self.edge_head, out.node, dense)
+        terms["spd"], spd_acc = spd_loss(self.spd_head, out.node, dense)
+        terms["edge"], edge_acc = edge_loss(self.edge_head, out.node, dense)
         terms["3d"] = terms["denoise"] = None
         if noisy is not None:
             terms["3d"] = direction_loss(self.direction_head(out.node), dense)
@@ -367,7 +366,15 @@ class MoleBlend(nn.Module):
         for name, value in terms.items():
             if value is not None:
                 loss = loss + self.loss_weights[name] * value
-            parts[name] = None if value is None else value.detach()
-        parts["num_fallback"] = torch.tensor(out.blend.num_fallback)
-        return loss, parts
+        detached = {k: None if v is None else v.detach() for k, v in terms.items()}
+        return PretrainLoss(
+            loss=loss,
+            spd=detached["spd"],
+            edge=detached["edge"],
+            direction=detached["3d"],
+            denoise=detached["denoise"],
+            spd_acc=spd_acc,
+            edge_acc=edge_acc,
+            num_fallback=torch.tensor(out.blend.num_fallback),
+        )
 

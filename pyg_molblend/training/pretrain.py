@@ -84,7 +84,8 @@ class _PretrainStep(nn.Module):
     def forward(
         self, batch: Batch | DenseMolBatch, generator: torch.Generator
     ) -> tuple[Tensor, dict]:
-        return self.model.pretrain_loss(batch, mode=self.mode, generator=generator)
+        out = self.model.pretrain_loss(batch, mode=self.mode, generator=generator)
+        return out.loss, out.parts
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
