@@ -35,7 +35,7 @@ from pyg_molblend.nn import (
     SPDBias,
 )
 
-__all__ = ["DEFAULT_LOSS_WEIGHTS", "PRESETS", "EncoderOutput", "MoleBlend"]
+__all__ = ["DEFAULT_LOSS_WEIGHTS", "INIT_STD", "PRESETS", "EncoderOutput", "MoleBlend"]
 
 #: Model sizes. ``"base"`` is MoleBLEND-base (spec section 3); ``"small"`` pretrains on two
 #: CPU cores.
@@ -47,6 +47,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         num_layers=4, channels=128, heads=8, ffn_channels=256, num_kernels=32, head_channels=16
     ),
 }
+
+#: Standard deviation of the normal init of linear and embedding weights (BERT's, the
+#: reference's).
+INIT_STD = 0.02
 
 #: Loss weights of the reference: 6 L_denoise + 0.1 L_spd + 0.1 L_edge + 0.5 L_3d.
 DEFAULT_LOSS_WEIGHTS = {"denoise": 6.0, "spd": 0.1, "edge": 0.1, "3d": 0.5}
@@ -227,24 +231,24 @@ class MoleBlend(nn.Module):
         LayerNorms; the Gaussian basis per :attr:`init`."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=0.02)
+                nn.init.normal_(module.weight, std=INIT_STD)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=0.02)
+                nn.init.normal_(module.weight, std=INIT_STD)
                 if module.padding_idx is not None:
                     module.weight.data[module.padding_idx].zero_()
             elif isinstance(module, nn.LayerNorm):
                 module.reset_parameters()
-        nn.init.normal_(self.graph_token, std=0.02)
-        nn.init.normal_(self.virtual_distance, std=0.02)
-        nn.init.normal_(self.edge_bias.hop_weight, std=0.02)
-        nn.init.normal_(self.denoise_head.axis_weight, std=0.02)
+        nn.init.normal_(self.graph_token, std=INIT_STD)
+        nn.init.normal_(self.virtual_distance, std=INIT_STD)
+        nn.init.normal_(self.edge_bias.hop_weight, std=INIT_STD)
+        nn.init.normal_(self.denoise_head.axis_weight, std=INIT_STD)
         nn.init.zeros_(self.denoise_head.axis_bias)
         gaussian = self.dist_bias
         if self.init == "reference":
             for param in (gaussian.mean, gaussian.std, gaussian.mul.weight, gaussian.bias.weight):
-                nn.init.normal_(param, std=0.02)
+                nn.init.normal_(param, std=INIT_STD)
         else:
             gaussian.reset_basis()
 

@@ -8,7 +8,7 @@ from torch_geometric.data import Batch, Data
 
 from pyg_molblend.data.dense import DenseMolBatch
 from pyg_molblend.models.losses import masked_bce_loss, masked_mse_loss
-from pyg_molblend.models.moleblend import MoleBlend
+from pyg_molblend.models.moleblend import INIT_STD, MoleBlend
 from pyg_molblend.nn.blend import MODES
 from pyg_molblend.nn.dropout import Dropout
 
@@ -70,7 +70,7 @@ class MoleBlendPredictor(nn.Module):
     def reset_head(self) -> None:
         for module in self.head:
             if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=0.02)
+                nn.init.normal_(module.weight, std=INIT_STD)
                 nn.init.zeros_(module.bias)
 
     @torch.no_grad()
