@@ -118,6 +118,13 @@ def to_dense(
         ValueError: on graphs without the ``"ogb"`` featurizer tag, missing or malformed
             atom features, stored paths shorter than :obj:`max_hops`, or non-finite
             coordinates in a molecule flagged ``has_pos``.
+
+    Examples:
+        >>> from torch_geometric.data import Batch
+        >>> from pyg_molblend.data import from_smiles
+        >>> dense = to_dense(Batch.from_data_list([from_smiles("CCO"), from_smiles("C")]))
+        >>> dense.spd[0].tolist(), dense.mask.tolist()
+        ([[0, 1, 2], [1, 0, 1], [2, 1, 0]], [[True, True, True], [True, False, False]])
     """
     _check_featurizer(batch)
     x = getattr(batch, "x", None)

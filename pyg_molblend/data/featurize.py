@@ -52,6 +52,11 @@ def from_smiles(smiles: str, with_hydrogen: bool = False) -> Data:
         ValueError: naming the string if it is empty, holds whitespace, or RDKit cannot
             parse it; the message gives RDKit's reason where it has one (for example
             ``Explicit valence for atom # 1 N, 4, is greater than permitted``).
+
+    Examples:
+        >>> data = from_smiles("CCO")
+        >>> data.x.shape, data.edge_index.shape, data.edge_attr.shape  # 3 atoms, 2 bonds both ways
+        (torch.Size([3, 9]), torch.Size([2, 4]), torch.Size([4, 3]))
     """
     from rdkit import Chem
 

@@ -79,6 +79,13 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         num_replicas (int, optional): number of processes sharing the epoch.
             (default: :obj:`1`)
         rank (int, optional): this process's share. (default: :obj:`0`)
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> data = [from_smiles(s) for s in ["C", "CCCCCC", "CC", "CCCCC", "CCC", "CCCC"]]
+        >>> sampler = SizeBucketBatchSampler(data, batch_size=2, shuffle=False)
+        >>> [[data[i].num_nodes for i in batch] for batch in sampler]  # similar sizes together
+        [[1, 2], [3, 4], [5, 6]]
     """
 
     def __init__(

@@ -111,6 +111,11 @@ def scaffold_split(
     Raises:
         ValueError: if the fractions are negative or do not sum to 1, or a SMILES cannot
             be parsed (naming its index and the string).
+
+    Examples:
+        >>> train, valid, test = scaffold_split(["c1ccccc1O", "c1ccccc1N", "CCO", "CCN", "C1CC1"])
+        >>> sorted(train.tolist() + valid.tolist() + test.tolist())
+        [0, 1, 2, 3, 4]
     """
     _check_fractions(frac_train, frac_valid, frac_test)
     groups: dict[str, list[int]] = {}

@@ -126,6 +126,14 @@ class MoleBlend(nn.Module):
         init (str, optional): ``"intended"`` (N(0, 0.02) for linear and embedding weights,
             the Gaussian basis at its own init) or ``"reference"`` (N(0, 0.02) everywhere,
             as the reference's global init ends up). (default: :obj:`"intended"`)
+
+    Examples:
+        >>> from torch_geometric.data import Batch
+        >>> from pyg_molblend.data import from_smiles
+        >>> model = MoleBlend.from_preset("small").eval()
+        >>> batch = Batch.from_data_list([from_smiles("CCO"), from_smiles("c1ccccc1")])
+        >>> model(batch, mode="2d").shape  # graph embeddings
+        torch.Size([2, 128])
     """
 
     def __init__(

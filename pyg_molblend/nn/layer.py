@@ -12,7 +12,12 @@ __all__ = ["BlendedGraphTransformer", "DropPath", "key_padding_bias"]
 def key_padding_bias(mask: Tensor, dtype: torch.dtype = torch.float) -> Tensor:
     """``[B, 1, 1, N]`` additive attention bias: 0 for real keys, -inf for padded ones
     (``mask`` ``[B, N]``, True = real). Added to ``[B, H, N, N]`` logits, it costs a
-    tenth of a ``masked_fill`` of them on the CPU, and its backward pass is free."""
+    tenth of a ``masked_fill`` of them on the CPU, and its backward pass is free.
+
+    Examples:
+        >>> key_padding_bias(torch.tensor([[True, False]])).view(-1).tolist()
+        [0.0, -inf]
+    """
     bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return bias.masked_fill(~mask, float("-inf")).view(mask.size(0), 1, 1, mask.size(1))
 
@@ -23,6 +28,12 @@ class DropPath(nn.Module):
 
     The reference's ``DropPath`` draws its mask over dim 0 of a ``(T, B, C)`` tensor and so
     drops atom positions shared across the batch; here the mask is ``[B, 1, 1]``.
+
+    Examples:
+        >>> _ = torch.manual_seed(0)
+        >>> out = DropPath(0.5)(torch.ones(4, 3, 2)).flatten(1)  # per sample: kept x2 or 0
+        >>> all(row.unique().tolist() in ([0.0], [2.0]) for row in out)
+        True
     """
 
     def __init__(self, p: float = 0.0) -> None:
@@ -74,6 +85,14 @@ class BlendedGraphTransformer(nn.Module):
         - **input:** ``x`` ``[B, N, C]``, ``attn_bias`` ``[B, H, N, N]``, ``mask``
           ``[B, N]`` (True = real atom)
         - **output:** ``[B, N, C]``, zero at padded positions.
+
+    Examples:
+        >>> layer = BlendedGraphTransformer(16, heads=4)
+        >>> x, bias = torch.randn(2, 5, 16), torch.zeros(2, 4, 5, 5)
+        >>> mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+        >>> out = layer(x, bias, mask)
+        >>> out.shape, bool((out[1, 3:] == 0).all())  # padded atoms stay zero
+        (torch.Size([2, 5, 16]), True)
     """
 
     def __init__(

@@ -38,6 +38,12 @@ class AddShortestPath(BaseTransform):
             (default: :obj:`254`)
         max_hops (int, optional): number :math:`K` of path bonds kept.
             (default: :obj:`5`)
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> data = AddShortestPath(max_hops=2)(from_smiles("CCO"))
+        >>> data.spd.view(3, 3).tolist(), data.path_edge.shape
+        ([[0, 1, 2], [1, 0, 1], [2, 1, 0]], torch.Size([9, 2]))
     """
 
     def __init__(self, max_distance: int = MAX_SPD, max_hops: int = DEFAULT_MAX_HOPS) -> None:
