@@ -164,6 +164,11 @@ def random_split(
 
     Raises:
         ValueError: if :obj:`num_items` is negative or the fractions are invalid.
+
+    Examples:
+        >>> train, valid, test = random_split(10, seed=0)
+        >>> len(train), len(valid), len(test)
+        (8, 1, 1)
     """
     _check_num_items(num_items)
     _check_fractions(frac_train, frac_valid, frac_test)
@@ -217,6 +222,10 @@ def index_split(
     Raises:
         ValueError: naming the offending index if one is not an integer, out of range,
             repeated, or in two splits.
+
+    Examples:
+        >>> [part.tolist() for part in index_split(4, [0, 1], [2], [3])]
+        [[0, 1], [2], [3]]
     """
     _check_num_items(num_items)
     parts = {

@@ -21,6 +21,11 @@ def pairwise_distance(pos: Tensor, mask: Tensor | None = None) -> Tensor:
 
     Returns:
         ``[..., N, N]`` distances in Angstrom.
+
+    Examples:
+        >>> pos = torch.tensor([[[0.0, 0.0, 0.0], [3.0, 4.0, 0.0]]])
+        >>> pairwise_distance(pos).tolist()
+        [[[0.0, 5.0], [5.0, 0.0]]]
     """
     if pos.size(-1) != 3:
         raise ValueError(

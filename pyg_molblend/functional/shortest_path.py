@@ -73,6 +73,12 @@ def shortest_path(
         :obj:`NO_EDGE` = -1 where there is no bond), flattened row-major per graph with
         :math:`P = \sum_g n_g^2` (see :func:`pair_index`). Self pairs have distance 0,
         pairs in different connected components :obj:`SPD_UNREACHABLE` (255).
+
+    Examples:
+        >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])  # a path 0 - 1 - 2
+        >>> spd, path = shortest_path(edge_index, torch.tensor([0, 3]), max_hops=2)
+        >>> spd.view(3, 3).tolist(), path[2].tolist()  # 0 -> 2: edge 0 (0->1), then edge 2 (1->2)
+        ([[0, 1, 2], [1, 0, 1], [2, 1, 0]], [0, 2])
     """
     if not 0 <= max_distance <= MAX_SPD:
         raise ValueError(f"max_distance must be in [0, {MAX_SPD}], got {max_distance}")

@@ -82,7 +82,13 @@ class PretrainLoss:
 def spd_labels(spd: Tensor, pair_mask: Tensor) -> Tensor:
     """SPD class per pair: distance 1..10 -> 0..9, 11 and more -> 10;
     :data:`~pyg_molblend.constants.IGNORE_INDEX` for self pairs, padding and pairs in
-    different fragments."""
+    different fragments.
+
+    Examples:
+        >>> spd = torch.tensor([[[0, 1, 12], [1, 0, 255], [12, 255, 0]]])
+        >>> spd_labels(spd, torch.ones(1, 3, 3, dtype=torch.bool)).tolist()
+        [[[-100, 0, 10], [0, -100, -100], [10, -100, -100]]]
+    """
     labels = (spd - 1).clamp(max=NUM_SPD_CLASSES - 1)
     ignore = ~pair_mask | (spd <= 0) | (spd == SPD_UNREACHABLE)
     return labels.masked_fill(ignore, IGNORE_INDEX)
@@ -140,7 +146,13 @@ def denoise_loss(eps_hat: Tensor, noise: Tensor, atoms: Tensor) -> Tensor | None
 
 def masked_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
     """Binary cross-entropy averaged over the labels that are present (NaN = missing);
-    0 when none is. No host synchronisation: the mask weights the terms."""
+    0 when none is. No host synchronisation: the mask weights the terms.
+
+    Examples:
+        >>> target = torch.tensor([[1.0, float("nan")]])  # the second label is missing
+        >>> masked_bce_loss(torch.zeros(1, 2), target).item() == torch.log(torch.tensor(2.0)).item()
+        True
+    """
     valid = ~torch.isnan(target)
     loss = F.binary_cross_entropy_with_logits(
         logits, torch.where(valid, target, 0.0), reduction="none"

@@ -35,6 +35,15 @@ class MoleBlendPredictor(nn.Module):
         mode (str, optional): encoding mode; ``"2d"`` when no conformers exist,
             ``"2d+3d"`` when they do (paper eqs. 4 and 5). (default: :obj:`"2d"`)
         dropout (float, optional): dropout inside the head. (default: :obj:`0.0`)
+
+    Examples:
+        >>> from torch_geometric.data import Batch
+        >>> from pyg_molblend.data import from_smiles
+        >>> from pyg_molblend.models import MoleBlend
+        >>> predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), num_tasks=2).eval()
+        >>> batch = Batch.from_data_list([from_smiles("CCO"), from_smiles("CCN")])
+        >>> predictor.predict(batch).shape  # probabilities for two classification tasks
+        torch.Size([2, 2])
     """
 
     def __init__(

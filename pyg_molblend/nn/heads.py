@@ -37,6 +37,11 @@ class PairHead(nn.Module):
     Shapes:
         - **input:** ``[B, N, C]``
         - **output:** ``[B, N, N, c]``
+
+    Examples:
+        >>> head = PairHead(channels=16, out_channels=3, hidden_channels=4)
+        >>> head(torch.randn(2, 5, 16)).shape  # one output vector per ordered atom pair
+        torch.Size([2, 5, 5, 3])
     """
 
     def __init__(self, channels: int, out_channels: int, hidden_channels: int = 32) -> None:

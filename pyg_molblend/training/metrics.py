@@ -48,7 +48,13 @@ def higher_is_better(metric: str) -> bool:
 
 
 def compute_metrics(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """All metrics of a task type: ROC-AUC, or RMSE and MAE."""
+    """All metrics of a task type: ROC-AUC, or RMSE and MAE.
+
+    Examples:
+        >>> import numpy as np
+        >>> compute_metrics("regression", np.array([[1.0], [3.0]]), np.array([[2.0], [3.0]]))
+        {'rmse': 0.7071..., 'mae': 0.5}
+    """
     if task_type == "classification":
         return {"roc_auc": roc_auc(y_true, y_pred)}
     return {"rmse": rmse(y_true, y_pred), "mae": mae(y_true, y_pred)}

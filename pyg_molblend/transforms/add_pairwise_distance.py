@@ -21,6 +21,12 @@ class AddPairwiseDistance(BaseTransform):
 
     Raises:
         ValueError: if the data has no ``pos``.
+
+    Examples:
+        >>> from torch_geometric.data import Data
+        >>> data = Data(pos=torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 1.5]]), num_nodes=2)
+        >>> AddPairwiseDistance()(data).dist.tolist()
+        [0.0, 1.5, 1.5, 0.0]
     """
 
     def forward(self, data: Data) -> Data:
