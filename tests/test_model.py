@@ -7,7 +7,7 @@ from torch_geometric.data import Batch
 from pyg_molblend import MoleBlend
 from pyg_molblend.data import from_smiles
 from pyg_molblend.models import MoleBlendPredictor, masked_bce_loss
-from pyg_molblend.models.losses import edge_labels, spd_labels
+from pyg_molblend.models.losses import spd_labels
 from pyg_molblend.transforms import AddConformer
 
 SMILES = ["CCO", "c1ccccc1CCN", "CC(=O)Oc1ccccc1C(=O)O", "[Na+].[Cl-]", "C", "CCCCCCCCCC"]
@@ -116,16 +116,6 @@ def test_absent_terms_are_reported_not_nan():
     out = model.pretrain_loss(Batch.from_data_list([from_smiles("C")]))
     single, parts = out.loss, out.parts
     assert parts["spd"] is None and parts["edge"] is None and single.item() == 0.0
-
-
-def test_labels_by_hand():
-    spd = torch.tensor([[[0, 1, 12], [1, 0, 255], [25, 3, -1]]])
-    pair_mask = torch.tensor([[[True, True, True], [True, True, True], [True, True, False]]])
-    assert spd_labels(spd, pair_mask).tolist() == [[[-100, 0, 10], [0, -100, -100], [10, 2, -100]]]
-    edge_attr = torch.tensor([[1, 0, 1], [4, 5, 0]])
-    path = torch.tensor([[0, 1, -1]])
-    # double, no stereo, conjugated = 1*12 + 0 + 1; misc type with stereo ANY = 4*12 + 5*2
-    assert edge_labels(path, edge_attr).tolist() == [[13, 58, -100]]
 
 
 def test_reference_init_overwrites_gaussian_basis():

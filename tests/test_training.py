@@ -8,31 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pyg_molblend.data import from_smiles
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
-from pyg_molblend.models.predictor import masked_bce_loss, masked_mse_loss
 from pyg_molblend.training.finetune import predict
 from pyg_molblend.training.utils import FiniteGuard, make_optimizer
 from pyg_molblend.transforms import AddShortestPath
-
-
-def test_masked_losses_average_over_present_labels_only():
-    logits = torch.tensor([[0.5, -1.0], [2.0, 0.3]], requires_grad=True)
-    target = torch.tensor([[1.0, math.nan], [0.0, 1.0]])
-    bce = masked_bce_loss(logits, target)
-    present = torch.tensor([0.5, 2.0, 0.3]), torch.tensor([1.0, 0.0, 1.0])
-    assert torch.allclose(bce, F.binary_cross_entropy_with_logits(*present))
-    bce.backward()
-    assert logits.grad[0, 1] == 0  # the missing label pulls nothing
-    mse = masked_mse_loss(
-        torch.tensor([[1.0], [3.0], [7.0]]), torch.tensor([[2.0], [math.nan], [5.0]])
-    )
-    assert mse.item() == pytest.approx((1.0 + 4.0) / 2)
-    nothing = torch.full((2, 1), math.nan)
-    assert masked_mse_loss(torch.ones(2, 1), nothing).item() == 0.0
-    assert masked_bce_loss(torch.ones(2, 1), nothing).item() == 0.0
 
 
 def test_deferred_guard_skips_the_bad_step_and_names_it():
