@@ -122,6 +122,12 @@ def from_mol(
 
     Raises:
         ValueError: if the molecule has no atoms.
+
+    Examples:
+        >>> from rdkit import Chem
+        >>> data = from_mol(Chem.MolFromSmiles("c1ccccc1O"))
+        >>> data.num_nodes, data.smiles
+        (7, 'Oc1ccccc1')
     """
     from rdkit import Chem
 

@@ -53,6 +53,16 @@ class PretrainLoss:
             where the batch has no data for one.
         spd_acc, edge_acc: accuracies of the SPD and edge classes (diagnostics).
         num_fallback: ``[]`` molecules encoded in 2D for lack of coordinates.
+
+    Examples:
+        >>> from torch_geometric.data import Batch
+        >>> from pyg_molblend.data import from_smiles
+        >>> from pyg_molblend.models import MoleBlend
+        >>> batch = Batch.from_data_list([from_smiles("CCO")])
+        >>> out = MoleBlend.from_preset("small").pretrain_loss(batch)
+        >>> out.loss.backward()
+        >>> sorted(k for k, v in out.parts.items() if v is None)  # no coordinates: no 3D terms
+        ['3d', 'denoise']
     """
 
     loss: Tensor
@@ -96,7 +106,13 @@ def spd_labels(spd: Tensor, pair_mask: Tensor) -> Tensor:
 
 def edge_labels(path_edge: Tensor, edge_attr: Tensor) -> Tensor:
     """Class of the bond at each path hop, ``type * 12 + stereo * 2 + conjugated`` (60
-    classes), :data:`~pyg_molblend.constants.IGNORE_INDEX` where the hop has no bond."""
+    classes), :data:`~pyg_molblend.constants.IGNORE_INDEX` where the hop has no bond.
+
+    Examples:
+        >>> edge_attr = torch.tensor([[1, 0, 1], [0, 0, 0]])  # conjugated double, plain single
+        >>> edge_labels(torch.tensor([[0, 1, -1]]), edge_attr).tolist()
+        [[13, 0, -100]]
+    """
     stereo, conj = BOND_FEATURE_DIMS[1], BOND_FEATURE_DIMS[2]
     per_edge = (edge_attr[:, 0] * stereo + edge_attr[:, 1]) * conj + edge_attr[:, 2]
     per_edge = torch.cat([per_edge.new_full((1,), IGNORE_INDEX), per_edge])

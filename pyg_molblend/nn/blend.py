@@ -74,6 +74,16 @@ class ModalityBlend(nn.Module):
             (default: :obj:`True`)
         merged_scale (float, optional): scale of the merged 3D node feature.
             (default: :obj:`0.01`)
+
+    Examples:
+        >>> blend = ModalityBlend(ratio=(2, 2, 6))
+        >>> spd, edge = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+        >>> dist, nodes = 2 * torch.ones(1, 1, 4, 4), torch.zeros(1, 4, 8)
+        >>> mask, has_pos = torch.ones(1, 4, dtype=torch.bool), torch.tensor([True])
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> out = blend("blend", spd, edge, dist, nodes, nodes, has_pos, mask, gen)
+        >>> bool((out.bias[0, 0] == out.pair_choice[0]).all())  # each pair: one relation
+        True
     """
 
     def __init__(

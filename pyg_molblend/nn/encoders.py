@@ -72,6 +72,11 @@ class AtomEncoder(_FeatureSum):
     Shapes:
         - **input:** ``x`` ``[..., 9]`` (long), ``mask`` ``[...]`` (True = real atom)
         - **output:** ``[..., C]``, zero for padded atoms.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> AtomEncoder(8)(from_smiles("CCO").x).shape
+        torch.Size([3, 8])
     """
 
     def __init__(self, channels: int) -> None:

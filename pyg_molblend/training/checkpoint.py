@@ -192,6 +192,11 @@ def load_encoder(path_or_name: str | os.PathLike, **overrides: Any) -> MoleBlend
 
     Keyword arguments override the stored configuration for settings that do not change
     the parameters (dropout rates, say).
+
+    Examples:
+        >>> encoder = load_encoder("pretrained")  # the weights shipped in the package
+        >>> encoder.config["num_layers"], encoder.config["channels"]
+        (4, 128)
     """
     payload = load_checkpoint(path_or_name)
     config = {**payload["encoder_config"], **overrides}

@@ -39,7 +39,12 @@ def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def primary_metric(task_type: str) -> str:
-    """The model-selection metric: ``"roc_auc"`` or ``"rmse"``."""
+    """The model-selection metric: ``"roc_auc"`` or ``"rmse"``.
+
+    Examples:
+        >>> primary_metric("classification"), primary_metric("regression")
+        ('roc_auc', 'rmse')
+    """
     return "roc_auc" if task_type == "classification" else "rmse"
 
 

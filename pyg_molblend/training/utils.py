@@ -33,7 +33,13 @@ def seed_everything(seed: int) -> None:
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Any:
-    """Multiplier of a linear warm-up followed by cosine decay to 0."""
+    """Multiplier of a linear warm-up followed by cosine decay to 0.
+
+    Examples:
+        >>> factor = warmup_cosine(warmup_steps=2, total_steps=6)
+        >>> [round(factor(step), 2) for step in range(6)]
+        [0.5, 1.0, 1.0, 0.85, 0.5, 0.15]
+    """
 
     def factor(step: int) -> float:
         if step < warmup_steps:

@@ -65,6 +65,12 @@ class AddConformer(BaseTransform):
             and the optimisation together (0 = no limit). (default: :obj:`10`)
         overwrite (bool, optional): replace existing real coordinates.
             (default: :obj:`False`)
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> data = AddConformer(seed=0)(from_smiles("CCO"))
+        >>> data.pos.shape, bool(data.has_pos)
+        (torch.Size([3, 3]), True)
     """
 
     def __init__(
