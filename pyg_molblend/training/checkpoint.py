@@ -74,7 +74,12 @@ def data_fingerprint(dataset: Sequence) -> str:
 
 
 def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
-    """A file path, or the shipped checkpoint for the name ``"pretrained"``."""
+    """A file path, or the shipped checkpoint for the name ``"pretrained"``.
+
+    Examples:
+        >>> resolve_checkpoint("pretrained").name  # the shipped weights
+        'pretrained_small.pt'
+    """
     if str(path_or_name) == PRETRAINED_NAME:
         path = PRETRAINED_PATH
         if not path.exists():
@@ -99,6 +104,13 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     Raises:
         CheckpointError: if a weight tensor is not finite (a diverged run must not
             replace a good checkpoint), or the file cannot be written (naming it).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.pt"
+        >>> save_checkpoint(path, {"kind": "note", "values": torch.ones(2)})
+        >>> load_checkpoint(path, kind="note")["values"].tolist()
+        [1.0, 1.0]
     """
     path = Path(path)
     _check_finite(payload, path)

@@ -54,7 +54,12 @@ def atomic_write(path: str | os.PathLike, newline: str | None = None) -> Iterato
 
 def json_safe(value: Any) -> Any:
     """:obj:`value` with every non-finite float (NaN, inf) replaced by :obj:`None`, so
-    that it serialises as strict JSON (``null``)."""
+    that it serialises as strict JSON (``null``).
+
+    Examples:
+        >>> json_safe({"loss": float("nan"), "steps": [1, float("inf")]})
+        {'loss': None, 'steps': [1, None]}
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -67,7 +72,15 @@ def json_safe(value: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:
-    """Write strict JSON (non-finite numbers as ``null``) atomically."""
+    """Write strict JSON (non-finite numbers as ``null``) atomically.
+
+    Examples:
+        >>> import json, tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "metrics.json"
+        >>> write_json(path, {"rmse": float("nan")})
+        >>> json.loads(path.read_text())
+        {'rmse': None}
+    """
     text = json.dumps(json_safe(value), indent=2, allow_nan=False)
     with atomic_write(path) as f:
         f.write(text + "\n")
@@ -86,7 +99,15 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The complete records of a file written by :func:`append_jsonl` (a partial last
-    line, from a run killed while writing, is left out)."""
+    line, from a run killed while writing, is left out).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "log.jsonl"
+        >>> append_jsonl(path, {"step": 1}); append_jsonl(path, {"step": 2})
+        >>> read_jsonl(path)
+        [{'step': 1}, {'step': 2}]
+    """
     records = []
     with open(path) as f:
         for line in f:
