@@ -17,6 +17,11 @@ def num_nodes_of(dataset: Dataset | Sequence) -> Tensor:
     For a PyG :class:`~torch_geometric.data.InMemoryDataset` (or a subset of one, such as
     ``dataset[index]``) the counts are read from its collated storage without building a
     single :class:`~torch_geometric.data.Data`; any other sequence of graphs is walked.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> num_nodes_of([from_smiles("CCO"), from_smiles("c1ccccc1")]).tolist()
+        [3, 6]
     """
     slices = getattr(dataset, "slices", None)
     if isinstance(slices, dict) and "x" in slices and hasattr(dataset, "indices"):

@@ -100,6 +100,14 @@ def cache_key(inputs: Sequence[str | os.PathLike], options: Mapping[str, Any]) -
 
     Raises:
         FileNotFoundError: naming an input that does not exist.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "data.csv"
+        >>> _ = path.write_text("smiles\nCCO\n")
+        >>> key = cache_key([path], {"skip_invalid": False})
+        >>> key == cache_key([path], {"skip_invalid": True})  # another option, another cache
+        False
     """
     files = []
     for path in inputs:
@@ -352,6 +360,13 @@ def merge_datasets(datasets: Sequence[Sequence[Data]], keys: Sequence[str]) -> I
 
     Raises:
         ValueError: naming the dataset, graph and field if a graph lacks one of :obj:`keys`.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> parts = [[from_smiles("CCO")], [from_smiles("CN")]]
+        >>> merged = merge_datasets(parts, ["x", "edge_index"])
+        >>> len(merged), merged[1].num_nodes
+        (2, 2)
     """
     data_list = []
     for number, dataset in enumerate(datasets):
@@ -374,7 +389,16 @@ def merge_datasets(datasets: Sequence[Sequence[Data]], keys: Sequence[str]) -> I
 
 def num_without_pos(dataset: InMemoryDataset) -> int:
     """Molecules of :obj:`dataset` (or of the subset it is) stored with ``has_pos`` False:
-    those for which no 3D conformer was found; 0 for a dataset without ``has_pos``."""
+    those for which no 3D conformer was found; 0 for a dataset without ``has_pos``.
+
+    Examples:
+        >>> from torch_geometric.data import Data, InMemoryDataset
+        >>> graphs = [Data(num_nodes=1, has_pos=torch.tensor([flag])) for flag in (True, False)]
+        >>> dataset = InMemoryDataset()
+        >>> dataset.data, dataset.slices = InMemoryDataset.collate(graphs)
+        >>> num_without_pos(dataset)
+        1
+    """
     if "has_pos" not in dataset._data:
         return 0
     has_pos = dataset._data.has_pos.view(-1)

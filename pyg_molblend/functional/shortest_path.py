@@ -24,6 +24,11 @@ def pair_index(ptr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
     Returns:
         ``(graph, row, col)``, each of length :math:`\sum_g n_g^2`.
+
+    Examples:
+        >>> graph, row, col = pair_index(torch.tensor([0, 1, 3]))  # graphs of 1 and 2 nodes
+        >>> graph.tolist(), row.tolist(), col.tolist()
+        ([0, 1, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 1, 0, 1])
     """
     num_nodes = ptr.diff()
     num_pairs = num_nodes * num_nodes

@@ -178,7 +178,12 @@ def masked_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 def masked_mse_loss(pred: Tensor, target: Tensor) -> Tensor:
     """Mean squared error over the targets that are present (NaN = missing); 0 when none
-    is. No host synchronisation: the mask weights the terms."""
+    is. No host synchronisation: the mask weights the terms.
+
+    Examples:
+        >>> masked_mse_loss(torch.tensor([[1.0], [5.0]]), torch.tensor([[3.0], [float("nan")]]))
+        tensor(4.)
+    """
     valid = ~torch.isnan(target)
     error = torch.where(valid, pred - target, 0.0)
     return error.square().sum() / valid.sum().clamp(min=1)
