@@ -353,6 +353,16 @@ class CSVDataset(SmilesTableDataset):
             available ones), a target column has no label or a malformed value, the task
             type is unknown, or a SMILES is invalid or too large and :obj:`skip_invalid`
             is :obj:`False`.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "assay.csv").write_text("smiles,active\nCCO,1\nc1ccccc1,0\n")
+        >>> dataset = CSVDataset(
+        ...     str(folder / "root"), folder / "assay.csv", "smiles", ["active"], "classification"
+        ... )
+        >>> len(dataset), dataset.num_tasks, dataset[0].y.tolist()
+        (2, 1, [[1.0]])
     """
 
     def __init__(

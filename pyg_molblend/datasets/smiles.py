@@ -147,6 +147,14 @@ class SmilesDataset(CachedDataset):
             (default: :data:`~pyg_molblend.constants.DEFAULT_MAX_ATOMS`)
         num_workers (int, optional, keyword-only): processes for ``pre_transform``.
             (default: :obj:`0`)
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "corpus.smi").write_text("CCO\nc1ccccc1\n")
+        >>> dataset = SmilesDataset(str(folder / "root"), [folder / "corpus.smi"])
+        >>> dataset.smiles, dataset.num_tasks
+        (['CCO', 'c1ccccc1'], 0)
     """
 
     prefix = "smiles"

@@ -277,6 +277,14 @@ class GaussianDistanceBias(nn.Module):
           index), ``pair_mask`` ``[B, N, N]`` (True where the distance is real)
         - **output:** bias ``[B, H, N, N]`` (zero where ``pair_mask`` is False) and atom
           feature ``[B, N, channels]``.
+
+    Examples:
+        >>> encoder = GaussianDistanceBias(heads=4, channels=8, num_kernels=16)
+        >>> dist = torch.tensor([[[0.0, 1.5], [1.5, 0.0]]])
+        >>> pair_mask = torch.ones(1, 2, 2, dtype=torch.bool)
+        >>> bias, atom = encoder(dist, torch.tensor([[5, 7]]), pair_mask)
+        >>> bias.shape, atom.shape
+        (torch.Size([1, 4, 2, 2]), torch.Size([1, 2, 8]))
     """
 
     def __init__(self, heads: int, channels: int, num_kernels: int = 128) -> None:

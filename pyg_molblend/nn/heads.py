@@ -136,6 +136,15 @@ class DenoiseHead(nn.Module):
         - **input:** ``x`` ``[B, N, C]``, ``attn_bias`` ``[B, H, N, N]``, ``delta``
           ``[B, N, N, 3]`` (:math:`p_j - p_i`), ``mask`` ``[B, N]``
         - **output:** ``[B, N, 3]``
+
+    Examples:
+        >>> head = DenoiseHead(channels=16, heads=4).eval()
+        >>> pos = torch.randn(1, 3, 3)
+        >>> delta = pos.unsqueeze(1) - pos.unsqueeze(2)
+        >>> mask = torch.ones(1, 3, dtype=torch.bool)
+        >>> out = head(torch.randn(1, 3, 16), torch.zeros(1, 4, 3, 3), delta, mask)
+        >>> out.shape  # one 3D vector per atom
+        torch.Size([1, 3, 3])
     """
 
     def __init__(self, channels: int, heads: int, attn_dropout: float = 0.1) -> None:
