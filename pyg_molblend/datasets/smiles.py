@@ -89,6 +89,13 @@ def featurize_smiles(
         ValueError: naming the source, line (or row) and string of the first invalid or
             too large molecule, unless :obj:`skip_invalid` (then one warning per reason
             gives the count).
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:  # one counted warning
+        ...     graphs, skipped = featurize_smiles(["CCO", "C1CC"], skip_invalid=True)
+        >>> len(graphs), skipped[0][0], len(caught)
+        (1, 1, 1)
     """
     invalid = Rejections("with an invalid SMILES", skip_invalid, source)
     large = Rejections(f"above max_atoms={max_atoms}", skip_invalid, source)

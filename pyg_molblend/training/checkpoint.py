@@ -247,7 +247,18 @@ def predictor_checkpoint(predictor: MoleBlendPredictor, **meta: Any) -> dict[str
 
 def load_predictor(path: str | os.PathLike) -> tuple[MoleBlendPredictor, dict[str, Any]]:
     """A fine-tuned model written by :func:`predictor_checkpoint` and its ``"predictor"``
-    metadata."""
+    metadata.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+        >>> predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), 2, "regression")
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.pt"
+        >>> save_checkpoint(path, predictor_checkpoint(predictor, dataset="mine"))
+        >>> loaded, meta = load_predictor(path)
+        >>> meta["num_tasks"], meta["dataset"], loaded.task_type
+        (2, 'mine', 'regression')
+    """
     payload = load_checkpoint(path, kind="predictor")
     meta = payload["predictor"]
     predictor = MoleBlendPredictor(

@@ -111,7 +111,15 @@ def predict(
     progress: bool = False,
     desc: str = "predict",
 ) -> np.ndarray:
-    """Predictions ``[len(dataset), T]`` in dataset order (probabilities or values)."""
+    """Predictions ``[len(dataset), T]`` in dataset order (probabilities or values).
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+        >>> predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), 1, "regression")
+        >>> predict(predictor, [from_smiles("CCO"), from_smiles("c1ccccc1O")]).shape
+        (2, 1)
+    """
     predictor.eval()
     rows = map_batches(
         predictor.predict, dataset, batch_size, device, progress, desc, predictor.encoder.max_hops
@@ -172,7 +180,20 @@ def finetune(
     config: FinetuneConfig,
 ) -> FinetuneResult:
     """Train on :obj:`train_set`, select the epoch on :obj:`valid_set` only, and evaluate
-    the selected model once on :obj:`test_set`."""
+    the selected model once on :obj:`test_set`.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+        >>> data = [from_smiles(s) for s in ["CCO", "CCN", "CCC", "CCCl", "c1ccccc1", "CC=O"]]
+        >>> for i, d in enumerate(data):
+        ...     d.y = torch.tensor([[float(i % 2)]])
+        >>> predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), num_tasks=1)
+        >>> config = FinetuneConfig(epochs=1, batch_size=2, progress=False)
+        >>> result = finetune(predictor, data[:4], data[4:], data[4:], config)
+        >>> result.metric, result.best_epoch, result.test_predictions.shape
+        ('roc_auc', 1, (2, 1))
+    """
     if len(train_set) == 0 or len(valid_set) == 0:
         raise ValueError(
             f"Need non-empty train and valid sets, got {len(train_set)} and {len(valid_set)}"

@@ -150,6 +150,16 @@ def pretrain(
 
     Raises:
         ValueError: on a mismatching or unexpected checkpoint, or a diverged step.
+
+    Examples:
+        >>> import tempfile
+        >>> from pyg_molblend.data import from_smiles
+        >>> from pyg_molblend.models import MoleBlend
+        >>> corpus = [from_smiles(s) for s in ["CCO", "CCN", "CCC", "CCCl"]]
+        >>> config = PretrainConfig(steps=2, batch_size=2, warmup_steps=1, progress=False)
+        >>> summary = pretrain(MoleBlend.from_preset("small"), corpus, tempfile.mkdtemp(), config)
+        >>> summary["steps"], sorted(summary["last"])[:3]
+        (2, ['3d', 'denoise', 'edge'])
     """
     run = _Run(model, dataset, Path(out), config, extra)
     run.restore(resume, overwrite)
