@@ -295,6 +295,13 @@ def apply_transform(
 
     Raises:
         ValueError: if :obj:`num_workers` is negative or not an integer.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> from pyg_molblend.transforms import AddShortestPath
+        >>> graphs = apply_transform([from_smiles("CCO")], AddShortestPath(), desc="paths")
+        >>> graphs[0].spd.tolist()
+        [0, 1, 2, 1, 0, 1, 2, 1, 0]
     """
     integral = isinstance(num_workers, numbers.Integral) and not isinstance(num_workers, bool)
     if not integral or num_workers < 0:

@@ -154,7 +154,15 @@ def direction_loss(pred: Tensor, dense: DenseMolBatch) -> Tensor | None:
 
 def denoise_loss(eps_hat: Tensor, noise: Tensor, atoms: Tensor) -> Tensor | None:
     r""":math:`1 - \cos(\hat\epsilon_i, \epsilon_i)` averaged over the atoms in
-    :obj:`atoms` (``[B, N]`` bool), :obj:`None` when there are none."""
+    :obj:`atoms` (``[B, N]`` bool), :obj:`None` when there are none.
+
+    Examples:
+        >>> noise = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+        >>> denoise_loss(noise, noise, torch.tensor([[True, True]])).item()  # perfect prediction
+        0.0
+        >>> denoise_loss(noise, noise, torch.tensor([[False, False]])) is None
+        True
+    """
     if not bool(atoms.any()):
         return None
     return (1.0 - F.cosine_similarity(eps_hat[atoms], noise[atoms], dim=-1)).mean()

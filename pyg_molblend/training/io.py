@@ -47,7 +47,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextmanager
 def atomic_write(path: str | os.PathLike, newline: str | None = None) -> Iterator[IO[str]]:
-    """Open a text file for writing that appears at :obj:`path` only when complete."""
+    """Open a text file for writing that appears at :obj:`path` only when complete.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+        >>> try:
+        ...     with atomic_write(path) as f:
+        ...         _ = f.write("half")
+        ...         raise OSError("disk full")
+        ... except OSError:
+        ...     pass
+        >>> path.exists()  # a failed write leaves nothing behind
+        False
+    """
     with atomic_path(path) as tmp, open(tmp, "w", newline=newline) as f:
         yield f
 
@@ -123,6 +136,16 @@ def check_writable(directory: str | os.PathLike, flag: str = "--out") -> Path:
 
     Raises:
         ValueError: naming the directory, the option it came from and the reason.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> blocker = pathlib.Path(tempfile.mkdtemp()) / "file"
+        >>> _ = blocker.write_text("")
+        >>> try:
+        ...     check_writable(blocker / "out")
+        ... except ValueError as error:
+        ...     print(str(error).split(":")[0])
+        Cannot write to --out ...
     """
     directory = Path(directory)
     try:

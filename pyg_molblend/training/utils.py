@@ -108,6 +108,15 @@ class FiniteGuard:
     itself; the first such step is remembered on the device and :meth:`flush` (called
     where the host reads results anyway: end of an epoch, before a checkpoint or a log
     line) raises the same :class:`ValueError` naming it.
+
+    Examples:
+        >>> optimizer = make_optimizer(torch.nn.Linear(1, 1).parameters(), 1e-3, 0.0)
+        >>> guard = FiniteGuard(optimizer, "cpu")
+        >>> try:
+        ...     guard.check(torch.tensor(float("nan")), torch.tensor(1.0), 7, 1e-3, "nothing saved")
+        ... except ValueError as error:
+        ...     print(str(error)[:35])
+        Training diverged at step 7: loss n
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, device: str | torch.device) -> None:
@@ -149,6 +158,13 @@ def dense_batch(batch: Batch, device: str | torch.device, max_hops: int) -> Dens
     sizes the host knows, so nothing waits on the device) and copied over
     asynchronously; a batch without them goes to the device first, so that the
     shortest-path kernel runs there.
+
+    Examples:
+        >>> from torch_geometric.data import Batch
+        >>> from pyg_molblend.data import from_smiles
+        >>> dense = dense_batch(Batch.from_data_list([from_smiles("CCO")]), "cpu", max_hops=5)
+        >>> dense.path_edge.shape
+        torch.Size([1, 3, 3, 5])
     """
     if getattr(batch, "spd", None) is None or getattr(batch, "path_edge", None) is None:
         return to_dense(batch.to(device, non_blocking=True), max_hops=max_hops)
