@@ -44,6 +44,13 @@ class DenseMolBatch:
         dist: ``[B, N, N]`` Euclidean distances in Angstrom, same conventions as :attr:`pos`.
         batch: ``[num_atoms]`` graph id of every atom of the sparse batch (for scattering
             dense atom states back with ``out[mask]``).
+
+    Examples:
+        >>> from torch_geometric.data import Batch
+        >>> from pyg_molblend.data import from_smiles, to_dense
+        >>> dense = to_dense(Batch.from_data_list([from_smiles("CCO"), from_smiles("CN")]))
+        >>> dense.batch_size, dense.max_num_nodes, dense.pair_mask[1].tolist()
+        (2, 3, [[True, True, False], [True, True, False], [False, False, False]])
     """
 
     x: Tensor

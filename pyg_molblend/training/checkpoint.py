@@ -47,13 +47,28 @@ _FORMAT = "pyg_molblend"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit (message names the file)."""
+    """A checkpoint that cannot be read or does not fit (message names the file).
+
+    Examples:
+        >>> try:
+        ...     load_checkpoint("no/such/file.pt")
+        ... except CheckpointError as error:
+        ...     isinstance(error, ValueError)
+        True
+    """
 
 
 def data_fingerprint(dataset: Sequence) -> str:
     """A hash of the molecules a model is trained on (their SMILES, atom counts and
     labels, in order), stored in checkpoints so that a resumed run or
-    a stored split can tell whether it sees the same data."""
+    a stored split can tell whether it sees the same data.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> a = data_fingerprint([from_smiles("CCO"), from_smiles("CCN")])
+        >>> a == data_fingerprint([from_smiles("CCN"), from_smiles("CCO")])  # order matters
+        False
+    """
     digest = hashlib.sha256(f"{len(dataset)}\n".encode())
     data = getattr(dataset, "_data", None)
     if getattr(dataset, "_indices", True) is None and data is not None:  # whole in-memory set
@@ -165,6 +180,11 @@ def load_checkpoint(path_or_name: str | os.PathLike, kind: str | None = None) ->
             containers, numbers and strings (never unpickled: that could run code), not
             one of ours, another feature contract, the wrong kind, or non-finite
             weights; the message names the file.
+
+    Examples:
+        >>> payload = load_checkpoint("pretrained", kind="pretrain")  # refuses other kinds
+        >>> payload["kind"], sorted(payload["encoder_config"])[:3]
+        ('pretrain', ['activation_dropout', 'attn_dropout', 'blend'])
     """
     path = resolve_checkpoint(path_or_name)
     try:

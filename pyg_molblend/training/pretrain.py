@@ -352,7 +352,18 @@ class _Run:
 
 def check_output(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
     """Refuse to start afresh in a folder that holds a checkpoint unless told to
-    overwrite it (call it before any long preparation)."""
+    overwrite it (call it before any long preparation).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (out / CHECKPOINT_NAME).write_bytes(b"")
+        >>> try:
+        ...     check_output(out, resume=False, overwrite=False)
+        ... except ValueError as error:
+        ...     "resume=True" in str(error)
+        True
+    """
     path = Path(out) / CHECKPOINT_NAME
     if path.exists() and not (resume or overwrite):
         raise ValueError(
