@@ -142,7 +142,18 @@ def edge_loss(
     head: PairHead, node: Tensor, dense: DenseMolBatch
 ) -> tuple[Tensor | None, Tensor | None]:
     """Cross-entropy and accuracy of the class of every bond at every hop of every
-    pair's path."""
+    pair's path.
+
+    Examples:
+        >>> from torch_geometric.data import Batch
+        >>> from pyg_molblend.data import from_smiles, to_dense
+        >>> from pyg_molblend.nn import PairHead
+        >>> dense = to_dense(Batch.from_data_list([from_smiles("CC=O")]), max_hops=2)
+        >>> head = PairHead(16, 2 * NUM_EDGE_CLASSES)  # one block of 60 classes per hop
+        >>> loss, accuracy = edge_loss(head, torch.randn(1, 3, 16), dense)
+        >>> loss.item() > 0, 0.0 <= accuracy.item() <= 1.0
+        (True, True)
+    """
     labels = edge_labels(dense.path_edge, dense.edge_attr)
     return head.cross_entropy(node, labels, NUM_EDGE_CLASSES)
 

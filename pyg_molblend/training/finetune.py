@@ -42,7 +42,18 @@ __all__ = [
 @dataclass
 class FinetuneConfig:
     """Optimisation settings (reference defaults: Adam, clip 5, warm-up of
-    ``ceil(epochs / 10)`` epochs, then cosine decay)."""
+    ``ceil(epochs / 10)`` epochs, then cosine decay).
+
+    Examples:
+        >>> config = FinetuneConfig(epochs=10, lr=3e-4)
+        >>> config.batch_size, config.clip_norm
+        (32, 5.0)
+        >>> try:
+        ...     FinetuneConfig(epochs=0)
+        ... except ValueError as error:
+        ...     print(error)
+        epochs must be positive, got 0
+    """
 
     epochs: int = 30
     batch_size: int = 32

@@ -38,7 +38,13 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 @dataclass
 class PretrainConfig:
-    """Pretraining settings (reference: Adam, clip 5, warm-up then cosine decay)."""
+    """Pretraining settings (reference: Adam, clip 5, warm-up then cosine decay).
+
+    Examples:
+        >>> config = PretrainConfig(steps=4000, batch_size=64)
+        >>> config.mode, config.save_every, "seed" in PretrainConfig.RESUME_KEYS
+        ('blend', 100, True)
+    """
 
     steps: int = 1000
     batch_size: int = 64
