@@ -16,7 +16,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = Path("/work/shared/data/moleculenet/BBBP.csv")
-FALLBACK_CSV = REPO / "tests" / "data" / "molecules.csv"
+FALLBACK_CSV = REPO / "tests" / "assets" / "molecules.csv"
 
 
 def resolve_csv(path: str | None) -> Path:

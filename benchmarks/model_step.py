@@ -335,7 +335,7 @@ def main() -> int:
         default=None,
         help="CSV with a 'smiles' column "
         "(default: /work/shared/data/moleculenet/BBBP.csv, else "
-        "tests/data/molecules.csv)",
+        "tests/assets/molecules.csv)",
     )
     parser.add_argument("--presets", nargs="+", default=["small", "base"])
     parser.add_argument(

@@ -97,7 +97,7 @@ def main() -> int:
         default=None,
         help="CSV with a 'smiles' column "
         "(default: /work/shared/data/moleculenet/BBBP.csv, else "
-        "tests/data/molecules.csv)",
+        "tests/assets/molecules.csv)",
     )
     parser.add_argument(
         "--min-molecules",

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "assets"
 
 
 @pytest.fixture(scope="session")

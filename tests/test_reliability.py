@@ -32,7 +32,7 @@ from pyg_molblend.datasets import QM9, CSVDataset, MoleculeNet, SDFDataset, Smil
 from pyg_molblend.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyg_molblend.transforms import AddConformer, AddPairwiseDistance, AddShortestPath
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "assets"
 BBBP = str(DATA / "tiny_bbbp.csv")
 ESOL = str(DATA / "tiny_esol.csv")
 FAST = ["--epochs", "1", "--batch-size", "16"]

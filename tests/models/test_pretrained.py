@@ -21,7 +21,7 @@ from pyg_molblend.training.checkpoint import (
 )
 from pyg_molblend.transforms import AddConformer
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "assets"
 
 
 def test_shipped_checkpoint_and_its_contract():

@@ -26,7 +26,7 @@ from pyg_molblend.datasets import (
 )
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "assets"
 
 ESOL_TARGET = "measured log solubility in mols per litre"
 

@@ -17,7 +17,7 @@ import torch
 from pyg_molblend.cli import main
 from pyg_molblend.training.checkpoint import load_checkpoint
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "assets"
 BBBP = str(DATA / "tiny_bbbp.csv")
 ESOL = str(DATA / "tiny_esol.csv")
 FAST = ["--epochs", "2", "--batch-size", "16", "--from-scratch"]

@@ -10,7 +10,7 @@ from rdkit.Chem.Scaffolds.MurckoScaffold import MurckoScaffoldSmiles
 
 from pyg_molblend.data import index_split, random_split, scaffold_split
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "assets"
 
 # Scaffolds: benzene {0, 1, 2}, cyclohexane {3, 4}, acyclic {5, 6}, pyridine {7},
 # cyclopropane {8}, naphthalene {9}.
@@ -124,7 +124,7 @@ def test_scaffold_split_empty():
 @pytest.mark.slow
 def test_scaffold_split_reproduces_ogbg_molhiv():
     """On MoleculeNet's HIV.csv, the split equals the official ogbg-molhiv scaffold split
-    (the files in tests/data are byte-identical to OGB's, up to the gzip timestamp)."""
+    (the files in tests/assets are byte-identical to OGB's, up to the gzip timestamp)."""
     folder = DATA / "ogbg_molhiv_scaffold"
     with gzip.open(folder / "hiv_smiles.csv.gz", "rt") as f:
         smiles = f.read().splitlines()[1:]

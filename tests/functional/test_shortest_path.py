@@ -164,7 +164,7 @@ def test_random_graphs_against_networkx(graphs, max_hops):
 
 
 # sha256 (first 16 hex digits) of the int64 bytes of spd then path, molecule after molecule
-# of tests/data/molecules.csv: any faster kernel must give bit-identical outputs.
+# of tests/assets/molecules.csv: any faster kernel must give bit-identical outputs.
 _FROZEN = {
     "default": "963f2f4967d4f859",
     "hops0": "d8cfcd449ec3ca07",
