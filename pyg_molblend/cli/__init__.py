@@ -1,4 +1,10 @@
-"""The ``pyg-molblend`` command line: ``finetune``, ``pretrain``, ``evaluate``, ``embed``."""
+"""The ``pyg-molblend`` command line: ``finetune``, ``pretrain``, ``evaluate``, ``embed``.
+
+Its Python interface is :func:`main` and :func:`build_parser`. Each subcommand is a module
+of this package with ``add_arguments(subparsers)`` (its options) and ``run(args)`` (the
+command), and :mod:`pyg_molblend.cli.common` holds what they share; these are the
+command line's internals, exercised through :func:`main` by ``tests/cli/``.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,13 @@ COMMANDS = ("finetune", "evaluate", "pretrain", "embed")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``pyg-molblend``: one subparser per module of :data:`COMMANDS`.
+
+    Examples:
+        >>> args = build_parser().parse_args(["finetune", "--dataset", "esol", "--epochs", "5"])
+        >>> args.command, args.dataset, args.epochs
+        ('finetune', 'esol', 5)
+    """
     parser = argparse.ArgumentParser(
         prog="pyg-molblend", description="MoleBLEND molecular pretraining and fine-tuning"
     )
@@ -31,6 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``pyg-molblend`` with :obj:`argv` (default: ``sys.argv[1:]``) and returns the
+    exit code: 0 on success, 2 for a user error (a :class:`ValueError` or
+    :class:`OSError`, printed as one line naming the command) or a bad argument.
+
+    Examples:
+        >>> import contextlib, io
+        >>> stderr = io.StringIO()
+        >>> with contextlib.redirect_stderr(stderr):
+        ...     code = main(["embed", "--checkpoint", "no/such.pt", "--smiles", "no/such.smi",
+        ...                  "--out", "embeddings.npy"])
+        >>> code, stderr.getvalue().splitlines()[0]
+        (2, "pyg-molblend embed: error: Checkpoint file not found: 'no/such.pt'")
+    """
     args = build_parser().parse_args(argv)
 
     def format_warning(message, category, filename, lineno, line=None):

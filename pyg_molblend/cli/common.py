@@ -41,7 +41,19 @@ CONFORMER_SEED = 0
 
 def device_type(text: str) -> str:
     """``--device``: ``auto`` is CUDA when a device is visible, else the CPU; anything
-    else must be a device name torch knows (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    else must be a device name torch knows (``cpu``, ``cuda``, ``cuda:1``, ...).
+
+    Examples:
+        >>> device_type("cpu")
+        'cpu'
+        >>> device_type("auto") in ("cpu", "cuda")
+        True
+        >>> try:
+        ...     device_type("gpu0")
+        ... except argparse.ArgumentTypeError as error:
+        ...     print(error)
+        unknown device 'gpu0'
+    """
     if text == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -244,7 +256,12 @@ def write_predictions(
 
 
 def default_checkpoint() -> str | None:
-    """``pretrained`` when the package ships weights, else :obj:`None` (from scratch)."""
+    """``pretrained`` when the package ships weights, else :obj:`None` (from scratch).
+
+    Examples:
+        >>> default_checkpoint()  # this installation ships weights
+        'pretrained'
+    """
     from pyg_molblend.training.checkpoint import resolve_checkpoint
 
     try:

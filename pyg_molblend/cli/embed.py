@@ -39,7 +39,16 @@ def embed_smiles(
     eval mode, so the same input always gives the same rows. With :obj:`skip_invalid` an
     invalid SMILES, or a molecule above :obj:`max_atoms` heavy atoms, gets a row of NaN
     (and is counted in a warning); otherwise it raises a :class:`ValueError` naming
-    :obj:`source` and the line (from :obj:`lines`) or row."""
+    :obj:`source` and the line (from :obj:`lines`) or row.
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # the one counted warning about "C1CC"
+        ...     rows = embed_smiles("pretrained", ["CCO", "C1CC", "c1ccccc1"], skip_invalid=True)
+        >>> rows.shape, np.isnan(rows).all(axis=1).tolist()
+        ((3, 128), [False, True, False])
+    """
     payload = load_checkpoint(checkpoint)
     if mode is None:
         mode = payload.get("predictor", {}).get("mode", "2d")

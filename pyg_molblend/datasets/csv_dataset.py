@@ -170,6 +170,20 @@ class SmilesTableDataset(CachedDataset):
         too_large (list[tuple[int, str]]): rows dropped for more than :obj:`max_atoms`
             atoms.
         unlabeled (list[tuple[int, str]]): rows dropped for having no label at all.
+
+    Examples:
+        >>> import tempfile, pathlib, warnings
+        >>> from pyg_molblend.datasets import CSVDataset
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "assay.csv").write_text("smiles,active\nC1CC,1\nCCO,0\n")
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     dataset = CSVDataset(
+        ...         str(folder / "root"), folder / "assay.csv", "smiles", ["active"],
+        ...         "classification", skip_invalid=True,
+        ...     )
+        >>> dataset.skipped, dataset[0].source_row.tolist(), len(caught)  # row 0 is skipped
+        ([(0, 'C1CC')], [1], 1)
     """
 
     def __init__(

@@ -73,6 +73,23 @@ class MoleculeNet(SmilesTableDataset):
     Raises:
         ValueError: for an unknown name, a malformed target, or an invalid or too large
             molecule when :obj:`skip_invalid` is :obj:`False`.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> raw = root / "esol" / "raw"  # where PyG's MoleculeNet keeps its files
+        >>> raw.mkdir(parents=True)
+        >>> _ = (raw / "delaney-processed.csv").write_text(
+        ...     "Compound ID,ESOL predicted log solubility in mols per litre,"
+        ...     "Minimum Degree,Molecular Weight,Number of H-Bond Donors,Number of Rings,"
+        ...     "Number of Rotatable Bonds,Polar Surface Area,"
+        ...     "measured log solubility in mols per litre,smiles\n"
+        ...     "Ethanol,0.02,1,46.07,1,0,0,20.23,1.10,CCO\n"
+        ...     "Benzene,-1.94,2,78.11,0,1,0,0.0,-1.64,c1ccccc1\n"
+        ... )
+        >>> dataset = MoleculeNet(str(root), "esol")  # no download: the raw file is there
+        >>> len(dataset), dataset.num_tasks, dataset[1].y.tolist()
+        (2, 1, [[-1.6399999856948853]])
     """
 
     url = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/{}"
@@ -182,6 +199,14 @@ def default_dataset(root: str, **kwargs: Any) -> MoleculeNet:
 
     Returns:
         The BBBP :class:`MoleculeNet` dataset.
+
+    Examples:
+        >>> import tempfile, warnings
+        >>> with warnings.catch_warnings():  # the 11 invalid SMILES are counted in one warning
+        ...     warnings.simplefilter("ignore")
+        ...     dataset = default_dataset(tempfile.mkdtemp())
+        >>> len(dataset), dataset.target_names
+        (2039, ['p_np'])
     """
     kwargs.setdefault("skip_invalid", True)
     return MoleculeNet(root, "bbbp", **kwargs)

@@ -179,6 +179,13 @@ class QM9(CachedDataset):
     Raises:
         ValueError: for an unknown :obj:`source` or a non-positive :obj:`max_molecules`.
         FileNotFoundError: for :obj:`"qm9pack"` without raw files.
+
+    Examples:
+        >>> QM9.target_names[:5]
+        ('mu', 'alpha', 'homo', 'lumo', 'gap')
+        >>> dataset = QM9("data/QM9", source="sdf")  # doctest: +SKIP
+        >>> dataset[0].pos.shape, dataset[0].y.shape  # methane: one heavy atom  # doctest: +SKIP
+        (torch.Size([1, 3]), torch.Size([1, 15]))
     """
 
     raw_url = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/molnet_publish/qm9.zip"

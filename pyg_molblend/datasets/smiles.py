@@ -50,7 +50,7 @@ def read_smiles_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
 
 
 def read_smiles_file(path: str | os.PathLike) -> list[str]:
-    """SMILES strings of a file, in order.
+    r"""SMILES strings of a file, in order.
 
     A ``.csv``/``.tsv`` file (optionally ``.gz``) needs a ``smiles`` column (any case);
     any other file (``.smi``, ``.txt``) holds one SMILES per line, as its first
@@ -59,6 +59,13 @@ def read_smiles_file(path: str | os.PathLike) -> list[str]:
 
     Raises:
         ValueError: if the file does not exist or a CSV has no ``smiles`` column.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "library.csv"
+        >>> _ = path.write_text("id,SMILES\nm1,CCO\nm2,c1ccccc1\n")
+        >>> read_smiles_file(path)
+        ['CCO', 'c1ccccc1']
     """
     return [smiles for _, smiles in read_smiles_lines(path)]
 
@@ -251,6 +258,20 @@ class SDFDataset(SmilesDataset):
         ValueError: naming the file and record of the first record RDKit cannot read or
             that has more than :obj:`max_atoms` heavy atoms, unless :obj:`skip_invalid`
             (then one warning per reason gives the count).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> from rdkit import Chem
+        >>> from rdkit.Chem import AllChem
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+        >>> AllChem.EmbedMolecule(mol, randomSeed=0)
+        0
+        >>> with Chem.SDWriter(str(folder / "corpus.sdf")) as writer:
+        ...     writer.write(mol)
+        >>> dataset = SDFDataset(str(folder / "root"), [folder / "corpus.sdf"])
+        >>> dataset[0].pos.shape, bool(dataset[0].has_pos)  # heavy atoms, record coordinates
+        (torch.Size([3, 3]), True)
     """
 
     prefix = "sdf"

@@ -138,6 +138,23 @@ class Rejections:
         what (str): the reason, for the warning (``"with an invalid SMILES"``).
         skip (bool): record instead of raising.
         source (str): the input, named in the warning.
+
+    Examples:
+        >>> import warnings
+        >>> rejected = Rejections("with an invalid SMILES", skip=True, source="a.csv")
+        >>> rejected.add(3, "C1CC", "line 5: invalid SMILES 'C1CC'")
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     rejected.warn()
+        >>> print(caught[0].message)
+        Skipped 1 molecules of a.csv with an invalid SMILES (first: line 5: invalid SMILES 'C1CC')
+        >>> try:
+        ...     Rejections("with an invalid SMILES", skip=False, source="library.csv").add(
+        ...         3, "C1CC", "library.csv, line 5: invalid SMILES 'C1CC'"
+        ...     )
+        ... except ValueError as error:
+        ...     print(error)
+        library.csv, line 5: invalid SMILES 'C1CC'; pass skip_invalid=True to skip such molecules
     """
 
     def __init__(self, what: str, skip: bool, source: str) -> None:
@@ -177,6 +194,22 @@ class CachedDataset(InMemoryDataset):
     as JSON next to the graphs and loaded into :attr:`meta`. PyG's own warning that a
     ``pre_transform`` differs from the cached one is silenced, since such a cache is
     never read.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> from pyg_molblend.datasets import SmilesDataset
+        >>> from pyg_molblend.transforms import AddShortestPath
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "corpus.smi").write_text("CCO\n")
+        >>> plain = SmilesDataset(str(folder / "root"), [folder / "corpus.smi"])
+        >>> paths = SmilesDataset(
+        ...     str(folder / "root"), [folder / "corpus.smi"], pre_transform=AddShortestPath()
+        ... )
+        >>> plain.processed_paths[0] != paths.processed_paths[0]  # another option, another cache
+        True
+        >>> _ = (folder / "corpus.smi").write_text("CCN\n")  # edited in place: processed again
+        >>> SmilesDataset(str(folder / "root"), [folder / "corpus.smi"]).smiles
+        ['CCN']
     """
 
     #: Prefix of the processed file names.

@@ -67,6 +67,14 @@ class EncoderOutput:
         blend: the :class:`~pyg_molblend.nn.BlendResult` (masks and fallbacks).
         dense: the :class:`~pyg_molblend.data.DenseMolBatch` that was encoded.
         pos: ``[B, N, 3]`` the coordinates the 3D relation saw, or :obj:`None`.
+
+    Examples:
+        >>> from torch_geometric.data import Batch
+        >>> from pyg_molblend.data import from_smiles
+        >>> model = MoleBlend.from_preset("small").eval()
+        >>> out = model.encode(Batch.from_data_list([from_smiles("CCO"), from_smiles("CC(=O)O")]))
+        >>> out.node.shape, out.graph.shape, out.mask.sum(dim=1).tolist()
+        (torch.Size([2, 4, 128]), torch.Size([2, 128]), [3, 4])
     """
 
     node: Tensor

@@ -29,6 +29,15 @@ class BlendResult:
         atom_3d: ``[B, N]`` True where an atom took the 3D node feature.
         fallback: ``[B]`` True for molecules that lacked 3D coordinates and were encoded
             with their 2D relations instead (every mode but ``"2d"``).
+
+    Examples:
+        >>> blend = ModalityBlend(ratio=(2, 2, 6))
+        >>> bias = torch.zeros(1, 4, 3, 3)
+        >>> mask = torch.ones(1, 3, dtype=torch.bool)
+        >>> result = blend("2d", bias, bias, None, torch.zeros(1, 3, 8), None,
+        ...                torch.tensor([False]), mask)
+        >>> result.bias.shape, result.node.shape
+        (torch.Size([1, 4, 3, 3]), torch.Size([1, 3, 8]))
     """
 
     bias: Tensor

@@ -247,7 +247,15 @@ def predictor_checkpoint(predictor: MoleBlendPredictor, **meta: Any) -> dict[str
     """The payload of a fine-tuned model (``kind="predictor"``, what ``finetune`` writes
     as ``model.pt``): the encoder as :func:`load_encoder` reads it, the head, and under
     ``"predictor"`` the task (``num_tasks``, ``task_type``, ``mode``) plus :obj:`meta`
-    (what the CLI stores: target names, data set, split rows, seed, data fingerprint)."""
+    (what the CLI stores: target names, data set, split rows, seed, data fingerprint).
+
+    Examples:
+        >>> from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+        >>> predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), 2, "regression")
+        >>> payload = predictor_checkpoint(predictor, target_names=["logS", "logP"])
+        >>> payload["kind"], payload["predictor"]["num_tasks"], payload["predictor"]["target_names"]
+        ('predictor', 2, ['logS', 'logP'])
+    """
     state = predictor.state_dict()
     return {
         "kind": "predictor",

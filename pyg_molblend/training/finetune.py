@@ -77,7 +77,20 @@ class FinetuneConfig:
 
 @dataclass
 class FinetuneResult:
-    """Metrics of the model selected on validation, and the run's history."""
+    """Metrics of the model selected on validation, and the run's history.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+        >>> data = [from_smiles(s) for s in ["CCO", "CCN", "CCC", "CCCl", "c1ccccc1", "CC=O"]]
+        >>> for i, d in enumerate(data):
+        ...     d.y = torch.tensor([[float(i)]])
+        >>> predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), 1, "regression")
+        >>> config = FinetuneConfig(epochs=2, batch_size=2, progress=False)
+        >>> result = finetune(predictor, data[:4], data[4:], data[4:], config)
+        >>> result.metric, sorted(result.test), len(result.history)
+        ('rmse', ['mae', 'rmse'], 2)
+    """
 
     metric: str
     valid: dict[str, float]
@@ -101,7 +114,16 @@ def map_batches(
     """``fn(dense)`` over :obj:`dataset` in batches of molecules of similar size
     (:class:`~pyg_molblend.data.SizeBucketBatchSampler`, densified by
     :func:`dense_batch`), rows put back in dataset order and concatenated on the CPU;
-    :obj:`None` for an empty dataset."""
+    :obj:`None` for an empty dataset.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> from pyg_molblend.models import MoleBlend
+        >>> encoder = MoleBlend.from_preset("small").eval()
+        >>> graphs = [from_smiles("CCO"), from_smiles("c1ccccc1"), from_smiles("CN")]
+        >>> map_batches(lambda dense: encoder(dense), graphs, batch_size=2).shape  # in input order
+        torch.Size([3, 128])
+    """
     batches = list(SizeBucketBatchSampler(dataset, batch_size, shuffle=False))
     loader = DataLoader(dataset, batch_sampler=batches, pin_memory=pin_memory_for(device))
     outputs = [
@@ -171,7 +193,24 @@ def train_step(
 ) -> torch.Tensor:
     """One optimizer step on a loader's batch; returns the detached loss. On a CUDA
     device nothing in it waits for the device (``tests/test_cuda.py`` runs it under
-    ``torch.cuda.set_sync_debug_mode("error")``)."""
+    ``torch.cuda.set_sync_debug_mode("error")``).
+
+    Examples:
+        >>> from torch_geometric.data import Batch
+        >>> from pyg_molblend.data import from_smiles
+        >>> from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+        >>> from pyg_molblend.training.utils import FiniteGuard, make_optimizer, warmup_cosine
+        >>> predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), 1, "regression")
+        >>> batch = Batch.from_data_list([from_smiles("CCO"), from_smiles("CCN")])
+        >>> batch.y = torch.tensor([[0.5], [1.5]])
+        >>> optimizer = make_optimizer(predictor.parameters(), lr=1e-4, weight_decay=0.0)
+        >>> scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(1, 10))
+        >>> guard = FiniteGuard(optimizer, "cpu")
+        >>> loss = train_step(predictor, batch, optimizer, scheduler, guard, 5.0, "cpu",
+        ...                   "the initial weights")
+        >>> loss.requires_grad, scheduler.last_epoch
+        (False, 1)
+    """
     dense = dense_batch(batch, device, predictor.encoder.max_hops)
     optimizer.zero_grad()
     loss = predictor.loss(batch, predictor(dense))

@@ -30,8 +30,19 @@ __all__ = [
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside :obj:`path`, renamed over it when the block succeeds
-    (and removed when it fails), so readers never see a partial file."""
+    r"""A temporary path beside :obj:`path`, renamed over it when the block succeeds
+    (and removed when it fails), so readers never see a partial file.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "table.csv"
+        >>> with atomic_path(target) as tmp:
+        ...     _ = tmp.write_text("a,b\n1,2\n")
+        ...     target.exists()  # not there until the block ends
+        False
+        >>> target.read_text()
+        'a,b\n1,2\n'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -100,8 +111,17 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one strict-JSON line with a single ``write`` call (a killed run leaves at
-    most one partial last line, which :func:`read_jsonl` ignores)."""
+    r"""Append one strict-JSON line with a single ``write`` call (a killed run leaves at
+    most one partial last line, which :func:`read_jsonl` ignores).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> log = pathlib.Path(tempfile.mkdtemp()) / "log.jsonl"
+        >>> append_jsonl(log, {"step": 1, "loss": 0.5})
+        >>> append_jsonl(log, {"step": 2, "loss": float("nan")})  # strict JSON: NaN is null
+        >>> log.read_text()
+        '{"step": 1, "loss": 0.5}\n{"step": 2, "loss": null}\n'
+    """
     line = (json.dumps(json_safe(record), allow_nan=False) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

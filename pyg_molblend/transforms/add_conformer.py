@@ -24,7 +24,19 @@ _ON_FAILURE = ("flag", "raise")
 
 class ConformerError(ValueError):
     """Raised by :class:`AddConformer` with ``on_failure="raise"`` when no conformer
-    can be embedded; the message names the SMILES."""
+    can be embedded; the message names the SMILES.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> class NeverEmbeds(AddConformer):  # stands in for a molecule RDKit cannot embed
+        ...     def embed(self, smiles, num_nodes):
+        ...         return None
+        >>> try:
+        ...     NeverEmbeds(on_failure="raise")(from_smiles("CCO"))
+        ... except ConformerError as error:
+        ...     print(error)
+        Conformer embedding failed or took longer than timeout=10 s for SMILES 'CCO'
+    """
 
 
 @functional_transform("add_conformer")
