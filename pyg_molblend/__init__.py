@@ -13,5 +13,16 @@ __all__ = [
     "constants",
     "data",
     "functional",
+    "predict",
     "transforms",
 ]
+
+
+def __getattr__(name: str):
+    # ``pyg_molblend.predict`` is :func:`pyg_molblend.training.inference.predict_smiles`,
+    # imported on first use (the training modules import this package's version).
+    if name == "predict":
+        from pyg_molblend.training.inference import predict_smiles
+
+        return predict_smiles
+    raise AttributeError(f"module 'pyg_molblend' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The ``pyg-molblend`` command line: ``finetune``, ``pretrain``, ``evaluate``, ``embed``.
+"""The ``pyg-molblend`` command line: ``finetune``, ``predict``, ``evaluate``, ``pretrain``,
+``embed``.
 
 Its Python interface is :func:`main` and :func:`build_parser`. Each subcommand is a module
 of this package with ``add_arguments(subparsers)`` (its options) and ``run(args)`` (the
@@ -22,7 +23,7 @@ __all__ = ["build_parser", "main"]
 
 #: The subcommands, each a module of this package with ``add_arguments(subparsers)`` and
 #: ``run(args)``.
-COMMANDS = ("finetune", "evaluate", "pretrain", "embed")
+COMMANDS = ("finetune", "predict", "evaluate", "pretrain", "embed")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ __all__ = [
     "device_type",
     "load_labelled",
     "make_split",
+    "positive_int",
     "rows_to_positions",
     "write_predictions",
 ]
@@ -63,6 +64,27 @@ def device_type(text: str) -> str:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"device {text!r}: no CUDA device is visible")
     return text
+
+
+def positive_int(text: str) -> int:
+    """An option that counts something: an integer of at least 1.
+
+    Examples:
+        >>> positive_int("3")
+        3
+        >>> try:
+        ...     positive_int("0")
+        ... except argparse.ArgumentTypeError as error:
+        ...     print(error)
+        must be at least 1, got 0
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -233,15 +255,22 @@ def make_split(
 
 
 def write_predictions(
-    path: str, dataset: SmilesTableDataset, index: np.ndarray, pred: np.ndarray, split: str
+    path: str,
+    dataset: SmilesTableDataset,
+    index: np.ndarray,
+    pred: np.ndarray,
+    split: str,
+    std: np.ndarray | None = None,
 ) -> None:
     """One line per molecule: its CSV data ``row`` (as ``--split-file`` counts rows), the
-    split, the SMILES, the targets (empty where missing) and the predictions."""
+    split, the SMILES, the targets (empty where missing), the predictions and, for an
+    ensemble or dropout samples, their standard deviations (``<task>_std``)."""
     names = dataset.target_names
     smiles, rows = dataset.smiles, dataset.source_rows
+    spread = [f"{n}_std" for n in names] if std is not None else []
     with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["row", "split", "smiles", *names, *[f"{n}_pred" for n in names]])
+        writer.writerow(["row", "split", "smiles", *names, *[f"{n}_pred" for n in names], *spread])
         for k, i in enumerate(index.tolist()):
             target = dataset[i].y.view(-1).tolist()
             writer.writerow(
@@ -251,6 +280,7 @@ def write_predictions(
                     smiles[i],
                     *["" if np.isnan(t) else t for t in target],
                     *[f"{p:.6g}" for p in pred[k]],
+                    *([f"{s:.6g}" for s in std[k]] if std is not None else []),
                 ]
             )
 

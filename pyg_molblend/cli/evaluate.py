@@ -14,13 +14,14 @@ from pyg_molblend.cli.common import (
     add_device_argument,
     load_labelled,
     make_split,
+    positive_int,
     rows_to_positions,
     write_predictions,
 )
-from pyg_molblend.training.checkpoint import data_fingerprint, load_predictor
-from pyg_molblend.training.finetune import evaluate
+from pyg_molblend.training.checkpoint import data_fingerprint
+from pyg_molblend.training.inference import UNCERTAINTY, ModelSet
 from pyg_molblend.training.io import check_writable, write_json
-from pyg_molblend.training.metrics import primary_metric
+from pyg_molblend.training.metrics import compute_metrics, primary_metric
 
 __all__ = ["add_arguments", "run"]
 
@@ -28,8 +29,21 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(subparsers: Any) -> None:
     ev = subparsers.add_parser("evaluate", help="evaluate a fine-tuned model.pt on a dataset")
     add_data_arguments(ev, evaluate=True)
-    ev.add_argument("--checkpoint", required=True, help="model.pt written by finetune")
-    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument(
+        "--checkpoint",
+        required=True,
+        help="model.pt written by finetune, or its output folder (an ensemble is averaged)",
+    )
+    ev.add_argument(
+        "--uncertainty",
+        choices=UNCERTAINTY,
+        help="add <task>_std columns to predictions.csv: the ensemble members' spread, or "
+        "Monte Carlo dropout",
+    )
+    ev.add_argument(
+        "--samples", type=positive_int, default=10, help="dropout samples per model (default: 10)"
+    )
+    ev.add_argument("--batch-size", type=positive_int, default=64)
     add_device_argument(ev)
     ev.add_argument("--out", default="runs/evaluate", help="output directory")
 
@@ -37,8 +51,9 @@ def add_arguments(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Score a fine-tuned model.pt; write metrics.json and predictions.csv."""
     out = check_writable(args.out)
-    predictor, meta = load_predictor(args.checkpoint)
-    predictor.to(args.device)
+    models = ModelSet(args.checkpoint, args.device)
+    models.check_uncertainty(args.uncertainty, args.samples)
+    meta = models.meta
     dataset, name = load_labelled(args, meta["mode"])
     if dataset.num_tasks != meta["num_tasks"] or dataset.task_type != meta["task_type"]:
         raise ValueError(
@@ -66,13 +81,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{name}: not the data {args.checkpoint!r} was fine-tuned on; scoring all "
             f"{len(dataset)} molecules (choose a split with --split)"
         )
-    results = {}
-    predictions = {}
+    results, predictions, spreads = {}, {}, {}
     for part, index in split.items():
         subset = dataset[torch.as_tensor(index, dtype=torch.long)]
-        results[part], predictions[part] = evaluate(
-            predictor, subset, args.batch_size, args.device, progress=True, desc=part
+        predictions[part], spreads[part] = models.predict(
+            subset, args.batch_size, args.uncertainty, args.samples, progress=True
         )
+        targets = np.concatenate([subset[i].y.view(1, -1).numpy() for i in range(len(subset))])
+        results[part] = compute_metrics(meta["task_type"], targets, predictions[part])
     metric = primary_metric(meta["task_type"])
     main = "test" if "test" in results else "all"
     metrics = {
@@ -89,12 +105,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "split": split_name,
         **{f"num_{part}": len(index) for part, index in split.items()},
         "checkpoint": args.checkpoint,
+        "ensemble_size": len(models),
+        "uncertainty": args.uncertainty,
         "skipped_invalid": len(dataset.skipped),
         "skipped_too_large": len(dataset.too_large),
         "version": __version__,
     }
     write_json(out / "metrics.json", metrics)
-    write_predictions(str(out / "predictions.csv"), dataset, split[main], predictions[main], main)
+    write_predictions(
+        str(out / "predictions.csv"),
+        dataset,
+        split[main],
+        predictions[main],
+        main,
+        std=spreads[main],
+    )
     print(
         f"{name}: {main} {metric} = {metrics['test']:.4f} ({split_name} split, "
         f"{len(split[main])} molecules); wrote {out}/metrics.json, predictions.csv"

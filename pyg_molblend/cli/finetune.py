@@ -15,6 +15,7 @@ from pyg_molblend.cli.common import (
     default_checkpoint,
     load_labelled,
     make_split,
+    positive_int,
     write_predictions,
 )
 from pyg_molblend.datasets.utils import num_without_pos
@@ -25,8 +26,9 @@ from pyg_molblend.training.checkpoint import (
     predictor_checkpoint,
     save_checkpoint,
 )
-from pyg_molblend.training.finetune import FinetuneConfig, finetune
+from pyg_molblend.training.finetune import FinetuneConfig, FinetuneResult, finetune, predict
 from pyg_molblend.training.io import check_writable, write_json
+from pyg_molblend.training.metrics import compute_metrics
 from pyg_molblend.training.utils import seed_everything
 
 __all__ = ["add_arguments", "run"]
@@ -59,49 +61,65 @@ def add_arguments(subparsers: Any) -> None:
     ft.add_argument("--lr", type=float, default=3e-4)
     ft.add_argument("--weight-decay", type=float, default=0.0)
     ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument(
+        "--ensemble-size",
+        type=positive_int,
+        default=1,
+        help="train N models (seeds --seed, --seed+1, ...) on the same split into "
+        "model_0.pt ... model_<N-1>.pt; metrics and predictions are the members' mean, with "
+        "their standard deviation as the uncertainty (default: 1, one model.pt)",
+    )
     add_device_argument(ft)
     ft.add_argument("--out", default="runs/finetune", help="output directory")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Fine-tune, select on valid, evaluate on test; write model.pt, metrics.json and
-    predictions.csv."""
+    """Fine-tune, select on valid, evaluate on test; write model.pt (or the ensemble's
+    model_<i>.pt), metrics.json and predictions.csv."""
     if args.from_scratch:
         args.checkpoint = None
     out = check_writable(args.out)
     seed_everything(args.seed)
-    device = args.device
     dataset, name = load_labelled(args, args.mode)
     split = make_split(dataset, args.split, args.seed, args.split_file)
-    if args.checkpoint:
-        encoder = load_encoder(args.checkpoint, activation_dropout=0.0, drop_path=0.0)
-    else:
-        encoder = MoleBlend.from_preset(args.preset, activation_dropout=0.0, drop_path=0.0)
-    predictor = MoleBlendPredictor(encoder, dataset.num_tasks, dataset.task_type, args.mode)
-    config = FinetuneConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        device=device,
-        num_workers=args.num_workers,
-    )
     subsets = {k: dataset[torch.as_tensor(v, dtype=torch.long)] for k, v in split.items()}
-    result = finetune(predictor, subsets["train"], subsets["valid"], subsets["test"], config)
+    size = args.ensemble_size
+    members = []
+    for member in range(size):
+        seed = args.seed + member
+        if member:  # member 0 is the single model of the same seed, bit for bit
+            seed_everything(seed)
+        predictor, result = _train_member(args, dataset, subsets, seed)
+        path = out / ("model.pt" if size == 1 else f"model_{member}.pt")
+        save_checkpoint(path, _checkpoint(args, predictor, dataset, name, split, seed))
+        members.append((predictor, result, seed))
+        if size > 1:
+            print(
+                f"member {member} (seed {seed}): valid {result.metric} = "
+                f"{result.valid[result.metric]:.4f}, test {result.metric} = "
+                f"{result.test[result.metric]:.4f}"
+            )
 
     failures = num_without_pos(dataset) if args.mode != "2d" else 0
+    result = members[0][1]
+    metric = result.metric
+    valid, test = result.valid, result.test
+    test_pred, test_std = result.test_predictions, None
+    assert test_pred is not None
+    if size > 1:
+        valid, _, _ = _ensemble(members, subsets["valid"], args)
+        test, test_pred, test_std = _ensemble(members, subsets["test"], args)
     metrics = {
         "dataset": name,
         "task": dataset.task_type,
-        "metric": result.metric,
-        "valid": result.valid[result.metric],
-        "test": result.test[result.metric],
-        "valid_metrics": result.valid,
-        "test_metrics": result.test,
+        "metric": metric,
+        "valid": valid[metric],
+        "test": test[metric],
+        "valid_metrics": valid,
+        "test_metrics": test,
         "epochs": args.epochs,
         "best_epoch": result.best_epoch,
-        "seconds": round(result.seconds, 2),
+        "seconds": round(sum(r.seconds for _, r, _ in members), 2),
         "seed": args.seed,
         "mode": args.mode,
         "split": "file" if args.split_file else args.split,
@@ -115,29 +133,90 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "history": result.history,
         "version": __version__,
     }
-    checkpoint = predictor_checkpoint(
+    if size > 1:
+        metrics["ensemble_size"] = size
+        metrics["members"] = [
+            {
+                "file": f"model_{i}.pt",
+                "seed": seed,
+                "valid": r.valid[metric],
+                "test": r.test[metric],
+                "best_epoch": r.best_epoch,
+                "valid_metrics": r.valid,
+                "test_metrics": r.test,
+                "history": r.history,
+            }
+            for i, (_, r, seed) in enumerate(members)
+        ]
+        del metrics["best_epoch"], metrics["history"]  # per member
+    write_json(out / "metrics.json", metrics)
+    write_predictions(
+        str(out / "predictions.csv"), dataset, split["test"], test_pred, "test", std=test_std
+    )
+    if failures:
+        print(f"{failures} molecules had no conformer and were encoded in 2D")
+    what = "model.pt" if size == 1 else f"model_0.pt ... model_{size - 1}.pt"
+    print(
+        f"{name}: valid {metric} = {metrics['valid']:.4f}, test {metric} = "
+        f"{metrics['test']:.4f} ({'ensemble of ' + str(size) + ', ' if size > 1 else ''}"
+        f"best epoch {result.best_epoch}, {metrics['seconds']:.0f} s); wrote "
+        f"{out}/metrics.json, {what}, predictions.csv"
+    )
+    return metrics
+
+
+def _train_member(
+    args: argparse.Namespace, dataset: Any, subsets: dict[str, Any], seed: int
+) -> tuple[MoleBlendPredictor, FinetuneResult]:
+    if args.checkpoint:
+        encoder = load_encoder(args.checkpoint, activation_dropout=0.0, drop_path=0.0)
+    else:
+        encoder = MoleBlend.from_preset(args.preset, activation_dropout=0.0, drop_path=0.0)
+    predictor = MoleBlendPredictor(encoder, dataset.num_tasks, dataset.task_type, args.mode)
+    config = FinetuneConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=seed,
+        device=args.device,
+        num_workers=args.num_workers,
+    )
+    result = finetune(predictor, subsets["train"], subsets["valid"], subsets["test"], config)
+    return predictor, result
+
+
+def _checkpoint(
+    args: argparse.Namespace,
+    predictor: MoleBlendPredictor,
+    dataset: Any,
+    name: str,
+    split: dict[str, np.ndarray],
+    seed: int,
+) -> dict[str, Any]:
+    return predictor_checkpoint(
         predictor,
         target_names=dataset.target_names,
         dataset=name,
         split="file" if args.split_file else args.split,
-        seed=args.seed,
+        seed=seed,
         pretrained_from=args.checkpoint,
         # The split as CSV data rows, with the data it applies to, so that ``evaluate``
         # scores exactly the molecules fine-tuning held out.
         split_rows={k: np.asarray(dataset.source_rows)[v].tolist() for k, v in split.items()},
         data_fingerprint=data_fingerprint(dataset),
     )
-    save_checkpoint(out / "model.pt", checkpoint)
-    write_json(out / "metrics.json", metrics)
-    assert result.test_predictions is not None
-    write_predictions(
-        str(out / "predictions.csv"), dataset, split["test"], result.test_predictions, "test"
-    )
-    if failures:
-        print(f"{failures} molecules had no conformer and were encoded in 2D")
-    print(
-        f"{name}: valid {result.metric} = {metrics['valid']:.4f}, "
-        f"test {result.metric} = {metrics['test']:.4f} (best epoch {result.best_epoch}, "
-        f"{metrics['seconds']:.0f} s); wrote {out}/metrics.json, model.pt, predictions.csv"
-    )
-    return metrics
+
+
+def _ensemble(
+    members: list[tuple[MoleBlendPredictor, FinetuneResult, int]],
+    subset: Any,
+    args: argparse.Namespace,
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Metrics of the members' mean prediction on :obj:`subset`, the mean and the
+    members' standard deviation."""
+    runs = np.stack([predict(p, subset, args.batch_size, args.device) for p, _, _ in members])
+    mean = runs.mean(axis=0)
+    task_type = members[0][0].task_type
+    targets = np.concatenate([subset[i].y.view(1, -1).numpy() for i in range(len(subset))])
+    return compute_metrics(task_type, targets, mean), mean, runs.std(axis=0)

@@ -7,7 +7,7 @@ import gzip
 import lzma
 import os
 import os.path as osp
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +49,23 @@ def read_csv_table(path: str | os.PathLike, sep: str = ",") -> pd.DataFrame:
             the header's, of a duplicated column name, or of malformed CSV; or if the
             file has no header.
     """
+    return next(iter_csv_table(path, sep, chunk_size=None))
+
+
+def iter_csv_table(
+    path: str | os.PathLike, sep: str = ",", chunk_size: int | None = 10_000
+) -> Iterator[pd.DataFrame]:
+    r""":func:`read_csv_table` in pieces of :obj:`chunk_size` rows (all rows at once for
+    :obj:`None`), so that a file of millions of rows is read in bounded memory. A file
+    with a header and no rows gives one empty table (with the header's columns).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "library.csv"
+        >>> _ = path.write_text("id,smiles\n\nm1,CCO\nm2,CCN\nm3,CCC\n")
+        >>> [chunk.index.tolist() for chunk in iter_csv_table(path, chunk_size=2)]  # lines
+        [[3, 4], [5]]
+    """
     import pandas as pd
 
     path = os.fspath(path)
@@ -56,6 +73,12 @@ def read_csv_table(path: str | os.PathLike, sep: str = ",") -> pd.DataFrame:
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
+    emitted = False
+
+    def table() -> pd.DataFrame:
+        assert header is not None
+        return pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=object)
+
     with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter=sep)
         line = 1
@@ -77,11 +100,15 @@ def read_csv_table(path: str | os.PathLike, sep: str = ",") -> pd.DataFrame:
                 else:
                     rows.append(fields)
                     lines.append(start)
+                    if chunk_size is not None and len(rows) == chunk_size:
+                        yield table()
+                        rows, lines, emitted = [], [], True
         except csv.Error as error:
             raise ValueError(f"{path}, line {reader.line_num}: malformed CSV ({error})") from error
     if header is None:
         raise ValueError(f"{path} is empty: it has no header line")
-    return pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=object)
+    if rows or not emitted:
+        yield table()
 
 
 def parse_targets(

@@ -287,7 +287,18 @@ def load_predictor(path: str | os.PathLike) -> tuple[MoleBlendPredictor, dict[st
         >>> meta["num_tasks"], meta["dataset"], loaded.task_type
         (2, 'mine', 'regression')
     """
-    payload = load_checkpoint(path, kind="predictor")
+    payload = load_checkpoint(path)
+    if payload.get("kind") == "pretrain":
+        raise CheckpointError(
+            f"{str(path)!r} is a pretraining checkpoint: an encoder without a task head. "
+            "Fine-tune it first (pyg-molblend finetune --checkpoint ...) and use the model.pt "
+            "that writes"
+        )
+    if payload.get("kind") != "predictor":
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} holds a {payload.get('kind')!r} model, expected "
+            "'predictor' (a model.pt written by pyg-molblend finetune)"
+        )
     meta = payload["predictor"]
     predictor = MoleBlendPredictor(
         load_encoder(path), meta["num_tasks"], meta["task_type"], meta["mode"]

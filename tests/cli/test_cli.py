@@ -99,7 +99,7 @@ def test_finetune_regression_random_split_3d(tmp_path):
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["metric"] == "rmse" and metrics["test"] > 0
-    assert set(metrics["test_metrics"]) == {"rmse", "mae"}
+    assert set(metrics["test_metrics"]) == {"rmse", "mae", "r2"}
     assert metrics["mode"] == "2d+3d" and metrics["conformer_failures"] == 0
 
 

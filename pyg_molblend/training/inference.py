@@ -1,0 +1,585 @@
+"""Predictions on new molecules from fine-tuned models: one ``model.pt``, an ensemble
+folder, or Monte Carlo dropout on one model; SMILES lists in memory or files streamed in
+chunks."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from tqdm.auto import tqdm
+
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS
+from pyg_molblend.data.featurize import from_smiles
+from pyg_molblend.datasets.utils import shorten
+from pyg_molblend.models import MoleBlendPredictor
+from pyg_molblend.training.checkpoint import (
+    PRETRAINED_NAME,
+    CheckpointError,
+    load_predictor,
+    resolve_checkpoint,
+)
+from pyg_molblend.training.finetune import map_batches
+from pyg_molblend.training.io import atomic_path
+from pyg_molblend.transforms import AddConformer, AddShortestPath
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "STATUSES",
+    "UNCERTAINTY",
+    "ModelSet",
+    "ensemble_files",
+    "iter_smiles_table",
+    "predict_file",
+    "predict_smiles",
+]
+
+#: Ways to estimate the uncertainty of a prediction: the members' spread, or dropout
+#: kept on at inference (Monte Carlo dropout, Gal & Ghahramani, 2016).
+UNCERTAINTY = ("ensemble", "dropout")
+
+#: Values of the ``status`` column: predicted, predicted from 2D relations because no
+#: conformer could be made (3D modes), or not predicted and why.
+STATUSES = ("ok", "ok_2d_fallback", "invalid_smiles", "too_many_atoms")
+
+#: RDKit seed of the conformers of 3D modes, as in fine-tuning (``cli.common``).
+CONFORMER_SEED = 0
+
+_MEMBER = re.compile(r"model_(\d+)\.pt$")
+
+
+def ensemble_files(path: str | os.PathLike) -> list[Path]:
+    """The model files of :obj:`path`: the file itself, or in a folder ``model.pt`` (one
+    model) or the members ``model_0.pt``, ``model_1.pt``, ... that ``finetune
+    --ensemble-size`` writes, in member order.
+
+    Raises:
+        CheckpointError: if the path does not exist or a folder holds no model.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in ("model_10.pt", "model_2.pt", "metrics.json"):
+        ...     _ = (folder / name).write_text("")
+        >>> [p.name for p in ensemble_files(folder)]
+        ['model_2.pt', 'model_10.pt']
+    """
+    if str(path) == PRETRAINED_NAME:  # refused later by load_predictor, with the reason
+        return [resolve_checkpoint(path)]
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise CheckpointError(f"Checkpoint not found: {str(path)!r}")
+    if (path / "model.pt").is_file():
+        return [path / "model.pt"]
+    members = [(int(m.group(1)), p) for p in path.iterdir() if (m := _MEMBER.fullmatch(p.name))]
+    if not members:
+        raise CheckpointError(
+            f"{str(path)!r} holds no model.pt and no ensemble members model_<i>.pt "
+            "(written by pyg-molblend finetune)"
+        )
+    return [p for _, p in sorted(members)]
+
+
+class ModelSet:
+    r"""The fine-tuned model, or the members of an ensemble, behind one checkpoint path,
+    ready to predict with or without an uncertainty.
+
+    With several members the prediction is the members' mean and its uncertainty their
+    standard deviation (population, ``ddof=0``) per task. With :obj:`"dropout"` each
+    member predicts :obj:`samples` times with its dropout on (attention and head
+    dropout, at the rates it was fine-tuned with) and the samples of all members are
+    pooled the same way. Random draws come from a generator seeded with :obj:`seed`, so
+    the same call gives the same numbers; the global RNG is left as it was.
+
+    Args:
+        path (str or Path): a ``model.pt`` or a folder (see :func:`ensemble_files`).
+        device (str, optional): where to run. (default: :obj:`"cpu"`)
+
+    Raises:
+        CheckpointError: for a file that is not a fine-tuned model (a pretraining
+            checkpoint has no task head), another feature contract, or members that do
+            not predict the same tasks in the same mode.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> from pyg_molblend.data import from_smiles
+        >>> from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+        >>> from pyg_molblend.training.checkpoint import predictor_checkpoint, save_checkpoint
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> for member in range(2):
+        ...     _ = torch.manual_seed(member)
+        ...     predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), 1, "regression")
+        ...     save_checkpoint(folder / f"model_{member}.pt",
+        ...                     predictor_checkpoint(predictor, target_names=["logS"]))
+        >>> models = ModelSet(folder)
+        >>> graphs = [AddShortestPath()(from_smiles(s)) for s in ["CCO", "c1ccccc1"]]
+        >>> mean, std = models.predict(graphs, uncertainty="ensemble")
+        >>> len(models), models.target_names, mean.shape, bool((std > 0).all())
+        (2, ['logS'], (2, 1), True)
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
+        self.path = Path(path)
+        self.files = ensemble_files(path)
+        self.device = device
+        self.members: list[MoleBlendPredictor] = []
+        self.meta: dict[str, Any] = {}
+        for file in self.files:
+            predictor, meta = load_predictor(file)
+            if not self.members:
+                self.meta = meta
+            else:
+                key = ("num_tasks", "task_type", "mode", "target_names")
+                ours = {k: meta.get(k) for k in key}
+                first = {k: self.meta.get(k) for k in key}
+                if ours != first:
+                    raise CheckpointError(
+                        f"Ensemble member {str(file)!r} predicts {ours}, but "
+                        f"{str(self.files[0])!r} predicts {first}"
+                    )
+            self.members.append(predictor.to(device).eval())
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def task_type(self) -> str:
+        return self.meta["task_type"]
+
+    @property
+    def mode(self) -> str:
+        return self.meta["mode"]
+
+    @property
+    def num_tasks(self) -> int:
+        return self.meta["num_tasks"]
+
+    @property
+    def target_names(self) -> list[str]:
+        names = self.meta.get("target_names")
+        return list(names) if names else [f"task_{i}" for i in range(self.num_tasks)]
+
+    def check_uncertainty(self, uncertainty: str | None, samples: int = 10) -> None:
+        """Raises a :class:`ValueError` if :obj:`uncertainty` cannot be estimated here."""
+        if uncertainty is None:
+            return
+        if uncertainty not in UNCERTAINTY:
+            raise ValueError(f"uncertainty must be one of {UNCERTAINTY}, got {uncertainty!r}")
+        if uncertainty == "ensemble" and len(self) < 2:
+            raise ValueError(
+                f"uncertainty='ensemble' needs an ensemble, but {str(self.path)!r} holds one "
+                "model (fine-tune with --ensemble-size N, or use uncertainty='dropout')"
+            )
+        if uncertainty == "dropout":
+            if samples < 2:
+                raise ValueError(f"samples must be at least 2 for dropout, got {samples}")
+            if not any(_dropout_rates(m) for m in self.members):
+                raise ValueError(
+                    f"uncertainty='dropout' needs dropout, but {str(self.path)!r} has none"
+                )
+
+    def predict(
+        self,
+        graphs: Sequence[Data],
+        batch_size: int = 64,
+        uncertainty: str | None = None,
+        samples: int = 10,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions ``[len(graphs), num_tasks]`` (probabilities or values in target
+        units) and, with an :obj:`uncertainty`, their standard deviation (else
+        :obj:`None`). Graphs need the pair fields of
+        :class:`~pyg_molblend.transforms.AddShortestPath` (and ``pos`` in 3D modes)."""
+        self.check_uncertainty(uncertainty, samples)
+        if len(graphs) == 0:
+            empty = np.zeros((0, self.num_tasks), np.float32)
+            return empty, (empty.copy() if uncertainty else None)
+        runs = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for predictor in self.members:
+                draws = samples if uncertainty == "dropout" else 1
+                predictor.train(uncertainty == "dropout")
+                try:
+                    rows = map_batches(
+                        lambda dense, p=predictor, k=draws: torch.stack(
+                            [p.predict(dense) for _ in range(k)], dim=1
+                        ),
+                        graphs,
+                        batch_size,
+                        self.device,
+                        progress=progress,
+                        max_hops=predictor.encoder.max_hops,
+                    )
+                finally:
+                    predictor.eval()
+                assert rows is not None
+                runs.append(rows.float())
+        stacked = torch.cat(runs, dim=1).numpy()  # [N, members * draws, T]
+        mean = stacked.mean(axis=1)
+        return mean, (stacked.std(axis=1) if uncertainty else None)
+
+
+def _model_set(checkpoint: str | os.PathLike | ModelSet, device: str) -> ModelSet:
+    return checkpoint if isinstance(checkpoint, ModelSet) else ModelSet(checkpoint, device)
+
+
+def _dropout_rates(predictor: MoleBlendPredictor) -> list[float]:
+    rates = [float(getattr(m, "p", 0.0)) for m in predictor.modules() if hasattr(m, "p")]
+    rates += [float(getattr(m, "attn_dropout", 0.0)) for m in predictor.modules()]
+    return [r for r in rates if r > 0]
+
+
+def _prepare(
+    smiles: Sequence[str],
+    mode: str,
+    max_atoms: int | None,
+    skip_invalid: bool,
+    where: Sequence[str],
+    conformer: AddConformer | None,
+) -> tuple[list[Data], list[int], list[str]]:
+    """Graphs of the SMILES that can be predicted, their positions, and every row's
+    status."""
+    shortest = AddShortestPath()
+    graphs, kept, status = [], [], []
+    for i, text in enumerate(smiles):
+        try:
+            data = from_smiles(str(text).strip())
+        except ValueError as error:
+            if not skip_invalid:
+                raise ValueError(
+                    f"{where[i]}: {error}; pass --skip-invalid (skip_invalid=True) to predict "
+                    "the others"
+                ) from None
+            status.append("invalid_smiles")
+            continue
+        if max_atoms is not None and data.num_nodes > max_atoms:
+            if not skip_invalid:
+                raise ValueError(
+                    f"{where[i]}: molecule {shorten(str(text))!r} has {data.num_nodes} atoms, "
+                    f"above max_atoms={max_atoms}; pass --skip-invalid (skip_invalid=True) to "
+                    "predict the others"
+                )
+            status.append("too_many_atoms")
+            continue
+        data = shortest(data)
+        if conformer is not None:
+            with warnings.catch_warnings():  # counted by the caller, once
+                warnings.simplefilter("ignore")
+                data = conformer(data)
+        graphs.append(data)
+        kept.append(i)
+        status.append("ok" if conformer is None or bool(data.has_pos.all()) else "ok_2d_fallback")
+    return graphs, kept, status
+
+
+def _prediction_frame(
+    models: ModelSet,
+    smiles: Sequence[str],
+    where: Sequence[str],
+    taken: set[str],
+    *,
+    batch_size: int,
+    uncertainty: str | None,
+    samples: int,
+    seed: int,
+    max_atoms: int | None,
+    skip_invalid: bool,
+    conformer: AddConformer | None,
+) -> tuple[pd.DataFrame, list[str]]:
+    import pandas as pd
+
+    graphs, kept, status = _prepare(smiles, models.mode, max_atoms, skip_invalid, where, conformer)
+    mean, std = models.predict(graphs, batch_size, uncertainty, samples, seed)
+    columns: dict[str, Any] = {}
+    for t, name in enumerate(models.target_names):
+        column = name if name not in taken else f"{name}_pred"
+        values = np.full(len(smiles), np.nan)
+        values[kept] = mean[:, t]
+        columns[column] = values
+        if std is not None:
+            spread = np.full(len(smiles), np.nan)
+            spread[kept] = std[:, t]
+            columns[f"{column}_std"] = spread
+    columns["status" if "status" not in taken else "prediction_status"] = status
+    return pd.DataFrame(columns), status
+
+
+def predict_smiles(
+    smiles: Sequence[str],
+    checkpoint: str | os.PathLike | ModelSet,
+    *,
+    uncertainty: str | None = None,
+    samples: int = 10,
+    batch_size: int = 64,
+    device: str = "cpu",
+    skip_invalid: bool = False,
+    max_atoms: int | None = DEFAULT_MAX_ATOMS,
+    seed: int = 0,
+) -> pd.DataFrame:
+    r"""Predictions for SMILES from a fine-tuned model or an ensemble folder, as a
+    :class:`pandas.DataFrame` (also exported as :func:`pyg_molblend.predict`).
+
+    One row per SMILES, in order: ``smiles``, a column per task named after the task
+    (probabilities for classification, target units for regression), with an
+    :obj:`uncertainty` a ``<task>_std`` column beside each, and ``status`` (one of
+    :data:`STATUSES`). In 3D modes conformers are generated with RDKit; a molecule
+    without one is predicted from its 2D relations (``ok_2d_fallback``, counted in one
+    warning).
+
+    Args:
+        smiles (Sequence[str]): the molecules.
+        checkpoint (str or Path or ModelSet): a ``model.pt`` written by ``finetune`` or
+            its output folder (an ensemble's members are averaged), or models loaded
+            already (then :obj:`device` is theirs).
+        uncertainty (str, optional): :obj:`None`, :obj:`"ensemble"` or
+            :obj:`"dropout"` (see :class:`ModelSet`). (default: :obj:`None`)
+        samples (int, optional): dropout samples per member. (default: :obj:`10`)
+        batch_size (int, optional): molecules per batch. (default: :obj:`64`)
+        device (str, optional): where to run. (default: :obj:`"cpu"`)
+        skip_invalid (bool, optional): give an invalid SMILES, or a molecule above
+            :obj:`max_atoms` heavy atoms, an empty prediction and its status instead of
+            raising. (default: :obj:`False`)
+        max_atoms (int, optional): largest molecule accepted.
+            (default: :data:`~pyg_molblend.constants.DEFAULT_MAX_ATOMS`)
+        seed (int, optional): seed of the dropout samples. (default: :obj:`0`)
+
+    Raises:
+        ValueError: naming the row of the first invalid or too large molecule (unless
+            :obj:`skip_invalid`), or for an uncertainty the model cannot give.
+        CheckpointError: for a checkpoint that is not a fine-tuned model.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+        >>> from pyg_molblend.training.checkpoint import predictor_checkpoint, save_checkpoint
+        >>> predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), 1)
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.pt"
+        >>> save_checkpoint(path, predictor_checkpoint(predictor, target_names=["active"]))
+        >>> table = predict_smiles(["CCO", "C1CC"], path, skip_invalid=True)
+        >>> list(table.columns), table["status"].tolist(), bool(table["active"].isna()[1])
+        (['smiles', 'active', 'status'], ['ok', 'invalid_smiles'], True)
+    """
+    import pandas as pd
+
+    models = _model_set(checkpoint, device)
+    models.check_uncertainty(uncertainty, samples)
+    smiles = [str(s) for s in smiles]
+    conformer = AddConformer(seed=CONFORMER_SEED) if models.mode != "2d" else None
+    frame, status = _prediction_frame(
+        models,
+        smiles,
+        [f"row {i}" for i in range(len(smiles))],
+        {"smiles"},
+        batch_size=batch_size,
+        uncertainty=uncertainty,
+        samples=samples,
+        seed=seed,
+        max_atoms=max_atoms,
+        skip_invalid=skip_invalid,
+        conformer=conformer,
+    )
+    _warn_fallbacks(status.count("ok_2d_fallback"))
+    return pd.concat([pd.DataFrame({"smiles": smiles}), frame], axis=1)
+
+
+def _warn_fallbacks(fallbacks: int) -> None:
+    if fallbacks:
+        warnings.warn(
+            f"{fallbacks} molecules had no conformer and were predicted from their 2D "
+            "relations (status ok_2d_fallback)",
+            stacklevel=3,
+        )
+
+
+def iter_smiles_table(
+    path: str | os.PathLike, smiles_column: str | None = None, chunk_size: int = 10_000
+) -> Iterator[tuple[pd.DataFrame, str]]:
+    r"""The rows of a SMILES file in chunks of :obj:`chunk_size`, as string tables indexed
+    by the line a text editor shows, each with the name of its SMILES column.
+
+    A ``.csv``/``.tsv`` file (optionally compressed) keeps all its columns; the SMILES
+    column is :obj:`smiles_column`, or by default the one named ``smiles`` in any case.
+    Any other file (``.smi``, ``.txt``, optionally ``.gz``) holds a SMILES per line and,
+    after whitespace, an optional name (column ``name``); blank lines are skipped and a
+    first line reading ``smiles`` is a header.
+
+    Raises:
+        ValueError: naming the file if it does not exist, is empty, holds a header and
+            no molecules, or lacks the SMILES column.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "library.smi"
+        >>> _ = path.write_text("CCO ethanol\nc1ccccc1 benzene\n\nCN\n")
+        >>> for chunk, column in iter_smiles_table(path, chunk_size=2):
+        ...     print(chunk.index.tolist(), chunk[column].tolist(), chunk["name"].tolist())
+        [1, 2] ['CCO', 'c1ccccc1'] ['ethanol', 'benzene']
+        [4] ['CN'] ['']
+    """
+    from pyg_molblend.datasets.csv_dataset import iter_csv_table
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"SMILES file not found: {path!r}")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"SMILES file {path!r} is empty")
+    stem = path[:-3] if path.endswith((".gz", ".xz")) else path
+    stem = stem[:-4] if stem.endswith(".bz2") else stem
+    if stem.endswith((".csv", ".tsv")):
+        chunks = iter_csv_table(path, "," if stem.endswith(".csv") else "\t", chunk_size)
+        column = None
+        rows = 0
+        for chunk in chunks:
+            if column is None:
+                column = _smiles_column(path, list(chunk.columns), smiles_column)
+            rows += len(chunk)
+            if len(chunk):
+                yield chunk, column
+        if rows == 0:
+            raise ValueError(f"SMILES file {path!r} has a header but no molecules")
+        return
+    yield from _iter_smi(path, chunk_size)
+
+
+def _smiles_column(path: str, columns: list[str], wanted: str | None) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"{path!r} has no column {wanted!r}; columns are {columns}")
+        return wanted
+    matches = [c for c in columns if c.strip().lower() == "smiles"]
+    if not matches:
+        raise ValueError(
+            f"{path!r} has no 'smiles' column (name it with --smiles-column); columns are {columns}"
+        )
+    return matches[0]
+
+
+def _iter_smi(path: str, chunk_size: int) -> Iterator[tuple[pd.DataFrame, str]]:
+    import gzip
+
+    import pandas as pd
+
+    def table(rows: list[tuple[str, str]], lines: list[int]) -> pd.DataFrame:
+        return pd.DataFrame(
+            rows, columns=["smiles", "name"], index=pd.Index(lines, name="line"), dtype=object
+        )
+
+    opener = gzip.open if path.endswith(".gz") else open
+    rows: list[tuple[str, str]] = []
+    lines: list[int] = []
+    total = 0
+    first = True
+    with opener(path, "rt") as f:
+        for number, line in enumerate(f, start=1):
+            fields = line.split(maxsplit=1)
+            if not fields:
+                continue
+            if first and fields[0].lower() == "smiles":
+                first = False
+                continue
+            first = False
+            rows.append((fields[0], fields[1].strip() if len(fields) > 1 else ""))
+            lines.append(number)
+            if len(rows) == chunk_size:
+                total += len(rows)
+                yield table(rows, lines), "smiles"
+                rows, lines = [], []
+    if rows:
+        total += len(rows)
+        yield table(rows, lines), "smiles"
+    if total == 0:
+        raise ValueError(f"SMILES file {path!r} holds no molecules")
+
+
+def _count_lines(path: str) -> int | None:
+    """Lines of a plain-text file, for the progress bar (an upper bound on its rows)."""
+    if path.endswith((".gz", ".bz2", ".xz")):
+        return None
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def predict_file(
+    path: str | os.PathLike,
+    checkpoint: str | os.PathLike | ModelSet,
+    out: str | os.PathLike,
+    *,
+    smiles_column: str | None = None,
+    chunk_size: int = 10_000,
+    uncertainty: str | None = None,
+    samples: int = 10,
+    batch_size: int = 64,
+    device: str = "cpu",
+    skip_invalid: bool = False,
+    max_atoms: int | None = DEFAULT_MAX_ATOMS,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Streams a SMILES file (:func:`iter_smiles_table`) through :func:`predict_smiles`'s
+    columns into the CSV :obj:`out`, :obj:`chunk_size` rows at a time, so memory stays
+    bounded whatever the file's length; the output has one row per input row, in input
+    order, with the input's columns first, and appears only when complete.
+
+    Prediction columns are named after the tasks (``<task>_pred`` where the input
+    already has a column of that name). Messages name the file and line.
+
+    Returns:
+        The number of rows per status.
+    """
+    import pandas as pd
+
+    models = _model_set(checkpoint, device)
+    models.check_uncertainty(uncertainty, samples)
+    conformer = AddConformer(seed=CONFORMER_SEED) if models.mode != "2d" else None
+    counts = dict.fromkeys(STATUSES, 0)
+    lines = _count_lines(os.fspath(path))
+    bar = tqdm(total=lines, desc="predict", unit="mol", disable=not progress)
+    try:
+        with atomic_path(out) as tmp:
+            with open(tmp, "w", newline="") as f:
+                first = True
+                for chunk, column in iter_smiles_table(path, smiles_column, chunk_size):
+                    frame, status = _prediction_frame(
+                        models,
+                        chunk[column].tolist(),
+                        [f"{os.fspath(path)}, line {line}" for line in chunk.index],
+                        set(chunk.columns),
+                        batch_size=batch_size,
+                        uncertainty=uncertainty,
+                        samples=samples,
+                        seed=seed + int(chunk.index[0]),
+                        max_atoms=max_atoms,
+                        skip_invalid=skip_invalid,
+                        conformer=conformer,
+                    )
+                    table = pd.concat([chunk.reset_index(drop=True), frame], axis=1)
+                    table.to_csv(f, header=first, index=False, float_format="%.6g")
+                    first = False
+                    for value in status:
+                        counts[value] += 1
+                    bar.update(len(chunk))
+    finally:
+        bar.close()
+    _warn_fallbacks(counts["ok_2d_fallback"])
+    skipped = counts["invalid_smiles"] + counts["too_many_atoms"]
+    if skipped:
+        warnings.warn(
+            f"{skipped} molecules of {os.fspath(path)!r} were not predicted "
+            f"({counts['invalid_smiles']} invalid SMILES, {counts['too_many_atoms']} above "
+            f"max_atoms={max_atoms}); their status column says which",
+            stacklevel=2,
+        )
+    return counts
