@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import os.path as osp
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,11 @@ __all__ = [
     "positive_int",
     "rows_to_positions",
     "write_predictions",
+    "write_split",
 ]
+
+#: Default train/valid/test fractions of a split rule.
+SPLIT_SIZES = (0.8, 0.1, 0.1)
 
 #: Conformers of the 3D fine-tuning modes use this RDKit seed, whatever ``--seed`` is, so
 #: every run of a dataset shares one cached copy.
@@ -131,10 +137,18 @@ def add_data_arguments(parser: argparse.ArgumentParser, evaluate: bool = False) 
             help="split type (default: scaffold)",
         )
     group.add_argument(
+        "--split-sizes",
+        type=float,
+        nargs=3,
+        default=list(SPLIT_SIZES),
+        metavar=("TRAIN", "VALID", "TEST"),
+        help="fractions of the split rule, summing to 1 (default: 0.8 0.1 0.1)",
+    )
+    group.add_argument(
         "--split-file",
-        help="JSON file with 'train', 'valid', 'test' lists of CSV data rows (0-based, the "
-        "header not counted: the first molecule is 0); rows skipped as invalid are left out "
-        "and counted",
+        help="the split.csv a finetune run wrote (columns row,split), or a JSON file with "
+        "'train', 'valid', 'test' lists of CSV data rows (0-based, the header not counted: "
+        "the first molecule is 0); rows skipped as invalid are left out and counted",
     )
     group.add_argument(
         "--force-reload",
@@ -193,6 +207,8 @@ def _num_rows(dataset: SmilesTableDataset) -> int:
 
 
 def _read_split_file(path: str) -> dict[str, list[int]]:
+    if path.lower().endswith(".csv"):
+        return _read_split_csv(path)
     try:
         with open(path) as f:
             given = json.load(f)
@@ -209,6 +225,43 @@ def _read_split_file(path: str) -> dict[str, list[int]]:
         if not isinstance(given[name], list):
             raise ValueError(f"--split-file {path!r}: {name!r} must be a list of row numbers")
     return {name: given[name] for name in ("train", "valid", "test")}
+
+
+def _read_split_csv(path: str) -> dict[str, list[int]]:
+    """A ``row,split`` table (what :func:`write_split` writes) as rows per part."""
+    from pyg_molblend.datasets.csv_dataset import read_csv_table
+
+    if not osp.isfile(path):
+        raise ValueError(f"--split-file not found: {path!r}")
+    table = read_csv_table(path)
+    if not {"row", "split"} <= set(table.columns):
+        raise ValueError(
+            f"--split-file {path!r} needs columns 'row' and 'split'; it has {list(table.columns)}"
+        )
+    parts: dict[str, list[int]] = {"train": [], "valid": [], "test": []}
+    for line, row, part in zip(table.index, table["row"], table["split"], strict=True):
+        if part not in parts:
+            raise ValueError(
+                f"--split-file {path!r}, line {line}: split {part!r} is not train, valid or test"
+            )
+        try:
+            parts[part].append(int(row))
+        except ValueError:
+            raise ValueError(
+                f"--split-file {path!r}, line {line}: row {row!r} is not a row number"
+            ) from None
+    return parts
+
+
+def write_split(path: str | os.PathLike, dataset: SmilesTableDataset, split: dict) -> None:
+    """The split as ``row,split`` lines in row order: each molecule's CSV data row (as
+    ``--split-file`` counts rows) and its part; ``--split-file`` reads it back."""
+    rows = np.asarray(dataset.source_rows)
+    lines = sorted((int(rows[i]), part) for part, index in split.items() for i in index)
+    with atomic_write(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "split"])
+        writer.writerows(lines)
 
 
 def rows_to_positions(
@@ -238,17 +291,25 @@ def rows_to_positions(
 
 
 def make_split(
-    dataset: SmilesTableDataset, split: str, seed: int, split_file: str | None
+    dataset: SmilesTableDataset,
+    split: str,
+    seed: int,
+    split_file: str | None,
+    sizes: Sequence[float] = SPLIT_SIZES,
 ) -> dict[str, np.ndarray]:
-    """Train/valid/test positions into :obj:`dataset`."""
+    """Train/valid/test positions into :obj:`dataset`: from a split file, or by the rule
+    :obj:`split` with the fractions :obj:`sizes`."""
     if split_file:
         return rows_to_positions(
             dataset, _read_split_file(split_file), f"--split-file {split_file!r}"
         )
-    if split == "scaffold":
-        parts = scaffold_split(dataset.smiles)
-    else:
-        parts = random_split(len(dataset), seed=seed)
+    try:
+        if split == "scaffold":
+            parts = scaffold_split(dataset.smiles, *sizes)
+        else:
+            parts = random_split(len(dataset), *sizes, seed=seed)
+    except ValueError as error:
+        raise ValueError(f"--split-sizes {' '.join(map(str, sizes))}: {error}") from None
     return {
         name: part.numpy() for name, part in zip(("train", "valid", "test"), parts, strict=True)
     }

@@ -64,11 +64,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     split_name = args.split
     if args.split_file:
         split_name = "file"
-        split = make_split(dataset, "scaffold", meta["seed"], args.split_file)
+        split = make_split(dataset, "scaffold", meta["seed"], args.split_file, args.split_sizes)
     elif args.split == "all":
         split = {"all": everything}
     elif args.split is not None:
-        split = make_split(dataset, args.split, meta["seed"], None)
+        split = make_split(dataset, args.split, meta["seed"], None, args.split_sizes)
     elif meta.get("data_fingerprint") == data_fingerprint(dataset):
         split_name = "finetune"
         split = rows_to_positions(

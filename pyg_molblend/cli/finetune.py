@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from pyg_molblend.cli.common import (
     make_split,
     positive_int,
     write_predictions,
+    write_split,
 )
 from pyg_molblend.datasets.utils import num_without_pos
 from pyg_molblend.models import PRESETS, MoleBlend, MoleBlendPredictor
@@ -29,6 +31,12 @@ from pyg_molblend.training.checkpoint import (
 from pyg_molblend.training.finetune import FinetuneConfig, FinetuneResult, finetune, predict
 from pyg_molblend.training.io import check_writable, write_json
 from pyg_molblend.training.metrics import compute_metrics
+from pyg_molblend.training.plots import (
+    have_matplotlib,
+    plot_learning_curve,
+    plot_parity,
+    plot_roc,
+)
 from pyg_molblend.training.utils import seed_everything
 
 __all__ = ["add_arguments", "run"]
@@ -81,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = check_writable(args.out)
     seed_everything(args.seed)
     dataset, name = load_labelled(args, args.mode)
-    split = make_split(dataset, args.split, args.seed, args.split_file)
+    split = make_split(dataset, args.split, args.seed, args.split_file, args.split_sizes)
     subsets = {k: dataset[torch.as_tensor(v, dtype=torch.long)] for k, v in split.items()}
     size = args.ensemble_size
     members = []
@@ -132,6 +140,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "conformer_failures": failures,
         "history": result.history,
         "version": __version__,
+        # Every option of the run, as given (a --config file's values included), so that a
+        # run can be repeated and runs compared.
+        "settings": {k: v for k, v in vars(args).items() if k != "command"},
     }
     if size > 1:
         metrics["ensemble_size"] = size
@@ -153,6 +164,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     write_predictions(
         str(out / "predictions.csv"), dataset, split["test"], test_pred, "test", std=test_std
     )
+    write_split(out / "split.csv", dataset, split)
+    plots = _plots(out, result, dataset, split["test"], test_pred)
     if failures:
         print(f"{failures} molecules had no conformer and were encoded in 2D")
     what = "model.pt" if size == 1 else f"model_0.pt ... model_{size - 1}.pt"
@@ -160,9 +173,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{name}: valid {metric} = {metrics['valid']:.4f}, test {metric} = "
         f"{metrics['test']:.4f} ({'ensemble of ' + str(size) + ', ' if size > 1 else ''}"
         f"best epoch {result.best_epoch}, {metrics['seconds']:.0f} s); wrote "
-        f"{out}/metrics.json, {what}, predictions.csv"
+        f"{out}/metrics.json, {what}, predictions.csv, split.csv{plots}"
     )
     return metrics
+
+
+def _plots(
+    out: Path, result: FinetuneResult, dataset: Any, test: np.ndarray, pred: np.ndarray
+) -> str:
+    """Draw the learning curve (of the first member) and the test parity plot or ROC
+    curves; returns the files' names for the closing line, or says why there are none."""
+    if not have_matplotlib():
+        print("matplotlib is not installed, so no plots were drawn (pip install matplotlib)")
+        return ""
+    plot_learning_curve(result.history, result.metric, out / "learning_curve.png")
+    targets = np.concatenate([dataset[int(i)].y.view(1, -1).numpy() for i in test])
+    if dataset.task_type == "regression":
+        plot_parity(targets, pred, dataset.target_names, out / "parity.png")
+        return ", learning_curve.png, parity.png"
+    plot_roc(targets, pred, dataset.target_names, out / "roc.png")
+    return ", learning_curve.png, roc.png"
 
 
 def _train_member(
