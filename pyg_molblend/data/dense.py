@@ -44,6 +44,9 @@ class DenseMolBatch:
         dist: ``[B, N, N]`` Euclidean distances in Angstrom, same conventions as :attr:`pos`.
         batch: ``[num_atoms]`` graph id of every atom of the sparse batch (for scattering
             dense atom states back with ``out[mask]``).
+        descriptors: ``[B, D]`` per-molecule features carried over from the sparse batch's
+            ``descriptors`` (see :class:`~pyg_molblend.transforms.AddDescriptors`), or
+            :obj:`None` when it has none.
 
     Examples:
         >>> from torch_geometric.data import Batch
@@ -63,6 +66,7 @@ class DenseMolBatch:
     pos: Tensor | None
     dist: Tensor | None
     batch: Tensor
+    descriptors: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -201,6 +205,7 @@ def to_dense(
         pos=pos_dense,
         dist=dist_dense,
         batch=node_batch,
+        descriptors=getattr(batch, "descriptors", None),
     )
 
 

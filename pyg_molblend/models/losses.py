@@ -199,18 +199,29 @@ def denoise_loss(eps_hat: Tensor, noise: Tensor, atoms: Tensor) -> Tensor | None
     return (1.0 - F.cosine_similarity(eps_hat[atoms], noise[atoms], dim=-1)).mean()
 
 
-def masked_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
+def masked_bce_loss(logits: Tensor, target: Tensor, pos_weight: Tensor | None = None) -> Tensor:
     """Binary cross-entropy averaged over the labels that are present (NaN = missing);
     0 when none is. No host synchronisation: the mask weights the terms.
+
+    Args:
+        logits (Tensor): ``[B, T]`` raw outputs.
+        target (Tensor): ``[B, T]`` labels 0 or 1, NaN where missing.
+        pos_weight (Tensor, optional): ``[T]`` weight of the positive term of each task,
+            as :class:`torch.nn.BCEWithLogitsLoss`'s (``n_negative / n_positive`` balances
+            the classes); the mean is still over the present labels. :obj:`None` leaves
+            the loss unweighted. (default: :obj:`None`)
 
     Examples:
         >>> target = torch.tensor([[1.0, float("nan")]])  # the second label is missing
         >>> masked_bce_loss(torch.zeros(1, 2), target).item() == torch.log(torch.tensor(2.0)).item()
         True
+        >>> weighted = masked_bce_loss(torch.zeros(1, 2), target, torch.tensor([3.0, 1.0]))
+        >>> round(weighted.item(), 4) == round(3 * torch.log(torch.tensor(2.0)).item(), 4)
+        True
     """
     valid = ~torch.isnan(target)
     loss = F.binary_cross_entropy_with_logits(
-        logits, torch.where(valid, target, 0.0), reduction="none"
+        logits, torch.where(valid, target, 0.0), reduction="none", pos_weight=pos_weight
     )
     return torch.where(valid, loss, 0.0).sum() / valid.sum().clamp(min=1)
 

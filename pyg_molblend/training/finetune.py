@@ -19,7 +19,13 @@ from tqdm.auto import tqdm
 from pyg_molblend.constants import DEFAULT_MAX_HOPS
 from pyg_molblend.data import DenseMolBatch, SizeBucketBatchSampler
 from pyg_molblend.models import MoleBlendPredictor
-from pyg_molblend.training.metrics import compute_metrics, higher_is_better, primary_metric
+from pyg_molblend.training.metrics import (
+    METRICS,
+    check_metric,
+    compute_metrics,
+    higher_is_better,
+    primary_metric,
+)
 from pyg_molblend.training.utils import (
     FiniteGuard,
     dense_batch,
@@ -44,6 +50,33 @@ class FinetuneConfig:
     """Optimisation settings (reference defaults: Adam, clip 5, warm-up of
     ``ceil(epochs / 10)`` epochs, then cosine decay).
 
+    Attributes:
+        freeze_encoder (bool): train the head only: the encoder's parameters get no
+            gradient and are left out of the optimizer, so they end bit-identical. The
+            encoder still runs in training mode (its dropout is active, as in full
+            fine-tuning). (default: :obj:`False`)
+        unfreeze_after (int, optional): staged unfreezing: the encoder is frozen (as with
+            :obj:`freeze_encoder`) for the first :obj:`unfreeze_after` epochs and trained
+            from the next one on, in a second parameter group of the same optimizer, whose
+            AdamW moments start at the unfreezing (frozen weights take no step and no
+            weight decay). Between 1 and ``epochs - 1``; not with :obj:`freeze_encoder`.
+            (default: :obj:`None`)
+        class_weights (str, optional): ``"balanced"`` weights the positive labels of each
+            classification task by ``n_negative / n_positive`` of the training set's
+            present labels
+            (:meth:`~pyg_molblend.models.MoleBlendPredictor.fit_class_weights`);
+            :obj:`None` leaves the predictor's ``pos_weight`` as it is (unweighted unless
+            set). (default: :obj:`None`)
+        patience (int, optional): early stopping: stop after :obj:`patience` consecutive
+            epochs without a better validation :obj:`metric` (an undefined, NaN, score is
+            not better). With :obj:`unfreeze_after`, only epochs after the unfreezing
+            count. :obj:`None` runs every epoch. (default: :obj:`None`)
+        metric (str, optional): the validation metric that selects the epoch and drives
+            :obj:`patience`, one of
+            :data:`~pyg_molblend.training.metrics.METRICS` for the task type; :obj:`None`
+            is :func:`~pyg_molblend.training.metrics.primary_metric` (ROC-AUC or RMSE).
+            (default: :obj:`None`)
+
     Examples:
         >>> config = FinetuneConfig(epochs=10, lr=3e-4)
         >>> config.batch_size, config.clip_norm
@@ -53,6 +86,12 @@ class FinetuneConfig:
         ... except ValueError as error:
         ...     print(error)
         epochs must be positive, got 0
+        >>> config = FinetuneConfig(epochs=10, unfreeze_after=2, patience=3, metric="pr_auc")
+        >>> try:
+        ...     FinetuneConfig(epochs=3, unfreeze_after=3)
+        ... except ValueError as error:
+        ...     print(error)
+        unfreeze_after must be an integer from 1 to epochs - 1 = 2, got 3
     """
 
     epochs: int = 30
@@ -65,6 +104,11 @@ class FinetuneConfig:
     device: str = "cpu"
     num_workers: int = 0
     progress: bool = True
+    freeze_encoder: bool = False
+    unfreeze_after: int | None = None
+    class_weights: str | None = None
+    patience: int | None = None
+    metric: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -73,6 +117,32 @@ class FinetuneConfig:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not isinstance(self.freeze_encoder, bool):
+            raise ValueError(f"freeze_encoder must be True or False, got {self.freeze_encoder!r}")
+        if self.unfreeze_after is not None:
+            if not _is_int(self.unfreeze_after) or not 1 <= self.unfreeze_after < self.epochs:
+                raise ValueError(
+                    f"unfreeze_after must be an integer from 1 to epochs - 1 = "
+                    f"{self.epochs - 1}, got {self.unfreeze_after!r}"
+                )
+            if self.freeze_encoder:
+                raise ValueError(
+                    f"freeze_encoder=True keeps the encoder frozen for the whole run, "
+                    f"unfreeze_after={self.unfreeze_after} unfreezes it; give one of them"
+                )
+        if self.class_weights not in (None, "balanced"):
+            raise ValueError(
+                f"class_weights must be None or 'balanced', got {self.class_weights!r}"
+            )
+        if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
+            raise ValueError(f"patience must be a positive integer or None, got {self.patience!r}")
+        known = sorted({name for names in METRICS.values() for name in names})
+        if self.metric is not None and self.metric not in known:
+            raise ValueError(f"Unknown metric {self.metric!r} (known: {', '.join(known)})")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -88,8 +158,20 @@ class FinetuneResult:
         >>> predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), 1, "regression")
         >>> config = FinetuneConfig(epochs=2, batch_size=2, progress=False)
         >>> result = finetune(predictor, data[:4], data[4:], data[4:], config)
-        >>> result.metric, sorted(result.test), len(result.history)
-        ('rmse', ['mae', 'rmse'], 2)
+        >>> result.metric, sorted(result.test), len(result.history), result.epochs_run
+        ('rmse', ['mae', 'r2', 'rmse'], 2, 2)
+
+    Attributes:
+        metric (str): the validation metric that selected :attr:`best_epoch`.
+        valid, test (dict[str, float]): every metric of the selected model.
+        best_epoch (int): the selected epoch (1-based).
+        seconds (float): wall time of the run.
+        history (list[dict[str, float]]): one entry per epoch run: ``epoch``, the mean
+            training ``loss`` and the validation metrics.
+        test_predictions (np.ndarray, optional): the selected model's test predictions.
+        epochs_run (int): epochs trained, fewer than ``config.epochs`` after an early
+            stop (:attr:`FinetuneConfig.patience`); :obj:`None` given means
+            ``len(history)``.
     """
 
     metric: str
@@ -99,6 +181,11 @@ class FinetuneResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     test_predictions: np.ndarray | None = None
+    epochs_run: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs_run is None:
+            self.epochs_run = len(self.history)
 
 
 @torch.no_grad()
@@ -168,6 +255,22 @@ def _targets(dataset: Dataset | Sequence, num_tasks: int) -> np.ndarray:
     return torch.cat([dataset[i].y.view(1, -1) for i in range(len(dataset))]).numpy()
 
 
+def _descriptors(dataset: Dataset | Sequence, num_descriptors: int) -> torch.Tensor:
+    """``[len(dataset), D]`` descriptors of the training graphs, for the standardisation."""
+    rows = []
+    for i in range(len(dataset)):
+        value = getattr(dataset[i], "descriptors", None)
+        if value is None or value.numel() != num_descriptors:
+            got = None if value is None else list(value.shape)
+            raise ValueError(
+                f"The predictor uses {num_descriptors} descriptors per molecule but training "
+                f"molecule {i} has descriptors {got}; add them with "
+                "pyg_molblend.transforms.AddDescriptors"
+            )
+        rows.append(value.view(1, -1).float())
+    return torch.cat(rows)
+
+
 def evaluate(
     predictor: MoleBlendPredictor,
     dataset: Dataset | Sequence,
@@ -232,6 +335,18 @@ def finetune(
     """Train on :obj:`train_set`, select the epoch on :obj:`valid_set` only, and evaluate
     the selected model once on :obj:`test_set`.
 
+    Fitted on the training set before the first step: the regression standardisation
+    (:meth:`~pyg_molblend.models.MoleBlendPredictor.fit_targets`), the descriptor
+    standardisation of a predictor with descriptors (``fit_descriptors``; every graph
+    needs ``descriptors``) and, with ``class_weights="balanced"``, the class weights
+    (``fit_class_weights``). :class:`FinetuneConfig` also sets encoder freezing, early
+    stopping and the selection metric; the encoder's ``requires_grad`` flags are
+    restored when it returns.
+
+    Raises:
+        ValueError: for empty train or valid sets, a metric or class weights that do not
+            fit the task type, or missing descriptors.
+
     Examples:
         >>> from pyg_molblend.data import from_smiles
         >>> from pyg_molblend.models import MoleBlend, MoleBlendPredictor
@@ -248,11 +363,26 @@ def finetune(
         raise ValueError(
             f"Need non-empty train and valid sets, got {len(train_set)} and {len(valid_set)}"
         )
+    task_type = predictor.task_type
+    if config.metric is None:
+        metric = primary_metric(task_type)
+    else:
+        metric = check_metric(task_type, config.metric)
+    if config.class_weights is not None and task_type != "classification":
+        raise ValueError(
+            f"class_weights={config.class_weights!r} weights classification labels, but the "
+            f"predictor does {task_type}"
+        )
     start = time.perf_counter()
     seed_everything(config.seed)
     device = config.device
     predictor.to(device)
-    predictor.fit_targets(torch.from_numpy(_targets(train_set, predictor.num_tasks)))
+    train_targets = torch.from_numpy(_targets(train_set, predictor.num_tasks))
+    predictor.fit_targets(train_targets)
+    if config.class_weights == "balanced":
+        predictor.fit_class_weights(train_targets)
+    if predictor.num_descriptors > 0:
+        predictor.fit_descriptors(_descriptors(train_set, predictor.num_descriptors))
     sampler = SizeBucketBatchSampler(train_set, config.batch_size, seed=config.seed)
     loader = DataLoader(
         train_set,
@@ -263,7 +393,18 @@ def finetune(
         # otherwise, which would shift the dropout masks.
         generator=torch.Generator(),
     )
-    optimizer = make_optimizer(predictor.parameters(), config.lr, config.weight_decay)
+    encoder_params = list(predictor.encoder.parameters())
+    encoder_grad = [p.requires_grad for p in encoder_params]
+    if config.freeze_encoder or config.unfreeze_after is not None:
+        in_encoder = {id(p) for p in encoder_params}
+        groups = [{"params": [p for p in predictor.parameters() if id(p) not in in_encoder]}]
+        if config.unfreeze_after is not None:  # no grad while frozen: AdamW skips them
+            groups.append({"params": encoder_params})
+        optimizer = make_optimizer(groups, config.lr, config.weight_decay)  # type: ignore[arg-type]
+        for param in encoder_params:
+            param.requires_grad_(False)
+    else:
+        optimizer = make_optimizer(predictor.parameters(), config.lr, config.weight_decay)
     guard = FiniteGuard(optimizer, device)
     warmup = config.warmup_epochs
     warmup = math.ceil(config.epochs / 10) if warmup is None else warmup
@@ -271,13 +412,17 @@ def finetune(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(warmup * len(loader), total)
     )
-    metric = primary_metric(predictor.task_type)
     better = higher_is_better(metric)
     best_score, best_epoch, best_state = None, 0, None
+    stale = 0  # epochs since the score last improved to a defined value
     history = []
     bar = tqdm(range(1, config.epochs + 1), desc="finetune", disable=not config.progress)
     try:
         for epoch in bar:
+            if config.unfreeze_after is not None and epoch == config.unfreeze_after + 1:
+                for param, grad in zip(encoder_params, encoder_grad, strict=True):
+                    param.requires_grad_(grad)
+                stale = 0
             sampler.set_epoch(epoch)
             predictor.train()
             total_loss = torch.zeros((), device=device)
@@ -317,9 +462,15 @@ def finetune(
             if improved:
                 best_score, best_epoch = score, epoch
                 best_state = copy.deepcopy(predictor.state_dict())
+            stale = 0 if improved and not math.isnan(score) else stale + 1
             bar.set_postfix(loss=f"{mean_loss:.4f}", **{f"valid_{metric}": f"{score:.4f}"})
+            frozen = config.unfreeze_after is not None and epoch <= config.unfreeze_after
+            if config.patience is not None and not frozen and stale >= config.patience:
+                break
     finally:  # the error message, if any, starts on its own line
         bar.close()
+        for param, grad in zip(encoder_params, encoder_grad, strict=True):
+            param.requires_grad_(grad)
     assert best_state is not None
     predictor.load_state_dict(best_state)
     valid_metrics, _ = evaluate(predictor, valid_set, config.batch_size, device)
@@ -332,4 +483,5 @@ def finetune(
         seconds=time.perf_counter() - start,
         history=history,
         test_predictions=test_pred,
+        epochs_run=len(history),
     )
