@@ -23,7 +23,7 @@ __all__ = ["build_parser", "main"]
 
 #: The subcommands, each a module of this package with ``add_arguments(subparsers)`` and
 #: ``run(args)``.
-COMMANDS = ("finetune", "predict", "evaluate", "pretrain", "embed")
+COMMANDS = ("finetune", "predict", "evaluate", "hpopt", "pretrain", "embed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> code, stderr.getvalue().splitlines()[0]
         (2, "pyg-molblend embed: error: Checkpoint file not found: 'no/such.pt'")
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        try:
+            options = config_options(_subparser(parser, args.command), args.config)
+        except ValueError as error:
+            print(f"pyg-molblend {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        # The file's values come first, so options given on the command line win.
+        args = parser.parse_args([argv[0], *options, *argv[1:]])
 
     def format_warning(message, category, filename, lineno, line=None):
         # One line in the command's voice, not a source location inside a library.
@@ -70,6 +80,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     finally:
         warnings.formatwarning = default_format
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    raise KeyError(command)
+
+
+def config_options(parser: argparse.ArgumentParser, path: str) -> list[str]:
+    """The options a ``--config`` JSON file stands for, as command-line words: each key is
+    an option's name (``batch_size`` or ``batch-size``), each value its value (``true``
+    for a flag; a list for an option of several values), so that every value is checked
+    as if it had been typed.
+
+    Raises:
+        ValueError: naming the file and the key that is not an option of the command.
+
+    Examples:
+        >>> import json, tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "best_config.json"
+        >>> _ = path.write_text(json.dumps({"lr": 1e-4, "batch_size": 16}))
+        >>> finetune = _subparser(build_parser(), "finetune")
+        >>> config_options(finetune, str(path))
+        ['--lr', '0.0001', '--batch-size', '16']
+    """
+    import json
+
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--config not found: {path!r}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"--config {path!r} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"--config {path!r} must hold an object of option names and values")
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    words: list[str] = []
+    for key, value in config.items():
+        action = actions.get(str(key).replace("-", "_"))
+        if action is None or action.dest in ("config", "help"):
+            raise ValueError(
+                f"--config {path!r}: {key!r} is not an option of this command; options are "
+                f"{sorted(k for k in actions if k not in ('config', 'help'))}"
+            )
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise ValueError(f"--config {path!r}: {key!r} must be true or false")
+            words += [flag] if value else []
+        elif value is None:
+            continue
+        elif isinstance(value, list):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return words
 
 
 def _run(args: argparse.Namespace) -> int:

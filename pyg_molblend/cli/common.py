@@ -23,15 +23,22 @@ from pyg_molblend.datasets import CSVDataset, MoleculeNet, default_dataset
 from pyg_molblend.datasets.csv_dataset import SmilesTableDataset
 from pyg_molblend.training.checkpoint import PRETRAINED_NAME, CheckpointError
 from pyg_molblend.training.io import atomic_write
-from pyg_molblend.transforms import AddConformer, AddShortestPath
+from pyg_molblend.transforms import (
+    AddConformer,
+    AddDescriptors,
+    AddShortestPath,
+    read_descriptors,
+)
 
 __all__ = [
     "add_data_arguments",
     "add_device_argument",
+    "attach_descriptors",
     "default_checkpoint",
     "device_type",
     "load_labelled",
     "make_split",
+    "num_descriptors",
     "positive_int",
     "rows_to_positions",
     "write_predictions",
@@ -199,6 +206,59 @@ def load_labelled(args: argparse.Namespace, mode: str) -> tuple[SmilesTableDatas
             return MoleculeNet(args.root, args.dataset, **common), args.dataset.lower()
         common["skip_invalid"] = True  # the shipped BBBP has 11 SMILES RDKit rejects
         return default_dataset(args.root, **common), "bbbp"
+
+
+def attach_descriptors(
+    dataset: SmilesTableDataset, path: str | None, expected: int | None = None
+) -> int:
+    """Give every graph of :obj:`dataset` the descriptors of its data row from the file
+    :obj:`path` (as the dataset's transform :class:`~pyg_molblend.transforms.AddDescriptors`);
+    returns their number, 0 without a file.
+
+    Every row the dataset uses is checked now, so that a bad value fails before training.
+    :obj:`expected` (a model's ``num_descriptors``) must match when given.
+
+    Raises:
+        ValueError: naming the file for a row count other than the data file's, a NaN or
+            infinite value in a row the dataset uses, or a count other than
+            :obj:`expected` (or for a model that needs descriptors when no file is given).
+    """
+    if path is None:
+        if expected:
+            raise ValueError(
+                f"The model was fine-tuned with {expected} descriptors per molecule; pass "
+                "them with --descriptors FILE (one row per data row)"
+            )
+        return 0
+    table = read_descriptors(path)
+    rows = _num_rows(dataset)
+    if table.shape[0] != rows:
+        raise ValueError(
+            f"Descriptor file {path!r} has {table.shape[0]} rows, but the data file has "
+            f"{rows} data rows; it needs one row per data row, in the same order"
+        )
+    if expected is not None and table.shape[1] != expected:
+        raise ValueError(
+            f"Descriptor file {path!r} has {table.shape[1]} columns, but the model was "
+            f"fine-tuned with {expected} descriptors per molecule"
+        )
+    used = table[np.asarray(dataset.source_rows, dtype=np.int64)]
+    bad = ~np.isfinite(used)
+    if bad.any():
+        k, column = map(int, np.argwhere(bad)[0])
+        raise ValueError(
+            f"Descriptor file {path!r}: column {column} of data row {dataset.source_rows[k]} "
+            f"({dataset.smiles[k]!r}) is {used[k, column]}; descriptors must be finite"
+        )
+    dataset.transform = AddDescriptors(table)
+    return table.shape[1]
+
+
+def num_descriptors(dataset: Any) -> int:
+    """Descriptors per molecule that :func:`attach_descriptors` gave :obj:`dataset` (or a
+    subset of it), else 0."""
+    transform = getattr(dataset, "transform", None)
+    return transform.num_descriptors if isinstance(transform, AddDescriptors) else 0
 
 
 def _num_rows(dataset: SmilesTableDataset) -> int:

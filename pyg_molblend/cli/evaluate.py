@@ -12,6 +12,7 @@ from pyg_molblend import __version__
 from pyg_molblend.cli.common import (
     add_data_arguments,
     add_device_argument,
+    attach_descriptors,
     load_labelled,
     make_split,
     positive_int,
@@ -19,6 +20,7 @@ from pyg_molblend.cli.common import (
     write_predictions,
 )
 from pyg_molblend.training.checkpoint import data_fingerprint
+from pyg_molblend.training.finetune import stack_targets
 from pyg_molblend.training.inference import UNCERTAINTY, ModelSet
 from pyg_molblend.training.io import check_writable, write_json
 from pyg_molblend.training.metrics import compute_metrics, primary_metric
@@ -43,6 +45,12 @@ def add_arguments(subparsers: Any) -> None:
     ev.add_argument(
         "--samples", type=positive_int, default=10, help="dropout samples per model (default: 10)"
     )
+    ev.add_argument(
+        "--descriptors",
+        metavar="FILE",
+        help="the per-molecule descriptors of the data file, for a model fine-tuned with "
+        "--descriptors (one row per data row)",
+    )
     ev.add_argument("--batch-size", type=positive_int, default=64)
     add_device_argument(ev)
     ev.add_argument("--out", default="runs/evaluate", help="output directory")
@@ -55,6 +63,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models.check_uncertainty(args.uncertainty, args.samples)
     meta = models.meta
     dataset, name = load_labelled(args, meta["mode"])
+    attach_descriptors(dataset, args.descriptors, meta.get("num_descriptors", 0))
     if dataset.num_tasks != meta["num_tasks"] or dataset.task_type != meta["task_type"]:
         raise ValueError(
             f"Checkpoint {args.checkpoint!r} predicts {meta['num_tasks']} {meta['task_type']} "
@@ -87,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         predictions[part], spreads[part] = models.predict(
             subset, args.batch_size, args.uncertainty, args.samples, progress=True
         )
-        targets = np.concatenate([subset[i].y.view(1, -1).numpy() for i in range(len(subset))])
+        targets = stack_targets(subset, meta["num_tasks"])
         results[part] = compute_metrics(meta["task_type"], targets, predictions[part])
     metric = primary_metric(meta["task_type"])
     main = "test" if "test" in results else "all"

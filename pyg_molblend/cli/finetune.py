@@ -13,9 +13,11 @@ from pyg_molblend import __version__
 from pyg_molblend.cli.common import (
     add_data_arguments,
     add_device_argument,
+    attach_descriptors,
     default_checkpoint,
     load_labelled,
     make_split,
+    num_descriptors,
     positive_int,
     write_predictions,
     write_split,
@@ -28,9 +30,15 @@ from pyg_molblend.training.checkpoint import (
     predictor_checkpoint,
     save_checkpoint,
 )
-from pyg_molblend.training.finetune import FinetuneConfig, FinetuneResult, finetune, predict
+from pyg_molblend.training.finetune import (
+    FinetuneConfig,
+    FinetuneResult,
+    finetune,
+    predict,
+    stack_targets,
+)
 from pyg_molblend.training.io import check_writable, write_json
-from pyg_molblend.training.metrics import compute_metrics
+from pyg_molblend.training.metrics import METRICS, compute_metrics
 from pyg_molblend.training.plots import (
     have_matplotlib,
     plot_learning_curve,
@@ -39,36 +47,44 @@ from pyg_molblend.training.plots import (
 )
 from pyg_molblend.training.utils import seed_everything
 
-__all__ = ["add_arguments", "run"]
+__all__ = [
+    "add_arguments",
+    "add_control_arguments",
+    "add_model_arguments",
+    "run",
+    "train_member",
+]
 
 
 def add_arguments(subparsers: Any) -> None:
     ft = subparsers.add_parser("finetune", help="fine-tune and evaluate on a labelled dataset")
+    ft.add_argument(
+        "--config",
+        help="JSON file of option values (e.g. the best_config.json of hpopt); options given "
+        "on the command line win",
+    )
     add_data_arguments(ft)
-    ft.add_argument(
-        "--mode",
-        default="2d",
-        choices=("2d", "3d", "2d+3d"),
-        help="relations the model sees; 3D modes generate RDKit conformers",
-    )
-    ft.add_argument(
-        "--checkpoint",
-        default=default_checkpoint(),
-        help="pretrained weights: a checkpoint path or 'pretrained' "
-        "(default: the shipped weights if present, else from scratch)",
-    )
-    ft.add_argument("--from-scratch", action="store_true", help="ignore --checkpoint")
-    ft.add_argument(
-        "--preset",
-        default="small",
-        choices=sorted(PRESETS),
-        help="model size when training from scratch (default: small)",
-    )
-    ft.add_argument("--epochs", type=int, default=30)
-    ft.add_argument("--batch-size", type=int, default=32)
+    add_model_arguments(ft)
+    ft.add_argument("--epochs", type=positive_int, default=30)
+    ft.add_argument("--batch-size", type=positive_int, default=32)
     ft.add_argument("--lr", type=float, default=3e-4)
     ft.add_argument("--weight-decay", type=float, default=0.0)
+    ft.add_argument(
+        "--dropout", type=float, default=0.0, help="dropout before the task head (default: 0)"
+    )
+    ft.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="train the task head only; the pretrained encoder is left as it is",
+    )
+    ft.add_argument(
+        "--unfreeze-after",
+        type=positive_int,
+        metavar="EPOCHS",
+        help="staged unfreezing: train the head alone for EPOCHS epochs, then everything",
+    )
     ft.add_argument("--seed", type=int, default=0)
+    add_control_arguments(ft)
     ft.add_argument(
         "--ensemble-size",
         type=positive_int,
@@ -81,6 +97,60 @@ def add_arguments(subparsers: Any) -> None:
     ft.add_argument("--out", default="runs/finetune", help="output directory")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model's options (``--mode``, ``--checkpoint``, ``--from-scratch``,
+    ``--preset``), shared with ``hpopt``."""
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--mode",
+        default="2d",
+        choices=("2d", "3d", "2d+3d"),
+        help="relations the model sees; 3D modes generate RDKit conformers",
+    )
+    group.add_argument(
+        "--checkpoint",
+        default=default_checkpoint(),
+        help="pretrained weights: a checkpoint path or 'pretrained' "
+        "(default: the shipped weights if present, else from scratch)",
+    )
+    group.add_argument("--from-scratch", action="store_true", help="ignore --checkpoint")
+    group.add_argument(
+        "--preset",
+        default="small",
+        choices=sorted(PRESETS),
+        help="model size when training from scratch (default: small)",
+    )
+
+
+def add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    """Class weights, early stopping, the selection metric and descriptors, shared with
+    ``hpopt``."""
+    group = parser.add_argument_group("training controls")
+    group.add_argument(
+        "--class-weights",
+        choices=("balanced",),
+        help="weight each classification task's positives by n_negative / n_positive of "
+        "the training set",
+    )
+    group.add_argument(
+        "--patience",
+        type=positive_int,
+        help="stop after this many epochs without a better validation metric",
+    )
+    group.add_argument(
+        "--metric",
+        choices=sorted({m for names in METRICS.values() for m in names}),
+        help="validation metric that selects the epoch (default: roc_auc for "
+        "classification, rmse for regression)",
+    )
+    group.add_argument(
+        "--descriptors",
+        metavar="FILE",
+        help="extra per-molecule features (.csv with a header, .npy or .npz), one row per "
+        "data row of the input file, concatenated to the graph embedding",
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Fine-tune, select on valid, evaluate on test; write model.pt (or the ensemble's
     model_<i>.pt), metrics.json and predictions.csv."""
@@ -89,6 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = check_writable(args.out)
     seed_everything(args.seed)
     dataset, name = load_labelled(args, args.mode)
+    attach_descriptors(dataset, args.descriptors)
     split = make_split(dataset, args.split, args.seed, args.split_file, args.split_sizes)
     subsets = {k: dataset[torch.as_tensor(v, dtype=torch.long)] for k, v in split.items()}
     size = args.ensemble_size
@@ -97,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seed = args.seed + member
         if member:  # member 0 is the single model of the same seed, bit for bit
             seed_everything(seed)
-        predictor, result = _train_member(args, dataset, subsets, seed)
+        predictor, result = train_member(args, dataset, subsets, seed)
         path = out / ("model.pt" if size == 1 else f"model_{member}.pt")
         save_checkpoint(path, _checkpoint(args, predictor, dataset, name, split, seed))
         members.append((predictor, result, seed))
@@ -187,7 +258,7 @@ def _plots(
         print("matplotlib is not installed, so no plots were drawn (pip install matplotlib)")
         return ""
     plot_learning_curve(result.history, result.metric, out / "learning_curve.png")
-    targets = np.concatenate([dataset[int(i)].y.view(1, -1).numpy() for i in test])
+    targets = stack_targets(dataset[torch.as_tensor(test, dtype=torch.long)], dataset.num_tasks)
     if dataset.task_type == "regression":
         plot_parity(targets, pred, dataset.target_names, out / "parity.png")
         return ", learning_curve.png, parity.png"
@@ -195,14 +266,28 @@ def _plots(
     return ", learning_curve.png, roc.png"
 
 
-def _train_member(
-    args: argparse.Namespace, dataset: Any, subsets: dict[str, Any], seed: int
+def train_member(
+    args: argparse.Namespace,
+    dataset: Any,
+    subsets: dict[str, Any],
+    seed: int,
+    progress: bool = True,
 ) -> tuple[MoleBlendPredictor, FinetuneResult]:
+    """Fine-tune one model with the options of :obj:`args` on ``subsets["train"]``,
+    selected on ``subsets["valid"]`` and evaluated on ``subsets["test"]`` if there is
+    one (``hpopt`` gives none)."""
     if args.checkpoint:
         encoder = load_encoder(args.checkpoint, activation_dropout=0.0, drop_path=0.0)
     else:
         encoder = MoleBlend.from_preset(args.preset, activation_dropout=0.0, drop_path=0.0)
-    predictor = MoleBlendPredictor(encoder, dataset.num_tasks, dataset.task_type, args.mode)
+    predictor = MoleBlendPredictor(
+        encoder,
+        dataset.num_tasks,
+        dataset.task_type,
+        args.mode,
+        dropout=args.dropout,
+        num_descriptors=num_descriptors(dataset),
+    )
     config = FinetuneConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -211,8 +296,14 @@ def _train_member(
         seed=seed,
         device=args.device,
         num_workers=args.num_workers,
+        progress=progress,
+        freeze_encoder=args.freeze_encoder,
+        unfreeze_after=args.unfreeze_after,
+        class_weights=args.class_weights,
+        patience=args.patience,
+        metric=args.metric,
     )
-    result = finetune(predictor, subsets["train"], subsets["valid"], subsets["test"], config)
+    result = finetune(predictor, subsets["train"], subsets["valid"], subsets.get("test"), config)
     return predictor, result
 
 
@@ -248,5 +339,5 @@ def _ensemble(
     runs = np.stack([predict(p, subset, args.batch_size, args.device) for p, _, _ in members])
     mean = runs.mean(axis=0)
     task_type = members[0][0].task_type
-    targets = np.concatenate([subset[i].y.view(1, -1).numpy() for i in range(len(subset))])
+    targets = stack_targets(subset, members[0][0].num_tasks)
     return compute_metrics(task_type, targets, mean), mean, runs.std(axis=0)

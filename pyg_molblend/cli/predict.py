@@ -11,6 +11,7 @@ from pyg_molblend.cli.common import add_device_argument, positive_int
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.training.inference import UNCERTAINTY, ModelSet, predict_file
 from pyg_molblend.training.io import check_writable
+from pyg_molblend.transforms import read_descriptors
 
 __all__ = ["add_arguments", "run"]
 
@@ -58,6 +59,12 @@ def add_arguments(subparsers: Any) -> None:
         default=DEFAULT_MAX_ATOMS,
         help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
     )
+    pr.add_argument(
+        "--descriptors",
+        metavar="FILE",
+        help="per-molecule descriptors for a model fine-tuned with --descriptors: .csv with "
+        "a header, .npy or .npz, one row per molecule of --smiles, in order",
+    )
     pr.add_argument("--seed", type=int, default=0, help="seed of the dropout samples")
     add_device_argument(pr)
 
@@ -69,6 +76,8 @@ def run(args: argparse.Namespace) -> dict[str, int]:
     # A wrong checkpoint or uncertainty fails before any molecule is read.
     models = ModelSet(args.checkpoint, args.device)
     models.check_uncertainty(args.uncertainty, args.samples)
+    descriptors = read_descriptors(args.descriptors) if args.descriptors else None
+    models.check_descriptors(descriptors, None)
     counts = predict_file(
         args.smiles,
         models,
@@ -81,6 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
         skip_invalid=args.skip_invalid,
         max_atoms=args.max_atoms,
         seed=args.seed,
+        descriptors=descriptors,
     )
     total = sum(counts.values())
     predicted = counts["ok"] + counts["ok_2d_fallback"]

@@ -100,6 +100,7 @@ class MoleBlendPredictor(nn.Module):
         self.task_type = task_type
         self.mode = mode
         self.num_descriptors = num_descriptors
+        self.dropout = dropout
         self.head = nn.Sequential(
             Dropout(dropout),
             nn.Linear(channels + num_descriptors, channels),

@@ -268,6 +268,8 @@ def predictor_checkpoint(predictor: MoleBlendPredictor, **meta: Any) -> dict[str
             "num_tasks": predictor.num_tasks,
             "task_type": predictor.task_type,
             "mode": predictor.mode,
+            "num_descriptors": predictor.num_descriptors,
+            "dropout": predictor.dropout,
             **meta,
         },
     }
@@ -301,7 +303,12 @@ def load_predictor(path: str | os.PathLike) -> tuple[MoleBlendPredictor, dict[st
         )
     meta = payload["predictor"]
     predictor = MoleBlendPredictor(
-        load_encoder(path), meta["num_tasks"], meta["task_type"], meta["mode"]
+        load_encoder(path),
+        meta["num_tasks"],
+        meta["task_type"],
+        meta["mode"],
+        dropout=meta.get("dropout", 0.0),
+        num_descriptors=meta.get("num_descriptors", 0),
     )
     try:
         predictor.load_state_dict(payload["head_state"], strict=False)

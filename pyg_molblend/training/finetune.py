@@ -41,6 +41,7 @@ __all__ = [
     "finetune",
     "map_batches",
     "predict",
+    "stack_targets",
     "train_step",
 ]
 
@@ -163,12 +164,14 @@ class FinetuneResult:
 
     Attributes:
         metric (str): the validation metric that selected :attr:`best_epoch`.
-        valid, test (dict[str, float]): every metric of the selected model.
+        valid, test (dict[str, float]): every metric of the selected model (``test`` is
+            empty when no test set was given).
         best_epoch (int): the selected epoch (1-based).
         seconds (float): wall time of the run.
         history (list[dict[str, float]]): one entry per epoch run: ``epoch``, the mean
             training ``loss`` and the validation metrics.
-        test_predictions (np.ndarray, optional): the selected model's test predictions.
+        test_predictions (np.ndarray, optional): the selected model's test predictions
+            (:obj:`None` without a test set).
         epochs_run (int): epochs trained, fewer than ``config.epochs`` after an early
             stop (:attr:`FinetuneConfig.patience`); :obj:`None` given means
             ``len(history)``.
@@ -249,7 +252,16 @@ def predict(
     return rows.float().numpy()
 
 
-def _targets(dataset: Dataset | Sequence, num_tasks: int) -> np.ndarray:
+def stack_targets(dataset: Dataset | Sequence, num_tasks: int) -> np.ndarray:
+    """The targets ``[len(dataset), num_tasks]`` of a dataset's graphs (NaN where missing).
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> graphs = [from_smiles("CCO"), from_smiles("CCN")]
+        >>> graphs[0].y, graphs[1].y = torch.tensor([[1.0, 0.5]]), torch.tensor([[0.0, 2.0]])
+        >>> stack_targets(graphs, 2).tolist()
+        [[1.0, 0.5], [0.0, 2.0]]
+    """
     if len(dataset) == 0:
         return np.zeros((0, num_tasks), dtype=np.float32)
     return torch.cat([dataset[i].y.view(1, -1) for i in range(len(dataset))]).numpy()
@@ -281,7 +293,8 @@ def evaluate(
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics of :obj:`predictor` on :obj:`dataset`, and its predictions."""
     pred = predict(predictor, dataset, batch_size, device, progress, desc)
-    return compute_metrics(predictor.task_type, _targets(dataset, predictor.num_tasks), pred), pred
+    targets = stack_targets(dataset, predictor.num_tasks)
+    return compute_metrics(predictor.task_type, targets, pred), pred
 
 
 def train_step(
@@ -329,11 +342,12 @@ def finetune(
     predictor: MoleBlendPredictor,
     train_set: Dataset | Sequence,
     valid_set: Dataset | Sequence,
-    test_set: Dataset | Sequence,
+    test_set: Dataset | Sequence | None,
     config: FinetuneConfig,
 ) -> FinetuneResult:
     """Train on :obj:`train_set`, select the epoch on :obj:`valid_set` only, and evaluate
-    the selected model once on :obj:`test_set`.
+    the selected model once on :obj:`test_set` (:obj:`None`: not at all, as in a
+    hyperparameter search; ``result.test`` is then empty).
 
     Fitted on the training set before the first step: the regression standardisation
     (:meth:`~pyg_molblend.models.MoleBlendPredictor.fit_targets`), the descriptor
@@ -377,7 +391,7 @@ def finetune(
     seed_everything(config.seed)
     device = config.device
     predictor.to(device)
-    train_targets = torch.from_numpy(_targets(train_set, predictor.num_tasks))
+    train_targets = torch.from_numpy(stack_targets(train_set, predictor.num_tasks))
     predictor.fit_targets(train_targets)
     if config.class_weights == "balanced":
         predictor.fit_class_weights(train_targets)
@@ -474,7 +488,10 @@ def finetune(
     assert best_state is not None
     predictor.load_state_dict(best_state)
     valid_metrics, _ = evaluate(predictor, valid_set, config.batch_size, device)
-    test_metrics, test_pred = evaluate(predictor, test_set, config.batch_size, device)
+    test_metrics: dict[str, float] = {}
+    test_pred = None
+    if test_set is not None:
+        test_metrics, test_pred = evaluate(predictor, test_set, config.batch_size, device)
     return FinetuneResult(
         metric=metric,
         valid=valid_metrics,

@@ -140,7 +140,7 @@ class ModelSet:
             if not self.members:
                 self.meta = meta
             else:
-                key = ("num_tasks", "task_type", "mode", "target_names")
+                key = ("num_tasks", "task_type", "mode", "target_names", "num_descriptors")
                 ours = {k: meta.get(k) for k in key}
                 first = {k: self.meta.get(k) for k in key}
                 if ours != first:
@@ -164,6 +164,39 @@ class ModelSet:
     @property
     def num_tasks(self) -> int:
         return self.meta["num_tasks"]
+
+    @property
+    def num_descriptors(self) -> int:
+        """Descriptors per molecule the models take (0: none)."""
+        return int(self.meta.get("num_descriptors", 0))
+
+    def check_descriptors(self, descriptors: np.ndarray | None, rows: int | None) -> None:
+        """Raises a :class:`ValueError` unless :obj:`descriptors` is what the models take:
+        :obj:`None` for models without descriptors, else ``[rows, num_descriptors]``
+        (:obj:`rows` :obj:`None`: any number of rows)."""
+        if descriptors is None:
+            if self.num_descriptors:
+                raise ValueError(
+                    f"{str(self.path)!r} was fine-tuned with {self.num_descriptors} "
+                    "descriptors per molecule; give them (--descriptors FILE, one row per "
+                    "input row)"
+                )
+            return
+        if not self.num_descriptors:
+            raise ValueError(
+                f"{str(self.path)!r} was fine-tuned without descriptors; do not give any"
+            )
+        shape = list(np.shape(descriptors))
+        if len(shape) != 2 or shape[1] != self.num_descriptors:
+            raise ValueError(
+                f"{str(self.path)!r} takes {self.num_descriptors} descriptors per molecule, "
+                f"got descriptors of shape {shape}"
+            )
+        if rows is not None and shape[0] != rows:
+            raise ValueError(
+                f"Got descriptors for {shape[0]} molecules but {rows} molecules to predict; "
+                "they need one row per molecule, in the same order"
+            )
 
     @property
     def target_names(self) -> list[str]:
@@ -249,9 +282,10 @@ def _prepare(
     skip_invalid: bool,
     where: Sequence[str],
     conformer: AddConformer | None,
+    descriptors: np.ndarray | None = None,
 ) -> tuple[list[Data], list[int], list[str]]:
-    """Graphs of the SMILES that can be predicted, their positions, and every row's
-    status."""
+    """Graphs of the SMILES that can be predicted (with their row of
+    :obj:`descriptors`), their positions, and every row's status."""
     shortest = AddShortestPath()
     graphs, kept, status = [], [], []
     for i, text in enumerate(smiles):
@@ -275,6 +309,15 @@ def _prepare(
             status.append("too_many_atoms")
             continue
         data = shortest(data)
+        if descriptors is not None:
+            values = np.asarray(descriptors[i], dtype=np.float32)
+            if not np.isfinite(values).all():
+                column = int(np.flatnonzero(~np.isfinite(values))[0])
+                raise ValueError(
+                    f"{where[i]}: descriptor column {column} is {values[column]}; descriptors "
+                    "must be finite"
+                )
+            data.descriptors = torch.from_numpy(values).view(1, -1)
         if conformer is not None:
             with warnings.catch_warnings():  # counted by the caller, once
                 warnings.simplefilter("ignore")
@@ -298,10 +341,13 @@ def _prediction_frame(
     max_atoms: int | None,
     skip_invalid: bool,
     conformer: AddConformer | None,
+    descriptors: np.ndarray | None,
 ) -> tuple[pd.DataFrame, list[str]]:
     import pandas as pd
 
-    graphs, kept, status = _prepare(smiles, models.mode, max_atoms, skip_invalid, where, conformer)
+    graphs, kept, status = _prepare(
+        smiles, models.mode, max_atoms, skip_invalid, where, conformer, descriptors
+    )
     mean, std = models.predict(graphs, batch_size, uncertainty, samples, seed)
     columns: dict[str, Any] = {}
     for t, name in enumerate(models.target_names):
@@ -328,6 +374,7 @@ def predict_smiles(
     skip_invalid: bool = False,
     max_atoms: int | None = DEFAULT_MAX_ATOMS,
     seed: int = 0,
+    descriptors: np.ndarray | None = None,
 ) -> pd.DataFrame:
     r"""Predictions for SMILES from a fine-tuned model or an ensemble folder, as a
     :class:`pandas.DataFrame` (also exported as :func:`pyg_molblend.predict`).
@@ -355,10 +402,13 @@ def predict_smiles(
         max_atoms (int, optional): largest molecule accepted.
             (default: :data:`~pyg_molblend.constants.DEFAULT_MAX_ATOMS`)
         seed (int, optional): seed of the dropout samples. (default: :obj:`0`)
+        descriptors (np.ndarray, optional): ``[len(smiles), D]`` descriptors, for a model
+            fine-tuned with :obj:`D` descriptors per molecule. (default: :obj:`None`)
 
     Raises:
         ValueError: naming the row of the first invalid or too large molecule (unless
-            :obj:`skip_invalid`), or for an uncertainty the model cannot give.
+            :obj:`skip_invalid`), for an uncertainty the model cannot give, or for
+            descriptors the model does not take (see :meth:`ModelSet.check_descriptors`).
         CheckpointError: for a checkpoint that is not a fine-tuned model.
 
     Examples:
@@ -377,6 +427,7 @@ def predict_smiles(
     models = _model_set(checkpoint, device)
     models.check_uncertainty(uncertainty, samples)
     smiles = [str(s) for s in smiles]
+    models.check_descriptors(descriptors, len(smiles))
     conformer = AddConformer(seed=CONFORMER_SEED) if models.mode != "2d" else None
     frame, status = _prediction_frame(
         models,
@@ -390,6 +441,7 @@ def predict_smiles(
         max_atoms=max_atoms,
         skip_invalid=skip_invalid,
         conformer=conformer,
+        descriptors=descriptors,
     )
     _warn_fallbacks(status.count("ok_2d_fallback"))
     return pd.concat([pd.DataFrame({"smiles": smiles}), frame], axis=1)
@@ -504,6 +556,17 @@ def _iter_smi(path: str, chunk_size: int) -> Iterator[tuple[pd.DataFrame, str]]:
         raise ValueError(f"SMILES file {path!r} holds no molecules")
 
 
+def _check_descriptor_rows(
+    descriptors: np.ndarray, rows: int, path: str | os.PathLike, exact: bool = False
+) -> None:
+    if len(descriptors) < rows or (exact and len(descriptors) != rows):
+        raise ValueError(
+            f"The descriptors have {len(descriptors)} rows but {os.fspath(path)!r} has "
+            f"{'at least ' if not exact else ''}{rows} molecules; they need one row per "
+            "molecule, in the same order"
+        )
+
+
 def _count_lines(path: str) -> int | None:
     """Lines of a plain-text file, for the progress bar (an upper bound on its rows)."""
     if path.endswith((".gz", ".bz2", ".xz")):
@@ -527,6 +590,7 @@ def predict_file(
     max_atoms: int | None = DEFAULT_MAX_ATOMS,
     seed: int = 0,
     progress: bool = True,
+    descriptors: np.ndarray | None = None,
 ) -> dict[str, int]:
     """Streams a SMILES file (:func:`iter_smiles_table`) through :func:`predict_smiles`'s
     columns into the CSV :obj:`out`, :obj:`chunk_size` rows at a time, so memory stays
@@ -535,6 +599,8 @@ def predict_file(
 
     Prediction columns are named after the tasks (``<task>_pred`` where the input
     already has a column of that name). Messages name the file and line.
+    :obj:`descriptors` (``[rows, D]``, for a model with descriptors) has one row per data
+    row of the file, in order.
 
     Returns:
         The number of rows per status.
@@ -543,8 +609,10 @@ def predict_file(
 
     models = _model_set(checkpoint, device)
     models.check_uncertainty(uncertainty, samples)
+    models.check_descriptors(descriptors, None)
     conformer = AddConformer(seed=CONFORMER_SEED) if models.mode != "2d" else None
     counts = dict.fromkeys(STATUSES, 0)
+    done = 0  # data rows so far
     lines = _count_lines(os.fspath(path))
     bar = tqdm(total=lines, desc="predict", unit="mol", disable=not progress)
     try:
@@ -552,6 +620,10 @@ def predict_file(
             with open(tmp, "w", newline="") as f:
                 first = True
                 for chunk, column in iter_smiles_table(path, smiles_column, chunk_size):
+                    rows = None
+                    if descriptors is not None:
+                        rows = descriptors[done : done + len(chunk)]
+                        _check_descriptor_rows(descriptors, done + len(chunk), path)
                     frame, status = _prediction_frame(
                         models,
                         chunk[column].tolist(),
@@ -564,13 +636,17 @@ def predict_file(
                         max_atoms=max_atoms,
                         skip_invalid=skip_invalid,
                         conformer=conformer,
+                        descriptors=rows,
                     )
+                    done += len(chunk)
                     table = pd.concat([chunk.reset_index(drop=True), frame], axis=1)
                     table.to_csv(f, header=first, index=False, float_format="%.6g")
                     first = False
                     for value in status:
                         counts[value] += 1
                     bar.update(len(chunk))
+                if descriptors is not None and len(descriptors) != done:
+                    _check_descriptor_rows(descriptors, done, path, exact=True)
     finally:
         bar.close()
     _warn_fallbacks(counts["ok_2d_fallback"])
