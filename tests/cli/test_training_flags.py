@@ -199,74 +199,28 @@ def test_descriptors_end_to_end(tmp_path, capsys):
     test = pd.read_csv(out / "predictions.csv")
     smiles = tmp_path / "new.csv"
     test[["smiles"]].to_csv(smiles, index=False)
+    preds = tmp_path / "preds.csv"
+
+    def predict(*extra):
+        args = ["predict", "--checkpoint", str(out / "model.pt"), "--smiles", str(smiles)]
+        return main([*args, "--out", str(preds), *extra])
+
     rows = tmp_path / "rows.csv"
     table.iloc[test["row"]].to_csv(rows, index=False)
-    preds = tmp_path / "preds.csv"
-    code = main(
-        [
-            "predict",
-            "--checkpoint",
-            str(out / "model.pt"),
-            "--smiles",
-            str(smiles),
-            "--descriptors",
-            str(rows),
-            "--out",
-            str(preds),
-        ]
-    )
-    assert code == 0
+    assert predict("--descriptors", str(rows)) == 0
     np.testing.assert_allclose(pd.read_csv(preds)["logS"], test["logS_pred"], rtol=1e-5)
 
     zeros = tmp_path / "zeros.npy"
     np.save(zeros, np.zeros((len(test), 2)))
-    assert (
-        main(
-            [
-                "predict",
-                "--checkpoint",
-                str(out / "model.pt"),
-                "--smiles",
-                str(smiles),
-                "--descriptors",
-                str(zeros),
-                "--out",
-                str(tmp_path / "z.csv"),
-            ]
-        )
-        == 0
-    )
-    assert not np.allclose(pd.read_csv(tmp_path / "z.csv")["logS"], test["logS_pred"])
+    assert predict("--descriptors", str(zeros)) == 0
+    assert not np.allclose(pd.read_csv(preds)["logS"], test["logS_pred"])
 
     capsys.readouterr()
     np.save(zeros, np.zeros((len(test) - 1, 2)))
-    code = main(
-        [
-            "predict",
-            "--checkpoint",
-            str(out / "model.pt"),
-            "--smiles",
-            str(smiles),
-            "--descriptors",
-            str(zeros),
-            "--out",
-            str(tmp_path / "z.csv"),
-        ]
-    )
-    assert code == 2
+    assert predict("--descriptors", str(zeros)) == 2
     assert f"have {len(test) - 1} rows but" in capsys.readouterr().err
-    code = main(
-        [
-            "predict",
-            "--checkpoint",
-            str(out / "model.pt"),
-            "--smiles",
-            str(smiles),
-            "--out",
-            str(tmp_path / "z.csv"),
-        ]
-    )
-    assert code == 2 and "give them (--descriptors FILE" in capsys.readouterr().err
+    assert predict() == 2
+    assert "give them (--descriptors FILE" in capsys.readouterr().err
 
 
 def test_bad_descriptor_files_exit_2(tmp_path, capsys):
