@@ -106,15 +106,9 @@ def config_options(parser: argparse.ArgumentParser, path: str) -> list[str]:
         >>> config_options(finetune, str(path))
         ['--lr', '0.0001', '--batch-size', '16']
     """
-    import json
+    from pyg_molblend.cli.common import read_json
 
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"--config not found: {path!r}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"--config {path!r} is not valid JSON: {error}") from None
+    config = read_json(path, "--config")
     if not isinstance(config, dict):
         raise ValueError(f"--config {path!r} must hold an object of option names and values")
     actions = {a.dest: a for a in parser._actions if a.option_strings}

@@ -40,6 +40,7 @@ __all__ = [
     "make_split",
     "num_descriptors",
     "positive_int",
+    "read_json",
     "rows_to_positions",
     "write_predictions",
     "write_split",
@@ -208,39 +209,26 @@ def load_labelled(args: argparse.Namespace, mode: str) -> tuple[SmilesTableDatas
         return default_dataset(args.root, **common), "bbbp"
 
 
-def attach_descriptors(
-    dataset: SmilesTableDataset, path: str | None, expected: int | None = None
-) -> int:
+def attach_descriptors(dataset: SmilesTableDataset, path: str | None) -> np.ndarray | None:
     """Give every graph of :obj:`dataset` the descriptors of its data row from the file
     :obj:`path` (as the dataset's transform :class:`~pyg_molblend.transforms.AddDescriptors`);
-    returns their number, 0 without a file.
+    returns the table, :obj:`None` without a file (for a model's check,
+    :meth:`~pyg_molblend.training.inference.ModelSet.check_descriptors`).
 
     Every row the dataset uses is checked now, so that a bad value fails before training.
-    :obj:`expected` (a model's ``num_descriptors``) must match when given.
 
     Raises:
-        ValueError: naming the file for a row count other than the data file's, a NaN or
-            infinite value in a row the dataset uses, or a count other than
-            :obj:`expected` (or for a model that needs descriptors when no file is given).
+        ValueError: naming the file for a row count other than the data file's, or a NaN
+            or infinite value in a row the dataset uses.
     """
     if path is None:
-        if expected:
-            raise ValueError(
-                f"The model was fine-tuned with {expected} descriptors per molecule; pass "
-                "them with --descriptors FILE (one row per data row)"
-            )
-        return 0
+        return None
     table = read_descriptors(path)
     rows = _num_rows(dataset)
     if table.shape[0] != rows:
         raise ValueError(
             f"Descriptor file {path!r} has {table.shape[0]} rows, but the data file has "
             f"{rows} data rows; it needs one row per data row, in the same order"
-        )
-    if expected is not None and table.shape[1] != expected:
-        raise ValueError(
-            f"Descriptor file {path!r} has {table.shape[1]} columns, but the model was "
-            f"fine-tuned with {expected} descriptors per molecule"
         )
     used = table[np.asarray(dataset.source_rows, dtype=np.int64)]
     bad = ~np.isfinite(used)
@@ -251,7 +239,7 @@ def attach_descriptors(
             f"({dataset.smiles[k]!r}) is {used[k, column]}; descriptors must be finite"
         )
     dataset.transform = AddDescriptors(table)
-    return table.shape[1]
+    return table
 
 
 def num_descriptors(dataset: Any) -> int:
@@ -266,16 +254,25 @@ def _num_rows(dataset: SmilesTableDataset) -> int:
     return len(dataset) + len(dataset.skipped) + len(dataset.too_large) + len(dataset.unlabeled)
 
 
+def read_json(path: str, option: str) -> Any:
+    """The JSON value in the file :obj:`path` given as :obj:`option`.
+
+    Raises:
+        ValueError: naming :obj:`option` and the file when it is missing or not JSON.
+    """
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{option} not found: {path!r}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{option} {path!r} is not valid JSON: {error}") from None
+
+
 def _read_split_file(path: str) -> dict[str, list[int]]:
     if path.lower().endswith(".csv"):
         return _read_split_csv(path)
-    try:
-        with open(path) as f:
-            given = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"--split-file not found: {path!r}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"--split-file {path!r} is not valid JSON: {error}") from None
+    given = read_json(path, "--split-file")
     if not isinstance(given, dict):
         raise ValueError(f"--split-file {path!r} must hold an object with 'train', 'valid', 'test'")
     missing = {"train", "valid", "test"} - set(given)

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models.check_uncertainty(args.uncertainty, args.samples)
     meta = models.meta
     dataset, name = load_labelled(args, meta["mode"])
-    attach_descriptors(dataset, args.descriptors, meta.get("num_descriptors", 0))
+    models.check_descriptors(attach_descriptors(dataset, args.descriptors), None)
     if dataset.num_tasks != meta["num_tasks"] or dataset.task_type != meta["task_type"]:
         raise ValueError(
             f"Checkpoint {args.checkpoint!r} predicts {meta['num_tasks']} {meta['task_type']} "

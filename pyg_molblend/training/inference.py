@@ -645,7 +645,7 @@ def predict_file(
                     for value in status:
                         counts[value] += 1
                     bar.update(len(chunk))
-                if descriptors is not None and len(descriptors) != done:
+                if descriptors is not None:
                     _check_descriptor_rows(descriptors, done, path, exact=True)
     finally:
         bar.close()
