@@ -77,14 +77,23 @@ def test_predict_keeps_rows_columns_and_order_with_status(runs, library, tmp_pat
 
 def test_predict_output_does_not_depend_on_the_chunk_size(runs, library, tmp_path):
     single, _ = runs
-    texts = []
+    tables = []
     for chunk in ("1", "1000"):
         out = tmp_path / f"preds_{chunk}.csv"
         args = ["predict", "--checkpoint", str(single), "--smiles", str(library), "--out"]
         args += [str(out), "--skip-invalid", "--max-atoms", "30", "--chunk-size", chunk]
         assert main(args) == 0
-        texts.append(out.read_text())
-    assert texts[0] == texts[1]
+        tables.append(pd.read_csv(out, keep_default_na=False))
+    # Rows, order, ids and statuses exactly; the values to float32 rounding, since a chunk
+    # of one molecule pads its batch differently (the last digit follows the thread count).
+    one, many = tables
+    assert list(one.columns) == list(many.columns)
+    pd.testing.assert_frame_equal(one.drop(columns="logS"), many.drop(columns="logS"))
+    assert (one["logS"] == "").tolist() == (many["logS"] == "").tolist()
+    ok = one["logS"] != ""
+    np.testing.assert_allclose(
+        one.loc[ok, "logS"].astype(float), many.loc[ok, "logS"].astype(float), rtol=1e-5
+    )
 
 
 def test_predict_invalid_smiles_names_the_line_without_skip(runs, library, tmp_path, capsys):
