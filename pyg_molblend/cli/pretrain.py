@@ -13,9 +13,15 @@ import torch.distributed as dist
 import torch_geometric.transforms as T
 from torch_geometric.data import Dataset, InMemoryDataset
 
-from pyg_molblend.cli.common import add_device_argument
+from pyg_molblend.cli.common import add_device_argument, positive_int
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
-from pyg_molblend.datasets import QM9, SDFDataset, SmilesDataset, merge_datasets
+from pyg_molblend.datasets import (
+    QM9,
+    OnDiskMoleculeDataset,
+    SDFDataset,
+    SmilesDataset,
+    merge_datasets,
+)
 from pyg_molblend.datasets.utils import num_without_pos
 from pyg_molblend.models import PRESETS, MoleBlend
 from pyg_molblend.nn import ModalityBlend
@@ -112,6 +118,19 @@ def add_arguments(subparsers: Any) -> None:
     )
     pt.add_argument(
         "--force-reload", action="store_true", help="rebuild the processed corpus cache"
+    )
+    pt.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="hold the corpus in memory with its pair relations precomputed (small corpora) "
+        "instead of streaming it from an on-disk store whose pair relations are computed "
+        "per batch (the default; a killed preparation continues where it stopped)",
+    )
+    pt.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=4096,
+        help="molecules per shard of the on-disk store (default: 4096)",
     )
     pt.add_argument(
         "--num-workers",
@@ -215,6 +234,8 @@ def _corpus(args: argparse.Namespace, out: Path) -> tuple[Dataset, dict[str, int
             "for 2D-only pretraining on the same molecules use --mode 2d"
         )
     root = Path(args.root or out / "data")
+    if not args.in_memory:
+        return _on_disk(args, root)
     steps: list[Any] = [AddShortestPath()]
     if not args.no_conformers:
         steps.append(AddConformer(seed=0))  # leaves molecules that have 3D alone
@@ -239,7 +260,27 @@ def _corpus(args: argparse.Namespace, out: Path) -> tuple[Dataset, dict[str, int
     return merge_datasets(list(parts.values()), PRETRAIN_KEYS), sources
 
 
-def _qm9(args: argparse.Namespace) -> QM9:
+def _on_disk(args: argparse.Namespace, root: Path) -> tuple[Dataset, dict[str, int]]:
+    """The corpus as one on-disk store: SMILES files, SDF files, then QM9, in that order
+    (as the in-memory route merges them), pair relations computed per batch."""
+    dataset = OnDiskMoleculeDataset(
+        str(root),
+        smiles=args.smiles,
+        sdf=args.sdf,
+        graphs=None if args.qm9 is None else _qm9(args, pair_relations=False),
+        graphs_name="qm9",
+        pre_transform=None if args.no_conformers else AddConformer(seed=0),
+        force_reload=args.force_reload,
+        skip_invalid=args.skip_invalid,
+        max_molecules=args.max_molecules,
+        max_atoms=args.max_atoms,
+        num_workers=args.num_workers,
+        shard_size=args.shard_size,
+    )
+    return dataset, dataset.source_counts
+
+
+def _qm9(args: argparse.Namespace, pair_relations: bool = True) -> QM9:
     raw = Path(args.qm9) / "raw"
     if (raw / "gdb9.sdf").is_file():
         source = "sdf"
@@ -253,7 +294,7 @@ def _qm9(args: argparse.Namespace) -> QM9:
     return QM9(
         args.qm9,
         source=source,
-        pre_transform=AddShortestPath(),
+        pre_transform=AddShortestPath() if pair_relations else None,
         force_reload=args.force_reload,
         max_molecules=args.qm9_max_molecules,
         num_workers=args.num_workers,

@@ -16,13 +16,18 @@ def num_nodes_of(dataset: Dataset | Sequence) -> Tensor:
 
     For a PyG :class:`~torch_geometric.data.InMemoryDataset` (or a subset of one, such as
     ``dataset[index]``) the counts are read from its collated storage without building a
-    single :class:`~torch_geometric.data.Data`; any other sequence of graphs is walked.
+    single :class:`~torch_geometric.data.Data`; a dataset with a ``num_nodes_per_graph``
+    tensor (:class:`~pyg_molblend.datasets.OnDiskMoleculeDataset`) gives them itself; any
+    other sequence of graphs is walked.
 
     Examples:
         >>> from pyg_molblend.data import from_smiles
         >>> num_nodes_of([from_smiles("CCO"), from_smiles("c1ccccc1")]).tolist()
         [3, 6]
     """
+    counts = getattr(dataset, "num_nodes_per_graph", None)
+    if isinstance(counts, Tensor):  # an on-disk store keeps them in its index
+        return counts
     slices = getattr(dataset, "slices", None)
     if isinstance(slices, dict) and "x" in slices and hasattr(dataset, "indices"):
         counts = slices["x"].diff()

@@ -439,6 +439,9 @@ def num_without_pos(dataset: InMemoryDataset) -> int:
         >>> num_without_pos(dataset)
         1
     """
+    flags = getattr(dataset, "has_pos_per_graph", None)
+    if isinstance(flags, Tensor):  # an on-disk store keeps them in its index
+        return int((~flags).sum()) if bool(flags.any()) else 0
     if "has_pos" not in dataset._data:
         return 0
     has_pos = dataset._data.has_pos.view(-1)

@@ -70,6 +70,9 @@ def data_fingerprint(dataset: Sequence) -> str:
         False
     """
     digest = hashlib.sha256(f"{len(dataset)}\n".encode())
+    if hasattr(dataset, "content_digest"):  # an on-disk store: its index, not every record
+        digest.update(dataset.content_digest().encode())
+        return digest.hexdigest()
     data = getattr(dataset, "_data", None)
     if getattr(dataset, "_indices", True) is None and data is not None:  # whole in-memory set
         graphs = [data]

@@ -1,0 +1,593 @@
+"""A streaming pretraining corpus: molecules on disk in shards, read one record at a time."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import hashlib
+import json
+import multiprocessing
+import os
+import os.path as osp
+import pickle
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.data import Data, Dataset
+from tqdm import tqdm
+
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS, FEATURIZER
+from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
+from pyg_molblend.datasets.smiles import read_smiles_lines
+from pyg_molblend.datasets.utils import Rejections, cache_key, describe, shorten
+
+__all__ = ["OnDiskMoleculeDataset"]
+
+Transform = Callable[[Data], Data]
+
+#: Version of the shard layout; bumped when it changes, so old stores are rebuilt.
+STORE_FORMAT = 1
+
+#: Per-molecule index columns of a shard (kept in memory: 29 bytes per molecule).
+_INDEX = (
+    ("offset", np.int64),  # byte offset of the record in the shard's data file
+    ("row", np.int64),  # row of the molecule in its source (files counted in order)
+    ("num_nodes", np.int32),
+    ("num_edges", np.int32),
+    ("smiles_bytes", np.int32),
+    ("has_pos", np.bool_),
+)
+
+
+def _record_size(num_nodes: int, num_edges: int, smiles_bytes: int) -> int:
+    """Bytes of one record: pos float32 [N, 3], edge_index int16 [2, E], x uint8 [N, 9],
+    edge_attr uint8 [E, 3], the SMILES in UTF-8, padded to 4 bytes (so every record's
+    coordinates are aligned)."""
+    size = 12 * num_nodes + 4 * num_edges + 9 * num_nodes + 3 * num_edges + smiles_bytes
+    return (size + 3) // 4 * 4
+
+
+def _encode(data: Data) -> tuple[bytes, tuple[int, int, int, bool]]:
+    """One molecule as a record, and its ``(num_nodes, num_edges, smiles_bytes, has_pos)``."""
+    num_nodes, num_edges = int(data.num_nodes), int(data.edge_index.size(1))
+    if num_nodes > np.iinfo(np.int16).max:
+        raise ValueError(
+            f"molecule {shorten(str(data.smiles))!r} has {num_nodes} atoms; the on-disk "
+            f"store holds at most {np.iinfo(np.int16).max}"
+        )
+    pos = getattr(data, "pos", None)
+    has_pos = pos is not None and bool(getattr(data, "has_pos", torch.ones(1)).all())
+    if pos is None:
+        pos = torch.full((num_nodes, 3), float("nan"))
+    smiles = str(data.smiles).encode()
+    parts = [
+        pos.to(torch.float32).numpy().tobytes(),
+        data.edge_index.to(torch.int16).numpy().tobytes(),
+        data.x.to(torch.uint8).numpy().tobytes(),
+        data.edge_attr.to(torch.uint8).numpy().tobytes(),
+        smiles,
+    ]
+    record = b"".join(parts)
+    size = _record_size(num_nodes, num_edges, len(smiles))
+    return record + bytes(size - len(record)), (num_nodes, num_edges, len(smiles), has_pos)
+
+
+def _decode(buffer: bytes, num_nodes: int, num_edges: int, smiles_bytes: int) -> dict[str, Any]:
+    n, e = num_nodes, num_edges
+    at = 0
+
+    def take(dtype: Any, count: int, shape: tuple[int, ...]) -> np.ndarray:
+        nonlocal at
+        array = np.frombuffer(buffer, dtype=dtype, count=count, offset=at).reshape(shape)
+        at += array.nbytes
+        return array
+
+    pos = torch.from_numpy(take(np.float32, 3 * n, (n, 3)).copy())
+    edge_index = torch.from_numpy(take(np.int16, 2 * e, (2, e)).astype(np.int64))
+    x = torch.from_numpy(take(np.uint8, 9 * n, (n, 9)).astype(np.int64))
+    edge_attr = torch.from_numpy(take(np.uint8, 3 * e, (e, 3)).astype(np.int64))
+    smiles = buffer[at : at + smiles_bytes].decode()
+    return dict(x=x, edge_index=edge_index, edge_attr=edge_attr, smiles=smiles, pos=pos)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _smiles_items(paths: Sequence[str], max_molecules: int | None) -> Iterator[tuple]:
+    """``(row, where, smiles)`` of every molecule of the SMILES files, in order."""
+    row = 0
+    for path in paths:
+        for line, smiles in read_smiles_lines(path):
+            if max_molecules is not None and row >= max_molecules:
+                return
+            yield row, f"{path}, line {line}", smiles
+            row += 1
+
+
+def _sdf_items(paths: Sequence[str], max_molecules: int | None) -> Iterator[tuple]:
+    """``(row, where, molblock)`` of every record of the SDF files, in order; records are
+    cut at ``$$$$`` lines and parsed by the workers."""
+    row = 0
+    for path in paths:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt") as f:
+            lines: list[str] = []
+            record = 0
+            for line in f:
+                if line.rstrip("\r\n") == "$$$$":
+                    if max_molecules is not None and row >= max_molecules:
+                        return
+                    yield row, f"{path}, record {record}", "".join(lines)
+                    lines, record, row = [], record + 1, row + 1
+                else:
+                    lines.append(line)
+            if "".join(lines).strip():  # a last record without its $$$$ line
+                if max_molecules is None or row < max_molecules:
+                    yield row, f"{path}, record {record}", "".join(lines)
+                    row += 1
+
+
+#: The fields a store keeps of a graph.
+_STORED = ("x", "edge_index", "edge_attr", "pos", "has_pos", "smiles")
+
+
+def _graph_items(graphs: Sequence[Data], name: str) -> Iterator[tuple]:
+    """``(index, where, graph)`` with only the stored fields, each tensor its own copy (a
+    graph of an in-memory dataset holds views of the whole dataset's storage, which would
+    otherwise travel to a worker with every graph)."""
+    for index in range(len(graphs)):
+        data = graphs[index]
+        fields = {key: data[key] for key in _STORED if key in data}
+        fields = {k: v.clone() if isinstance(v, Tensor) else v for k, v in fields.items()}
+        yield index, f"{name}, molecule {index}", Data(**fields)
+
+
+def _chunks(items: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
+    chunk: list[tuple] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _ShardWriter:
+    """Runs in a worker: featurizes one chunk, applies ``pre_transform`` and writes the
+    shard (data file first, then its index, each renamed into place when complete, so a
+    killed preparation leaves either a whole shard or none)."""
+
+    def __init__(
+        self,
+        folder: str,
+        kind: str,
+        pre_transform: Transform | None,
+        max_atoms: int | None,
+        skip_invalid: bool,
+    ) -> None:
+        self.folder, self.kind = folder, kind
+        self.pre_transform, self.max_atoms, self.skip_invalid = (
+            pre_transform,
+            max_atoms,
+            skip_invalid,
+        )
+
+    def graph(self, item: Any) -> Data:
+        if self.kind == "smiles":
+            return from_smiles(item)
+        if self.kind == "sdf":
+            from rdkit import Chem
+
+            with quiet_rdkit():
+                mol = Chem.MolFromMolBlock(item, removeHs=False)
+            return from_mol(mol)
+        return item
+
+    def reject(self, skipped: list, row: int, text: str, reason: str, message: str) -> None:
+        """Records a rejected molecule, or raises as
+        :class:`~pyg_molblend.datasets.utils.Rejections` does without ``skip_invalid``."""
+        Rejections("", self.skip_invalid, "").add(row, text, message)
+        skipped.append([row, text, reason, message])
+
+    def __call__(self, task: tuple[int, list[tuple]]) -> tuple[int, int, list]:
+        shard, chunk = task
+        records, index, skipped = [], [], []
+        offset = 0
+        for row, where, item in chunk:
+            try:
+                data = self.graph(item)
+            except ValueError as error:
+                text = item if self.kind == "smiles" else where
+                self.reject(skipped, row, text, "invalid", f"{where}: {error}")
+                continue
+            if self.max_atoms is not None and data.num_nodes > self.max_atoms:
+                message = (
+                    f"{where}: molecule {shorten(str(data.smiles))!r} has {data.num_nodes} "
+                    f"atoms, above max_atoms={self.max_atoms}"
+                )
+                self.reject(skipped, row, str(data.smiles), "too_large", message)
+                continue
+            if self.pre_transform is not None:
+                data = self.pre_transform(data)
+            record, (num_nodes, num_edges, smiles_bytes, has_pos) = _encode(data)
+            records.append(record)
+            index.append((offset, row, num_nodes, num_edges, smiles_bytes, has_pos))
+            offset += len(record)
+        stem = osp.join(self.folder, f"shard_{shard:06d}")
+        with open(stem + ".bin.tmp", "wb") as f:
+            f.writelines(records)
+        os.replace(stem + ".bin.tmp", stem + ".bin")
+        columns = list(zip(*index, strict=True)) if index else [[] for _ in _INDEX]
+        arrays = {
+            name: np.asarray(column, dtype=dtype)
+            for (name, dtype), column in zip(_INDEX, columns, strict=True)
+        }
+        with open(stem + ".index.tmp", "wb") as f:
+            pickle.dump({"arrays": arrays, "skipped": skipped}, f)
+        os.replace(stem + ".index.tmp", stem + ".index")
+        return shard, len(index), skipped
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+class OnDiskMoleculeDataset(Dataset):
+    r"""Unlabelled molecules on disk, for pretraining on corpora that do not fit in memory
+    (PCQM4Mv2's 3.4M molecules, say), in the spirit of PyG's
+    :class:`~torch_geometric.data.OnDiskDataset`: a :class:`~torch_geometric.data.Dataset`
+    whose :meth:`get` reads one molecule from disk.
+
+    Only the graph and its coordinates are stored, in compact dtypes (atom and bond
+    features ``uint8``, bonds ``int16``, coordinates ``float32``: about 40 bytes per atom);
+    the pair relations (shortest paths, path bonds) are not stored but computed per batch
+    on the batch's device by the package's kernels
+    (:func:`~pyg_molblend.training.utils.dense_batch` does it for batches that lack them).
+    Graphs come back as :func:`~pyg_molblend.data.from_smiles` makes them (``int64``
+    features), with ``pos`` and ``has_pos`` when the store holds coordinates.
+
+    **Preparation** cuts the sources into shards of :obj:`shard_size` molecules; each
+    shard is featurized, ``pre_transform``-ed (say
+    :class:`~pyg_molblend.transforms.AddConformer`) and written by one of
+    :obj:`num_workers` processes, first to a temporary name and then renamed, so that a
+    killed preparation continues where it stopped: finished shards are kept, the others
+    redone. The store lives in ``root/ondisk_<key>``, the key covering the inputs'
+    contents and every option (as :func:`~pyg_molblend.datasets.utils.cache_key`).
+
+    **Reading** keeps 29 bytes per molecule in memory (record offsets, atom and bond
+    counts, ``has_pos``) and reads each molecule with one ``pread`` of its record: no
+    memory map, so the process's resident memory does not grow with the corpus as an
+    epoch goes over it, and each :class:`~torch.utils.data.DataLoader` worker opens its
+    own file handles. :attr:`num_nodes_per_graph` gives the atom counts to
+    :class:`~pyg_molblend.data.SizeBucketBatchSampler` without reading any record.
+
+    Args:
+        root (str): directory of the store.
+        smiles (Sequence[str], optional): SMILES files (see
+            :func:`~pyg_molblend.datasets.read_smiles_file`).
+        sdf (Sequence[str], optional): SDF files (optionally ``.gz``); records keep their
+            heavy-atom coordinates (``has_pos`` True when 3D).
+        graphs (Sequence[Data], optional): already featurized molecules (QM9 with its DFT
+            geometries, say), stored as they are (minus any stored pair relations).
+        graphs_name (str, optional): the name of :obj:`graphs` in messages and in the key.
+            (default: :obj:`"graphs"`)
+        transform (callable, optional): applied on access.
+        pre_transform (callable, optional): applied once per molecule before it is
+            stored, e.g. :class:`~pyg_molblend.transforms.AddConformer`.
+        force_reload (bool, optional): rebuild the store. (default: :obj:`False`)
+        skip_invalid (bool, optional, keyword-only): skip (and count in one warning per
+            reason) unparsable or too large molecules instead of raising.
+            (default: :obj:`False`)
+        max_molecules (int, optional, keyword-only): only the first molecules of the
+            SMILES files, and of the SDF files.
+        max_atoms (int, optional, keyword-only): largest molecule accepted, in heavy atoms.
+            (default: :data:`~pyg_molblend.constants.DEFAULT_MAX_ATOMS`)
+        num_workers (int, optional, keyword-only): processes that prepare shards.
+            (default: :obj:`0`)
+        shard_size (int, optional, keyword-only): molecules per shard. (default: :obj:`4096`)
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "corpus.smi").write_text("CCO\nc1ccccc1\n")
+        >>> dataset = OnDiskMoleculeDataset(str(folder / "store"), smiles=[folder / "corpus.smi"])
+        >>> len(dataset), dataset[1].smiles, dataset.num_nodes_per_graph.tolist()
+        (2, 'c1ccccc1', [3, 6])
+    """
+
+    def __init__(
+        self,
+        root: str,
+        smiles: Sequence[str | os.PathLike] = (),
+        sdf: Sequence[str | os.PathLike] = (),
+        graphs: Sequence[Data] | None = None,
+        graphs_name: str = "graphs",
+        transform: Transform | None = None,
+        pre_transform: Transform | None = None,
+        force_reload: bool = False,
+        *,
+        skip_invalid: bool = False,
+        max_molecules: int | None = None,
+        max_atoms: int | None = DEFAULT_MAX_ATOMS,
+        num_workers: int = 0,
+        shard_size: int = 4096,
+    ) -> None:
+        if isinstance(smiles, (str, os.PathLike)):
+            smiles = [smiles]
+        if isinstance(sdf, (str, os.PathLike)):
+            sdf = [sdf]
+        self.smiles_paths = [os.fspath(p) for p in smiles]
+        self.sdf_paths = [os.fspath(p) for p in sdf]
+        if not self.smiles_paths and not self.sdf_paths and graphs is None:
+            raise ValueError(f"{type(self).__name__} needs SMILES files, SDF files or graphs")
+        for path in self.smiles_paths + self.sdf_paths:
+            if not osp.isfile(path):
+                raise ValueError(f"File not found: {path!r}")
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be positive, got {shard_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+        self.graphs, self.graphs_name = graphs, graphs_name
+        self.skip_invalid, self.max_molecules, self.max_atoms = (
+            skip_invalid,
+            max_molecules,
+            max_atoms,
+        )
+        self.num_workers, self.shard_size = num_workers, shard_size
+        self.force_reload = force_reload
+        self._pre_transform = pre_transform
+        self._handles: dict[int, tuple[int, list[int]]] = {}
+        super().__init__(root, transform, log=False)
+        self.key = self._key()
+        self.folder = osp.join(root, f"ondisk_{self.key}")
+        self._prepare()
+        self._open()
+
+    # ------------------------------------------------------------------ preparation
+
+    def _key(self) -> str:
+        from pyg_molblend.training.checkpoint import data_fingerprint
+
+        options = {
+            "class": type(self).__name__,
+            "format": STORE_FORMAT,
+            "smiles": self.smiles_paths,
+            "sdf": self.sdf_paths,
+            "graphs": None
+            if self.graphs is None
+            else [self.graphs_name, data_fingerprint(self.graphs)],
+            "pre_transform": describe(self._pre_transform),
+            "skip_invalid": self.skip_invalid,
+            "max_molecules": self.max_molecules,
+            "max_atoms": self.max_atoms,
+            "shard_size": self.shard_size,
+        }
+        return cache_key(self.smiles_paths + self.sdf_paths, options)
+
+    def _tasks(self) -> Iterator[tuple[str, int, list[tuple]]]:
+        """``(kind, shard, chunk)`` of every shard, in store order."""
+        shard = 0
+        sources: list[tuple[str, Iterator[tuple]]] = []
+        if self.smiles_paths:
+            sources.append(("smiles", _smiles_items(self.smiles_paths, self.max_molecules)))
+        if self.sdf_paths:
+            sources.append(("sdf", _sdf_items(self.sdf_paths, self.max_molecules)))
+        if self.graphs is not None:
+            sources.append(("graphs", _graph_items(self.graphs, self.graphs_name)))
+        for kind, items in sources:
+            for chunk in _chunks(items, self.shard_size):
+                yield kind, shard, chunk
+                shard += 1
+
+    def _prepare(self) -> None:
+        manifest = osp.join(self.folder, "manifest.json")
+        if self.force_reload and osp.isdir(self.folder):
+            shutil.rmtree(self.folder)
+        if osp.isfile(manifest):
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        done = {
+            int(name[6:12])
+            for name in os.listdir(self.folder)
+            if name.startswith("shard_") and name.endswith(".index")
+        }
+        kinds: list[str] = []
+        counts: dict[int, int] = {}
+        skipped: list[list] = []
+        writers = {
+            kind: _ShardWriter(
+                self.folder, kind, self._pre_transform, self.max_atoms, self.skip_invalid
+            )
+            for kind in ("smiles", "sdf", "graphs")
+        }
+
+        def todo() -> Iterator[tuple[_ShardWriter, tuple[int, list[tuple]]]]:
+            for kind, shard, chunk in self._tasks():
+                kinds.append(kind)
+                if shard not in done:
+                    yield writers[kind], (shard, chunk)
+
+        bar = tqdm(desc=f"Preparing {osp.basename(self.folder)}", unit="mol")
+        with bar:
+            for _, count, shard_skipped in self._run(todo()):
+                bar.update(count + len(shard_skipped))
+        for shard in range(len(kinds)):
+            with open(self._stem(shard) + ".index", "rb") as f:
+                index = pickle.load(f)
+            counts[shard] = len(index["arrays"]["offset"])
+            skipped += [[kinds[shard], *entry] for entry in index["skipped"]]
+        if not sum(counts.values()):
+            raise ValueError(f"No molecule of {self._sources()} is left to store")
+        digest = hashlib.sha256()
+        for shard in range(len(kinds)):
+            with open(self._stem(shard) + ".index", "rb") as f:
+                digest.update(f.read())
+        meta = {
+            "format": STORE_FORMAT,
+            "key": self.key,
+            "shards": [counts[s] for s in range(len(kinds))],
+            "kinds": kinds,
+            "skipped": skipped,
+            "digest": digest.hexdigest(),
+        }
+        with open(manifest + ".tmp", "w") as f:
+            json.dump(meta, f)
+        os.replace(manifest + ".tmp", manifest)
+        # One counted warning per source and reason, worded as the in-memory datasets do.
+        sources = {"smiles": self.smiles_paths, "sdf": self.sdf_paths, "graphs": []}
+        invalid = {"smiles": "with an invalid SMILES", "sdf": "that RDKit cannot read"}
+        for kind, paths in sources.items():
+            for reason in ("invalid", "too_large"):
+                what = invalid.get(kind) if reason == "invalid" else None
+                rejected = Rejections(
+                    what or f"above max_atoms={self.max_atoms}",
+                    True,
+                    ", ".join(paths) or self.graphs_name,
+                )
+                for entry_kind, row, text, why, message in skipped:
+                    if entry_kind == kind and why == reason:
+                        rejected.add(int(row), text, message)
+                rejected.warn()
+
+    def _run(self, tasks: Iterator[tuple[_ShardWriter, Any]]) -> Iterator[tuple[int, int, list]]:
+        """Runs the shard writers, at most two shards per worker in flight (a pool's
+        ``imap`` would read every chunk of the sources into its queue at once)."""
+        if self.num_workers == 0:
+            yield from (writer(task) for writer, task in tasks)
+            return
+        with multiprocessing.Pool(self.num_workers) as pool:
+            pending: collections.deque = collections.deque()
+            for writer, task in tasks:
+                pending.append(pool.apply_async(writer, (task,)))
+                while len(pending) >= 2 * self.num_workers:
+                    yield pending.popleft().get()
+            while pending:
+                yield pending.popleft().get()
+
+    def _sources(self) -> str:
+        names = self.smiles_paths + self.sdf_paths
+        if self.graphs is not None:
+            names.append(self.graphs_name)
+        return ", ".join(names)
+
+    def _stem(self, shard: int) -> str:
+        return osp.join(self.folder, f"shard_{shard:06d}")
+
+    # ------------------------------------------------------------------ reading
+
+    def _open(self) -> None:
+        with open(osp.join(self.folder, "manifest.json")) as f:
+            self.meta: dict[str, Any] = json.load(f)
+        columns: dict[str, list[np.ndarray]] = {name: [] for name, _ in _INDEX}
+        shard_of = []
+        for shard, count in enumerate(self.meta["shards"]):
+            with open(self._stem(shard) + ".index", "rb") as f:
+                arrays = pickle.load(f)["arrays"]
+            for name, _ in _INDEX:
+                columns[name].append(arrays[name])
+            shard_of.append(np.full(count, shard, dtype=np.int32))
+        self._index = {name: np.concatenate(parts) for name, parts in columns.items()}
+        self._shard = np.concatenate(shard_of)
+        self._has_coordinates = bool(self._index["has_pos"].any())
+        #: ``(row, text)`` of the molecules skipped (rows counted per kind of source:
+        #: SMILES files, SDF files, graphs); the text is the SMILES, or where the record was.
+        self.skipped = [(int(row), str(text)) for _, row, text, _, _ in self.meta["skipped"]]
+
+    def _file(self, shard: int) -> int:
+        pid = os.getpid()
+        handles = self._handles.get(pid)
+        if handles is None:  # a new process (a DataLoader worker): its own descriptors
+            self._handles = {pid: (pid, [-1] * len(self.meta["shards"]))}
+            handles = self._handles[pid]
+        fds = handles[1]
+        if fds[shard] < 0:
+            fds[shard] = os.open(self._stem(shard) + ".bin", os.O_RDONLY)
+        return fds[shard]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = {}  # descriptors do not travel to spawned workers
+        return state
+
+    def __del__(self) -> None:
+        for pid, (_, fds) in getattr(self, "_handles", {}).items():
+            if pid == os.getpid():
+                for fd in fds:
+                    if fd >= 0:
+                        os.close(fd)
+
+    @property
+    def raw_file_names(self) -> list[str]:
+        return []
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        return []
+
+    def len(self) -> int:
+        return len(self._shard)
+
+    def get(self, idx: int) -> Data:
+        index = self._index
+        num_nodes = int(index["num_nodes"][idx])
+        num_edges = int(index["num_edges"][idx])
+        smiles_bytes = int(index["smiles_bytes"][idx])
+        size = _record_size(num_nodes, num_edges, smiles_bytes)
+        shard = int(self._shard[idx])
+        buffer = os.pread(self._file(shard), size, int(index["offset"][idx]))
+        fields = _decode(buffer, num_nodes, num_edges, smiles_bytes)
+        if self._has_coordinates:
+            fields["has_pos"] = torch.tensor([bool(index["has_pos"][idx])])
+        else:
+            del fields["pos"]
+        return Data(**fields, featurizer=FEATURIZER, num_nodes=num_nodes)
+
+    @property
+    def num_nodes_per_graph(self) -> Tensor:
+        """Atom count of every molecule of this dataset (or subset), ``[len]`` (long),
+        from the in-memory index."""
+        counts = torch.from_numpy(self._index["num_nodes"].astype(np.int64))
+        return counts[torch.as_tensor(list(self.indices()), dtype=torch.long)]
+
+    @property
+    def has_pos_per_graph(self) -> Tensor:
+        """``has_pos`` of every molecule of this dataset (or subset), ``[len]`` (bool)."""
+        flags = torch.from_numpy(self._index["has_pos"].copy())
+        return flags[torch.as_tensor(list(self.indices()), dtype=torch.long)]
+
+    @property
+    def smiles(self) -> list[str]:
+        """The SMILES of the molecules, in order (reads every record)."""
+        return [self.get(i).smiles for i in self.indices()]
+
+    def content_digest(self) -> str:
+        """A digest of the molecules of this dataset (or subset), in order, without
+        reading them: the store's index files and the subset's indices."""
+        digest = hashlib.sha256(self.meta["digest"].encode())
+        if self._indices is not None:
+            digest.update(np.asarray(list(self.indices()), dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
+    @property
+    def source_counts(self) -> dict[str, int]:
+        """Molecules stored per source: ``"smiles"``, ``"sdf"`` and :obj:`graphs_name`."""
+        counts: dict[str, int] = {}
+        for kind, count in zip(self.meta["kinds"], self.meta["shards"], strict=True):
+            name = self.graphs_name if kind == "graphs" else kind
+            counts[name] = counts.get(name, 0) + count
+        return counts
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the store on disk."""
+        return sum(os.path.getsize(osp.join(self.folder, name)) for name in os.listdir(self.folder))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)}, {self.folder!r})"

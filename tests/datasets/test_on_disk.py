@@ -1,0 +1,182 @@
+"""The on-disk pretraining corpus: what goes in comes out, pair relations per batch equal
+the precomputed ones, preparation resumes and does not depend on the worker count."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+from torch_geometric.loader import DataLoader
+
+from pyg_molblend.cli import main
+from pyg_molblend.data import SizeBucketBatchSampler, from_smiles, to_dense
+from pyg_molblend.datasets import OnDiskMoleculeDataset, SDFDataset
+from pyg_molblend.datasets.utils import num_without_pos
+from pyg_molblend.training.checkpoint import data_fingerprint
+from pyg_molblend.transforms import AddConformer, AddShortestPath
+
+ASSETS = Path(__file__).parent.parent / "assets"
+
+
+class CountingConformer(AddConformer):
+    """AddConformer that counts the molecules it embeds (in this process)."""
+
+    calls = 0
+
+    def forward(self, data):
+        CountingConformer.calls += 1
+        return super().forward(data)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, real_smiles) -> Path:
+    """The first 120 real molecules that parse, one per line, plus an invalid line."""
+    parsed = []
+    for smiles in real_smiles:
+        try:
+            from_smiles(smiles)
+        except ValueError:
+            continue
+        parsed.append(smiles)
+        if len(parsed) == 120:
+            break
+    path = tmp_path_factory.mktemp("corpus") / "corpus.smi"
+    path.write_text("smiles\n" + "\n".join([*parsed[:60], "C1CC", *parsed[60:]]) + "\n")
+    return path
+
+
+def _store(root, corpus, **kwargs) -> OnDiskMoleculeDataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return OnDiskMoleculeDataset(str(root), smiles=[corpus], skip_invalid=True, **kwargs)
+
+
+def test_graphs_and_conformers_come_back_as_stored(tmp_path, corpus):
+    conformer = AddConformer(seed=0)
+    store = _store(tmp_path, corpus, pre_transform=conformer, shard_size=32)
+    smiles = [s for s in corpus.read_text().split()[1:] if s != "C1CC"]
+    assert len(store) == 120 and store.skipped == [(60, "C1CC")]
+    assert len(store.meta["shards"]) == 4  # 121 rows in shards of 32
+    for i in (0, 59, 60, 119):  # around the skipped row and across shards
+        expected = conformer(from_smiles(smiles[i]))
+        got = store[i]
+        assert got.smiles == smiles[i]
+        for key in ("x", "edge_index", "edge_attr"):
+            assert got[key].dtype == torch.long
+            assert torch.equal(got[key], expected[key]), key
+        assert torch.equal(got.pos, expected.pos) and bool(got.has_pos) == bool(expected.has_pos)
+    counts = store.num_nodes_per_graph
+    assert counts.tolist() == [from_smiles(s).num_nodes for s in smiles]
+    assert num_without_pos(store) == int((~store.has_pos_per_graph).sum()) == 0
+    # A subset keeps its own counts and its own fingerprint.
+    subset = store[torch.tensor([5, 1])]
+    assert subset.num_nodes_per_graph.tolist() == [counts[5].item(), counts[1].item()]
+    assert data_fingerprint(subset) != data_fingerprint(store)
+    assert data_fingerprint(store) == data_fingerprint(
+        _store(tmp_path, corpus, pre_transform=conformer, shard_size=32)
+    )
+
+
+def test_pair_relations_per_batch_equal_the_precomputed_ones(tmp_path, corpus):
+    store = _store(tmp_path, corpus)  # 2D: no coordinates stored, none returned
+    assert "pos" not in store[0] and num_without_pos(store) == 0
+    graphs = [store[i] for i in range(len(store))]
+    stored = to_dense(Batch.from_data_list(graphs), max_hops=5)
+    precomputed = to_dense(
+        Batch.from_data_list([AddShortestPath()(from_smiles(g.smiles)) for g in graphs]),
+        max_hops=5,
+    )
+    assert torch.equal(stored.spd, precomputed.spd)
+    assert torch.equal(stored.path_edge, precomputed.path_edge)
+    assert torch.equal(stored.x, precomputed.x)
+
+
+def test_preparation_resumes_and_does_not_depend_on_workers(tmp_path, corpus):
+    CountingConformer.calls = 0
+    serial = _store(tmp_path / "a", corpus, pre_transform=CountingConformer(seed=0), shard_size=32)
+    assert CountingConformer.calls == 120
+    # A preparation killed after some shards: the manifest and the last shards are missing.
+    folder = Path(serial.folder)
+    os.remove(folder / "manifest.json")
+    os.remove(folder / "shard_000003.index")
+    (folder / "shard_000002.index").rename(folder / "shard_000002.index.tmp")
+    kept = (folder / "shard_000000.bin").stat().st_mtime_ns
+    CountingConformer.calls = 0
+    resumed = _store(tmp_path / "a", corpus, pre_transform=CountingConformer(seed=0), shard_size=32)
+    assert CountingConformer.calls == 121 - 64  # shards 2 and 3 only: rows 64 to 120
+    assert (folder / "shard_000000.bin").stat().st_mtime_ns == kept
+    assert data_fingerprint(resumed) == data_fingerprint(serial)
+    parallel = _store(
+        tmp_path / "b", corpus, pre_transform=AddConformer(seed=0), shard_size=32, num_workers=2
+    )
+    for shard in range(4):
+        name = f"shard_{shard:06d}.bin"
+        assert (Path(parallel.folder) / name).read_bytes() == (folder / name).read_bytes()
+
+
+def test_loader_workers_and_size_batches_read_the_same_molecules(tmp_path, corpus):
+    store = _store(tmp_path, corpus, shard_size=50)
+    sampler = SizeBucketBatchSampler(store, batch_size=16, seed=3)
+    batches = {}
+    for workers in (0, 2):
+        loader = DataLoader(store, batch_sampler=sampler, num_workers=workers)
+        batches[workers] = [(b.smiles, b.num_nodes) for b in loader]
+    assert batches[0] == batches[2] and len(batches[0]) == 8
+    sizes = [n / len(s) for s, n in batches[0]]
+    assert max(sizes) > 2 * min(sizes)  # batches of different sizes: it sorted by size
+
+
+def test_sdf_records_and_graphs_keep_their_geometries(tmp_path):
+    sdf = ASSETS / "qm9_mini.sdf"
+    reference = SDFDataset(str(tmp_path / "mem"), [sdf])
+    store = OnDiskMoleculeDataset(str(tmp_path / "disk"), sdf=[sdf], shard_size=7)
+    assert len(store) == len(reference) and store.source_counts == {"sdf": len(reference)}
+    for i in range(len(store)):
+        assert torch.equal(store[i].pos, reference[i].pos)
+        assert torch.equal(store[i].x, reference[i].x) and store[i].smiles == reference[i].smiles
+    graphs = OnDiskMoleculeDataset(str(tmp_path / "g"), graphs=reference, graphs_name="mini")
+    assert graphs.source_counts == {"mini": len(reference)}
+    assert torch.equal(graphs[3].pos, reference[3].pos)
+
+
+def test_bad_input_is_named(tmp_path, corpus):
+    with pytest.raises(ValueError, match=r"corpus.smi, line 62: .*'C1CC'.*skip_invalid=True"):
+        OnDiskMoleculeDataset(str(tmp_path), smiles=[corpus])
+    with pytest.warns(UserWarning, match=r"Skipped 1 molecules of .*corpus.smi with an invalid"):
+        OnDiskMoleculeDataset(str(tmp_path / "s"), smiles=[corpus], skip_invalid=True)
+    with pytest.raises(ValueError, match="above max_atoms=5"):
+        OnDiskMoleculeDataset(str(tmp_path / "m"), smiles=[corpus], max_atoms=5, skip_invalid=False)
+    empty = tmp_path / "empty.smi"
+    empty.write_text("C1CC\n")
+    with pytest.raises(ValueError, match=r"No molecule of .*empty.smi is left"):
+        _store(tmp_path / "e", empty)
+    with pytest.raises(ValueError, match="needs SMILES files, SDF files or graphs"):
+        OnDiskMoleculeDataset(str(tmp_path / "n"))
+    with pytest.raises(ValueError, match="File not found"):
+        OnDiskMoleculeDataset(str(tmp_path / "n"), smiles=[tmp_path / "missing.smi"])
+
+
+def test_pretraining_from_the_store_equals_pretraining_in_memory(tmp_path, corpus):
+    """Same molecules, same conformers, same batches: the pair relations computed per
+    batch give the losses of the precomputed ones."""
+    logs = {}
+    for route in ("disk", "memory"):
+        out = tmp_path / route
+        args = ["pretrain", "--smiles", str(corpus), "--skip-invalid", "--steps", "3"]
+        args += ["--batch-size", "16", "--warmup-steps", "1", "--out", str(out)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert main(args + (["--in-memory"] if route == "memory" else [])) == 0
+        lines = (out / "log.jsonl").read_text().splitlines()
+        logs[route] = [json.loads(line) for line in lines]
+    assert len(logs["disk"]) == 3
+    for disk, memory in zip(logs["disk"], logs["memory"], strict=True):
+        for key in ("loss", "spd", "edge", "3d", "denoise"):
+            assert disk[key] == pytest.approx(memory[key], rel=1e-5), key
+    assert any(name.startswith("ondisk_") for name in os.listdir(tmp_path / "disk" / "data"))
+    assert not any(name.startswith("ondisk_") for name in os.listdir(tmp_path / "memory" / "data"))
