@@ -43,11 +43,12 @@ _INDEX = (
 )
 
 
-def _record_size(num_nodes: int, num_edges: int, smiles_bytes: int) -> int:
-    """Bytes of one record: pos float32 [N, 3], edge_index int16 [2, E], x uint8 [N, 9],
-    edge_attr uint8 [E, 3], the SMILES in UTF-8, padded to 4 bytes (so every record's
-    coordinates are aligned)."""
-    size = 12 * num_nodes + 4 * num_edges + 9 * num_nodes + 3 * num_edges + smiles_bytes
+def _record_size(num_nodes: int, num_edges: int, smiles_bytes: int, has_pos: bool) -> int:
+    """Bytes of one record: pos float32 [N, 3] (only when ``has_pos``), edge_index int16
+    [2, E], x uint8 [N, 9], edge_attr uint8 [E, 3], the SMILES in UTF-8, padded to 4
+    bytes (so every record's coordinates are aligned)."""
+    size = 4 * num_edges + 9 * num_nodes + 3 * num_edges + smiles_bytes
+    size += 12 * num_nodes if has_pos else 0
     return (size + 3) // 4 * 4
 
 
@@ -61,22 +62,24 @@ def _encode(data: Data) -> tuple[bytes, tuple[int, int, int, bool]]:
         )
     pos = getattr(data, "pos", None)
     has_pos = pos is not None and bool(getattr(data, "has_pos", torch.ones(1)).all())
-    if pos is None:
-        pos = torch.full((num_nodes, 3), float("nan"))
     smiles = str(data.smiles).encode()
     parts = [
-        pos.to(torch.float32).numpy().tobytes(),
+        pos.to(torch.float32).numpy().tobytes() if has_pos else b"",
         data.edge_index.to(torch.int16).numpy().tobytes(),
         data.x.to(torch.uint8).numpy().tobytes(),
         data.edge_attr.to(torch.uint8).numpy().tobytes(),
         smiles,
     ]
     record = b"".join(parts)
-    size = _record_size(num_nodes, num_edges, len(smiles))
+    size = _record_size(num_nodes, num_edges, len(smiles), has_pos)
     return record + bytes(size - len(record)), (num_nodes, num_edges, len(smiles), has_pos)
 
 
-def _decode(buffer: bytes, num_nodes: int, num_edges: int, smiles_bytes: int) -> dict[str, Any]:
+def _decode(
+    buffer: bytes, num_nodes: int, num_edges: int, smiles_bytes: int, has_pos: bool
+) -> dict[str, Any]:
+    """The fields of a record; ``pos`` is NaN when the molecule has no coordinates (as
+    :class:`~pyg_molblend.transforms.AddConformer` leaves a molecule it cannot embed)."""
     n, e = num_nodes, num_edges
     at = 0
 
@@ -86,7 +89,10 @@ def _decode(buffer: bytes, num_nodes: int, num_edges: int, smiles_bytes: int) ->
         at += array.nbytes
         return array
 
-    pos = torch.from_numpy(take(np.float32, 3 * n, (n, 3)).copy())
+    if has_pos:
+        pos = torch.from_numpy(take(np.float32, 3 * n, (n, 3)).copy())
+    else:
+        pos = torch.full((n, 3), float("nan"))
     edge_index = torch.from_numpy(take(np.int16, 2 * e, (2, e)).astype(np.int64))
     x = torch.from_numpy(take(np.uint8, 9 * n, (n, 9)).astype(np.int64))
     edge_attr = torch.from_numpy(take(np.uint8, 3 * e, (e, 3)).astype(np.int64))
@@ -246,7 +252,8 @@ class OnDiskMoleculeDataset(Dataset):
     whose :meth:`get` reads one molecule from disk.
 
     Only the graph and its coordinates are stored, in compact dtypes (atom and bond
-    features ``uint8``, bonds ``int16``, coordinates ``float32``: about 40 bytes per atom);
+    features ``uint8``, bonds ``int16``, coordinates ``float32``: about 35 bytes per atom
+    with coordinates, 23 without);
     the pair relations (shortest paths, path bonds) are not stored but computed per batch
     on the batch's device by the package's kernels
     (:func:`~pyg_molblend.training.utils.dense_batch` does it for batches that lack them).
@@ -539,12 +546,13 @@ class OnDiskMoleculeDataset(Dataset):
         num_nodes = int(index["num_nodes"][idx])
         num_edges = int(index["num_edges"][idx])
         smiles_bytes = int(index["smiles_bytes"][idx])
-        size = _record_size(num_nodes, num_edges, smiles_bytes)
+        has_pos = bool(index["has_pos"][idx])
+        size = _record_size(num_nodes, num_edges, smiles_bytes, has_pos)
         shard = int(self._shard[idx])
         buffer = os.pread(self._file(shard), size, int(index["offset"][idx]))
-        fields = _decode(buffer, num_nodes, num_edges, smiles_bytes)
+        fields = _decode(buffer, num_nodes, num_edges, smiles_bytes, has_pos)
         if self._has_coordinates:
-            fields["has_pos"] = torch.tensor([bool(index["has_pos"][idx])])
+            fields["has_pos"] = torch.tensor([has_pos])
         else:
             del fields["pos"]
         return Data(**fields, featurizer=FEATURIZER, num_nodes=num_nodes)

@@ -82,6 +82,27 @@ def test_graphs_and_conformers_come_back_as_stored(tmp_path, corpus):
     )
 
 
+class EmbedsEveryOther(AddConformer):
+    """Stands in for molecules RDKit cannot embed: every other one fails."""
+
+    def embed(self, smiles, num_nodes):
+        self.count = getattr(self, "count", 0) + 1
+        return None if self.count % 2 == 0 else super().embed(smiles, num_nodes)
+
+
+def test_molecules_without_a_conformer_come_back_flagged(tmp_path, corpus):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        store = _store(tmp_path, corpus, pre_transform=EmbedsEveryOther(seed=0), max_molecules=6)
+    assert store.has_pos_per_graph.tolist() == [True, False] * 3
+    assert num_without_pos(store) == 3
+    assert bool(store[1].pos.isnan().all()) and not bool(store[1].has_pos)
+    assert not bool(store[0].pos.isnan().any()) and bool(store[0].has_pos)
+    # no coordinate bytes are stored for them: the records of 2D molecules are shorter
+    flat = _store(tmp_path / "2d", corpus, max_molecules=6)
+    assert flat.nbytes < store.nbytes
+
+
 def test_pair_relations_per_batch_equal_the_precomputed_ones(tmp_path, corpus):
     store = _store(tmp_path, corpus)  # 2D: no coordinates stored, none returned
     assert "pos" not in store[0] and num_without_pos(store) == 0
