@@ -171,16 +171,28 @@ def add_data_arguments(parser: argparse.ArgumentParser, evaluate: bool = False) 
     )
 
 
-def _pre_transform(mode: str) -> T.Compose:
+def _pre_transform(mode: str, num_conformers: int = 1) -> T.Compose:
     steps: list[Any] = [AddShortestPath()]
     if mode != "2d":
-        steps.append(AddConformer(seed=CONFORMER_SEED))
+        steps.append(AddConformer(seed=CONFORMER_SEED, num_conformers=num_conformers))
     return T.Compose(steps)
 
 
 def load_labelled(args: argparse.Namespace, mode: str) -> tuple[SmilesTableDataset, str]:
-    """The dataset named by the arguments, pre-transformed for :obj:`mode`, and its name."""
-    pre = _pre_transform(mode)
+    """The dataset named by the arguments, pre-transformed for :obj:`mode` (with
+    ``args.num_conformers`` conformers per molecule where the command has that option),
+    and its name.
+
+    Raises:
+        ValueError: for ``--num-conformers`` above 1 in the 2D mode, which uses none.
+    """
+    num_conformers = getattr(args, "num_conformers", 1)
+    if num_conformers > 1 and mode == "2d":
+        raise ValueError(
+            f"--num-conformers {num_conformers} needs a 3D mode (--mode 2d+3d or 3d); "
+            "--mode 2d uses no conformer"
+        )
+    pre = _pre_transform(mode, num_conformers)
     common = dict(
         pre_transform=pre,
         force_reload=args.force_reload,

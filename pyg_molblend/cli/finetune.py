@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from pyg_molblend.training.plots import (
     plot_roc,
 )
 from pyg_molblend.training.utils import seed_everything
+from pyg_molblend.transforms import SampleConformer
 
 __all__ = [
     "add_arguments",
@@ -114,6 +116,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the shipped weights if present, else from scratch)",
     )
     group.add_argument("--from-scratch", action="store_true", help="ignore --checkpoint")
+    group.add_argument(
+        "--num-conformers",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="3D modes: RDKit conformers per molecule; training sees one drawn at random "
+        "each epoch, validation and test the first (MoleBLEND and Uni-Mol use 11) "
+        "(default: 1)",
+    )
     group.add_argument(
         "--preset",
         default="small",
@@ -303,7 +314,11 @@ def train_member(
         patience=args.patience,
         metric=args.metric,
     )
-    result = finetune(predictor, subsets["train"], subsets["valid"], subsets.get("test"), config)
+    train = subsets["train"]
+    if args.num_conformers > 1:  # a new conformer per epoch; valid and test keep the first
+        train = copy.copy(train)
+        train.transform = SampleConformer()
+    result = finetune(predictor, train, subsets["valid"], subsets.get("test"), config)
     return predictor, result
 
 

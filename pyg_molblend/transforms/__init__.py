@@ -1,6 +1,6 @@
 """PyG transforms that add MoleBLEND's pair relations to molecular graphs."""
 
-from pyg_molblend.transforms.add_conformer import AddConformer, ConformerError
+from pyg_molblend.transforms.add_conformer import AddConformer, ConformerError, SampleConformer
 from pyg_molblend.transforms.add_descriptors import AddDescriptors, read_descriptors
 from pyg_molblend.transforms.add_pairwise_distance import AddPairwiseDistance
 from pyg_molblend.transforms.add_shortest_path import AddShortestPath
@@ -11,5 +11,6 @@ __all__ = [
     "AddPairwiseDistance",
     "AddShortestPath",
     "ConformerError",
+    "SampleConformer",
     "read_descriptors",
 ]

@@ -16,27 +16,46 @@ import sys
 
 
 def embed_positions(
-    smiles: str, num_nodes: int, seed: int, optimize: bool, max_iters: int, timeout: int
-) -> list[list[float]] | None:
+    smiles: str,
+    num_nodes: int,
+    seed: int,
+    optimize: bool,
+    max_iters: int,
+    timeout: int,
+    num_conformers: int = 1,
+) -> list | None:
     """Coordinates (Angstrom) of the first :obj:`num_nodes` atoms of :obj:`smiles` with
     hydrogens added: ETKDG v3, retried from random coordinates, then MMFF94 if asked and
-    parameterised. :obj:`None` if neither embedding succeeds."""
+    parameterised. :obj:`None` if neither embedding succeeds.
+
+    With :obj:`num_conformers` K > 1, a list of K such coordinate lists: conformer k is
+    embedded with seed ``seed + 1000 k`` (so conformer 0 is the one K = 1 gives; RDKit's
+    seeds 0 and 1 give the same conformer, hence not ``seed + k``); a later
+    conformer that cannot be embedded is replaced by the earlier ones in turn, and the
+    whole molecule fails only when conformer 0 does."""
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    mol = Chem.AddHs(Chem.RemoveHs(Chem.MolFromSmiles(smiles)))
-    for random_coords in (False, True):
-        params = AllChem.ETKDGv3()
-        params.randomSeed = seed
-        params.useRandomCoords = random_coords
-        params.timeout = timeout
-        if AllChem.EmbedMolecule(mol, params) == 0:
-            break
-    else:
-        return None
-    if optimize and AllChem.MMFFHasAllMoleculeParams(mol):
-        AllChem.MMFFOptimizeMolecule(mol, maxIters=max_iters)
-    return mol.GetConformer().GetPositions()[:num_nodes].tolist()
+    found: list[list[list[float]]] = []
+    for k in range(num_conformers):
+        mol = Chem.AddHs(Chem.RemoveHs(Chem.MolFromSmiles(smiles)))
+        for random_coords in (False, True):
+            params = AllChem.ETKDGv3()
+            params.randomSeed = seed + 1000 * k
+            params.useRandomCoords = random_coords
+            params.timeout = timeout
+            if AllChem.EmbedMolecule(mol, params) == 0:
+                break
+        else:
+            if k == 0:
+                return None
+            continue
+        if optimize and AllChem.MMFFHasAllMoleculeParams(mol):
+            AllChem.MMFFOptimizeMolecule(mol, maxIters=max_iters)
+        found.append(mol.GetConformer().GetPositions()[:num_nodes].tolist())
+    if num_conformers == 1:
+        return found[0]
+    return [found[k % len(found)] for k in range(num_conformers)]
 
 
 def main() -> None:

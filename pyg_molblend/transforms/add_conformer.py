@@ -17,7 +17,7 @@ from torch_geometric.transforms import BaseTransform
 
 from pyg_molblend.transforms._conformer_worker import embed_positions
 
-__all__ = ["AddConformer", "ConformerError"]
+__all__ = ["AddConformer", "ConformerError", "SampleConformer"]
 
 _ON_FAILURE = ("flag", "raise")
 
@@ -77,6 +77,13 @@ class AddConformer(BaseTransform):
             and the optimisation together (0 = no limit). (default: :obj:`10`)
         overwrite (bool, optional): replace existing real coordinates.
             (default: :obj:`False`)
+        num_conformers (int, optional): conformers per molecule :math:`K`. With
+            :math:`K > 1`, ``data.pos_conformers`` ``[N, K, 3]`` holds them all (conformer
+            :math:`k` from seed ``seed + 1000 k``; one that cannot be embedded is replaced by
+            the earlier ones in turn) and ``data.pos`` is the first, the same as with
+            :math:`K = 1`; :class:`SampleConformer` picks one per access for training,
+            as MoleBLEND and Uni-Mol fine-tune on one of 11 conformers per epoch.
+            :obj:`timeout` applies to each conformer. (default: :obj:`1`)
 
     Examples:
         >>> from pyg_molblend.data import from_smiles
@@ -93,7 +100,12 @@ class AddConformer(BaseTransform):
         on_failure: str = "flag",
         timeout: int = 10,
         overwrite: bool = False,
+        num_conformers: int = 1,
     ) -> None:
+        if isinstance(num_conformers, bool) or not isinstance(num_conformers, int):
+            raise ValueError(f"num_conformers must be a positive integer, got {num_conformers!r}")
+        if num_conformers < 1:
+            raise ValueError(f"num_conformers must be a positive integer, got {num_conformers!r}")
         if on_failure not in _ON_FAILURE:
             raise ValueError(f"on_failure must be one of {_ON_FAILURE}, got {on_failure!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
@@ -104,6 +116,7 @@ class AddConformer(BaseTransform):
         self.on_failure = on_failure
         self.timeout = timeout
         self.overwrite = overwrite
+        self.num_conformers = num_conformers
         self.num_failures = 0
 
     def forward(self, data: Data) -> Data:
@@ -123,16 +136,19 @@ class AddConformer(BaseTransform):
             if self.on_failure == "raise":
                 raise ConformerError(message)
             warnings.warn(f"{message}; has_pos=False ({self.num_failures} so far)", stacklevel=2)
-            data.pos = torch.full((data.num_nodes, 3), float("nan"))
+            pos = torch.full((self.num_conformers, data.num_nodes, 3), float("nan"))
             data.has_pos = torch.tensor([False])
         else:
-            data.pos = pos
             data.has_pos = torch.tensor([True])
+        pos = pos.view(self.num_conformers, data.num_nodes, 3)
+        data.pos = pos[0]
+        if self.num_conformers > 1:
+            data.pos_conformers = pos.transpose(0, 1).contiguous()
         return data
 
     def embed(self, smiles: str, num_nodes: int) -> torch.Tensor | None:
-        """Coordinates ``[num_nodes, 3]`` for :obj:`smiles`, or :obj:`None` on failure or
-        timeout."""
+        """Coordinates ``[num_nodes, 3]`` for :obj:`smiles` (``[K, num_nodes, 3]`` with
+        :obj:`num_conformers` K > 1), or :obj:`None` on failure or timeout."""
         from rdkit import Chem
 
         mol = Chem.MolFromSmiles(smiles)
@@ -153,11 +169,12 @@ class AddConformer(BaseTransform):
             "optimize": self.optimize,
             "max_iters": self.max_iters,
             "timeout": self.timeout,
+            "num_conformers": self.num_conformers,
         }
         if self.timeout == 0:
             positions = embed_positions(**request)
         else:
-            positions = _worker().run(request, self.timeout)
+            positions = _worker().run(request, self.timeout * self.num_conformers)
         if positions is None:
             return None
         pos = torch.tensor(positions, dtype=torch.float)
@@ -167,8 +184,38 @@ class AddConformer(BaseTransform):
         return (
             f"{self.__class__.__name__}(seed={self.seed}, optimize={self.optimize}, "
             f"max_iters={self.max_iters}, on_failure={self.on_failure!r}, "
-            f"timeout={self.timeout}, overwrite={self.overwrite})"
+            f"timeout={self.timeout}, overwrite={self.overwrite}"
+            + (f", num_conformers={self.num_conformers})" if self.num_conformers > 1 else ")")
         )
+
+
+@functional_transform("sample_conformer")
+class SampleConformer(BaseTransform):
+    r"""Sets ``data.pos`` to one of the molecule's conformers ``data.pos_conformers``
+    (``[N, K, 3]``, from :class:`AddConformer` with ``num_conformers=K``), drawn uniformly
+    with torch's random generator at every access (functional name:
+    :obj:`sample_conformer`): as a training dataset's ``transform``, each epoch sees each
+    molecule in a new conformer, while evaluation without it keeps the first
+    (``data.pos``). A molecule without ``pos_conformers`` is returned unchanged.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> data = AddConformer(seed=0, num_conformers=3)(from_smiles("CCCO"))
+        >>> data.pos_conformers.shape
+        torch.Size([4, 3, 3])
+        >>> _ = torch.manual_seed(1)
+        >>> picked = SampleConformer()(data).pos
+        >>> any(torch.equal(picked, data.pos_conformers[:, k]) for k in range(3))
+        True
+    """
+
+    def forward(self, data: Data) -> Data:
+        conformers = getattr(data, "pos_conformers", None)
+        if conformers is None:
+            return data
+        k = int(torch.randint(conformers.size(1), ()))
+        data.pos = conformers[:, k]
+        return data
 
 
 class _Worker:

@@ -103,6 +103,39 @@ def test_finetune_regression_random_split_3d(tmp_path):
     assert metrics["mode"] == "2d+3d" and metrics["conformer_failures"] == 0
 
 
+def test_finetune_on_a_new_conformer_each_epoch(tmp_path, monkeypatch, capsys):
+    import pyg_molblend.cli.finetune as cli_finetune
+    from pyg_molblend.transforms import SampleConformer
+
+    drawn = []
+
+    class Counting(SampleConformer):
+        def forward(self, data):
+            out = super().forward(data)
+            matches = [
+                k
+                for k in range(data.pos_conformers.size(1))
+                if torch.equal(out.pos, data.pos_conformers[:, k])
+            ]
+            drawn.append(matches[0])
+            return out
+
+    monkeypatch.setattr(cli_finetune, "SampleConformer", Counting)
+    extra = ("--split", "random", "--mode", "2d+3d", "--num-conformers", "3")
+    code, out = _finetune(tmp_path, *extra, csv=ESOL, targets="logS", task="regression")
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["num_conformers"] == 3 and metrics["conformer_failures"] == 0
+    # every training molecule drew a conformer in each of the 2 epochs, valid/test none
+    assert len(drawn) >= 2 * metrics["num_train"] and set(drawn) == {0, 1, 2}
+    # 2D uses no conformer; K must be positive
+    code, _ = _finetune(tmp_path, "--num-conformers", "3", name="flat")
+    assert code == 2 and "--num-conformers 3 needs a 3D mode" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        _finetune(tmp_path, "--mode", "3d", "--num-conformers", "0", name="zero")
+    assert exit_info.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_bad_rows_named_or_skipped_with_count(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     rows = (DATA / "tiny_bbbp.csv").read_text().splitlines()

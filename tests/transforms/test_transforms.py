@@ -14,6 +14,7 @@ from pyg_molblend.transforms import (
     AddPairwiseDistance,
     AddShortestPath,
     ConformerError,
+    SampleConformer,
 )
 
 
@@ -99,6 +100,47 @@ def test_conformer_seeded_and_physical():
     assert 1.0 < ch < 1.2
 
 
+def test_several_conformers_first_is_the_single_one_others_differ():
+    smiles = "CCCOc1ccccc1"
+    single = AddConformer(seed=3)(from_smiles(smiles))
+    several = AddConformer(seed=3, num_conformers=4)(from_smiles(smiles))
+    assert several.pos_conformers.shape == (10, 4, 3)
+    assert torch.equal(several.pos, single.pos)  # evaluation sees the K = 1 geometry
+    assert torch.equal(several.pos_conformers[:, 0], single.pos)
+    conformers = several.pos_conformers.transpose(0, 1)
+    for k in range(4):  # real geometries: every C-C / C-O bond of the chain 1.3-1.6 A
+        for i, j in ((0, 1), (1, 2), (2, 3)):
+            assert 1.3 < (conformers[k, i] - conformers[k, j]).norm() < 1.6
+        for other in range(k):  # each conformer its own (RDKit seeds 0 and 1 coincide)
+            assert not torch.allclose(conformers[k], conformers[other], atol=1e-3)
+    # internal distances, not just a rigid motion, differ between conformers
+    dist = torch.cdist(conformers, conformers)
+    assert (dist[1:] - dist[0]).abs().amax() > 0.5
+    assert "num_conformers=4" in repr(AddConformer(num_conformers=4))
+    assert "num_conformers" not in repr(AddConformer())  # K = 1 caches keep their keys
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="num_conformers must be a positive integer"):
+            AddConformer(num_conformers=bad)
+
+
+def test_sample_conformer_draws_each_conformer_and_keeps_data():
+    data = AddConformer(seed=0, num_conformers=3)(from_smiles("CCCO"))
+    torch.manual_seed(0)
+    drawn = set()
+    for _ in range(60):
+        out = SampleConformer()(data)
+        matches = [k for k in range(3) if torch.equal(out.pos, data.pos_conformers[:, k])]
+        assert len(matches) == 1
+        drawn.add(matches[0])
+    assert drawn == {0, 1, 2}
+    assert torch.equal(data.pos, data.pos_conformers[:, 0])  # the input is not modified
+    plain = AddConformer(seed=0)(from_smiles("CCO"))  # one conformer: unchanged
+    assert torch.equal(SampleConformer()(plain).pos, plain.pos)
+    # a batch of molecules with K conformers collates: [sum N, K, 3]
+    loader = DataLoader([data, AddConformer(num_conformers=3)(from_smiles("CC"))], batch_size=2)
+    assert next(iter(loader)).pos_conformers.shape == (6, 3, 3)
+
+
 class _NeverEmbeds(AddConformer):
     def embed(self, smiles, num_nodes):
         return None
@@ -111,6 +153,10 @@ def test_conformer_failure_is_flagged_not_zero():
     assert out.has_pos.tolist() == [False]
     assert torch.isnan(out.pos).all()
     assert transform.num_failures == 1
+    several = _NeverEmbeds(num_conformers=3)
+    with pytest.warns(UserWarning, match="CCO"):
+        out = several(from_smiles("CCO"))
+    assert out.pos_conformers.shape == (3, 3, 3) and torch.isnan(out.pos_conformers).all()
     with pytest.raises(ConformerError, match="CCO"):
         _NeverEmbeds(on_failure="raise")(from_smiles("CCO"))
     with pytest.raises(ValueError, match="on_failure"):
