@@ -6,7 +6,6 @@ import collections
 import gzip
 import hashlib
 import json
-import multiprocessing
 import os
 import os.path as osp
 import pickle
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS, FEATURIZER
 from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
 from pyg_molblend.datasets.smiles import read_smiles_lines
-from pyg_molblend.datasets.utils import Rejections, cache_key, describe, shorten
+from pyg_molblend.datasets.utils import Rejections, cache_key, describe, shorten, worker_pool
 
 __all__ = ["OnDiskMoleculeDataset"]
 
@@ -469,7 +468,7 @@ class OnDiskMoleculeDataset(Dataset):
         if self.num_workers == 0:
             yield from (writer(task) for writer, task in tasks)
             return
-        with multiprocessing.Pool(self.num_workers) as pool:
+        with worker_pool(self.num_workers) as pool:
             pending: collections.deque = collections.deque()
             for writer, task in tasks:
                 pending.append(pool.apply_async(writer, (task,)))

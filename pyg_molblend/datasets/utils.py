@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 import torch_geometric
 from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
@@ -285,6 +286,7 @@ class CachedDataset(InMemoryDataset):
         with open(self.processed_paths[1], "w") as f:
             json.dump(meta, f)
 
+
 #: Chunks handed to each worker per pass over the data, so that slow molecules
 #: (conformer embedding of a macrocycle, say) balance out between workers.
 _CHUNKS_PER_WORKER = 4
@@ -343,10 +345,29 @@ def apply_transform(
         return [transform(data) for data in tqdm(data_list, desc=desc)]
     if chunksize is None:
         chunksize = max(1, len(data_list) // (_CHUNKS_PER_WORKER * num_workers))
-    with multiprocessing.Pool(num_workers) as pool:
+    with worker_pool(num_workers) as pool:
         inputs = (_dumps(data) for data in data_list)
         results = pool.imap(_Pickled(transform), inputs, chunksize=chunksize)
         return [pickle.loads(r) for r in tqdm(results, total=len(data_list), desc=desc)]
+
+
+def worker_pool(num_workers: int) -> Any:
+    """A :class:`multiprocessing.Pool` whose workers run torch on one thread each, as
+    :class:`~torch.utils.data.DataLoader` workers do.
+
+    A worker forked from a process whose OpenMP thread pool has run (any multi-threaded
+    torch operation: a matrix product, say) hangs at its own first multi-threaded
+    operation, spinning for threads it does not have (``AddShortestPath`` in 2 workers
+    after the parent had used 2 threads: stuck in its first product for minutes instead
+    of 0.4 s). One thread per worker avoids that and the oversubscription of the cores
+    by workers times threads.
+
+    Examples:
+        >>> with worker_pool(1) as pool:
+        ...     pool.apply(torch.get_num_threads)
+        1
+    """
+    return multiprocessing.Pool(num_workers, initializer=torch.set_num_threads, initargs=(1,))
 
 
 class _Pickled:

@@ -3,8 +3,11 @@ from __future__ import annotations
 import ast
 import csv
 import math
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -561,3 +564,29 @@ def test_num_without_pos_counts_missing_conformers_of_a_subset():
     no_pos = InMemoryDataset()
     no_pos.data, no_pos.slices = InMemoryDataset.collate([Data(x=torch.zeros(1, 1))] * 2)
     assert num_without_pos(no_pos) == 0
+
+
+def test_transform_workers_do_not_hang_after_the_parent_used_threads(tmp_path):
+    """Workers forked after the parent ran a multi-threaded product used to spin forever
+    in their first one (AddShortestPath's); run in a child with a deadline."""
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import torch\n"
+        "from pyg_molblend.data import from_smiles\n"
+        "from pyg_molblend.datasets.utils import apply_transform\n"
+        "from pyg_molblend.transforms import AddShortestPath\n"
+        "torch.set_num_threads(2)\n"
+        "smiles = ['CC(=O)Oc1ccccc1C(=O)O', 'CCN(CC)CCOC(=O)c1ccc(N)cc1'] * 20\n"
+        "graphs = [from_smiles(s) for s in smiles]\n"
+        "a = torch.randn(300, 300)\n"
+        "(a @ a).sum()  # the OpenMP pool has just run when the workers are forked\n"
+        "out = apply_transform(graphs, AddShortestPath(), num_workers=2)\n"
+        "assert [g.spd.numel() for g in out] == [g.num_nodes ** 2 for g in graphs]\n"
+        "print('done')\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "done"
