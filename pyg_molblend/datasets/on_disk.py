@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import os.path as osp
-import pickle
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -29,7 +28,7 @@ __all__ = ["OnDiskMoleculeDataset"]
 Transform = Callable[[Data], Data]
 
 #: Version of the shard layout; bumped when it changes, so old stores are rebuilt.
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 
 #: Per-molecule index columns of a shard (kept in memory: 29 bytes per molecule).
 _INDEX = (
@@ -235,10 +234,19 @@ class _ShardWriter:
             name: np.asarray(column, dtype=dtype)
             for (name, dtype), column in zip(_INDEX, columns, strict=True)
         }
-        with open(stem + ".index.tmp", "wb") as f:
-            pickle.dump({"arrays": arrays, "skipped": skipped}, f)
+        content = hashlib.sha256(b"".join(records)).hexdigest()
+        with open(stem + ".index.tmp", "wb") as f:  # numpy arrays and JSON: no pickle
+            np.savez(f, **arrays, skipped=np.array(json.dumps(skipped)), content=np.array(content))
         os.replace(stem + ".index.tmp", stem + ".index")
         return shard, len(index), skipped
+
+
+def _read_index(stem: str) -> tuple[dict[str, np.ndarray], list, str]:
+    """A shard's index columns, its skipped molecules and the SHA-256 of its records
+    (read without unpickling)."""
+    with np.load(stem + ".index", allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name, _ in _INDEX}
+        return arrays, json.loads(str(npz["skipped"])), str(npz["content"])
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -425,16 +433,21 @@ class OnDiskMoleculeDataset(Dataset):
             for _, count, shard_skipped in self._run(todo()):
                 bar.update(count + len(shard_skipped))
         for shard in range(len(kinds)):
-            with open(self._stem(shard) + ".index", "rb") as f:
-                index = pickle.load(f)
-            counts[shard] = len(index["arrays"]["offset"])
-            skipped += [[kinds[shard], *entry] for entry in index["skipped"]]
+            arrays, shard_skipped, _ = _read_index(self._stem(shard))
+            counts[shard] = len(arrays["offset"])
+            skipped += [[kinds[shard], *entry] for entry in shard_skipped]
         if not sum(counts.values()):
             raise ValueError(f"No molecule of {self._sources()} is left to store")
+        # What the store holds, whatever its path: every record's bytes (SMILES, atoms,
+        # bonds, coordinates), the index and the skipped rows, shard by shard.
         digest = hashlib.sha256()
         for shard in range(len(kinds)):
-            with open(self._stem(shard) + ".index", "rb") as f:
-                digest.update(f.read())
+            arrays, shard_skipped, content = _read_index(self._stem(shard))
+            digest.update(content.encode())
+            for name, _ in _INDEX:
+                digest.update(arrays[name].tobytes())
+            rows = [[row, text, reason] for row, text, reason, _ in shard_skipped]
+            digest.update(json.dumps(rows).encode())  # not the messages: they name paths
         meta = {
             "format": STORE_FORMAT,
             "key": self.key,
@@ -494,8 +507,7 @@ class OnDiskMoleculeDataset(Dataset):
         columns: dict[str, list[np.ndarray]] = {name: [] for name, _ in _INDEX}
         shard_of = []
         for shard, count in enumerate(self.meta["shards"]):
-            with open(self._stem(shard) + ".index", "rb") as f:
-                arrays = pickle.load(f)["arrays"]
+            arrays, _, _ = _read_index(self._stem(shard))
             for name, _ in _INDEX:
                 columns[name].append(arrays[name])
             shard_of.append(np.full(count, shard, dtype=np.int32))
@@ -560,14 +572,18 @@ class OnDiskMoleculeDataset(Dataset):
     def num_nodes_per_graph(self) -> Tensor:
         """Atom count of every molecule of this dataset (or subset), ``[len]`` (long),
         from the in-memory index."""
-        counts = torch.from_numpy(self._index["num_nodes"].astype(np.int64))
-        return counts[torch.as_tensor(list(self.indices()), dtype=torch.long)]
+        return self._per_graph(torch.from_numpy(self._index["num_nodes"].astype(np.int64)))
 
     @property
     def has_pos_per_graph(self) -> Tensor:
         """``has_pos`` of every molecule of this dataset (or subset), ``[len]`` (bool)."""
-        flags = torch.from_numpy(self._index["has_pos"].copy())
-        return flags[torch.as_tensor(list(self.indices()), dtype=torch.long)]
+        return self._per_graph(torch.from_numpy(self._index["has_pos"].copy()))
+
+    def _per_graph(self, values: Tensor) -> Tensor:
+        """:obj:`values` of the whole store, restricted to this subset."""
+        if self._indices is None:
+            return values
+        return values[torch.as_tensor(list(self.indices()), dtype=torch.long)]
 
     @property
     def smiles(self) -> list[str]:
@@ -576,7 +592,10 @@ class OnDiskMoleculeDataset(Dataset):
 
     def content_digest(self) -> str:
         """A digest of the molecules of this dataset (or subset), in order, without
-        reading them: the store's index files and the subset's indices."""
+        reading them: the digest of every record, the index and the skipped rows taken
+        when the store was prepared, and the subset's indices. It does not depend on where
+        the store or its inputs are, so a store rebuilt elsewhere from the same molecules
+        resumes a pretraining run."""
         digest = hashlib.sha256(self.meta["digest"].encode())
         if self._indices is not None:
             digest.update(np.asarray(list(self.indices()), dtype=np.int64).tobytes())

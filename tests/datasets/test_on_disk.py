@@ -8,6 +8,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch
@@ -101,6 +102,25 @@ def test_molecules_without_a_conformer_come_back_flagged(tmp_path, corpus):
     # no coordinate bytes are stored for them: the records of 2D molecules are shorter
     flat = _store(tmp_path / "2d", corpus, max_molecules=6)
     assert flat.nbytes < store.nbytes
+
+
+def test_fingerprint_follows_the_molecules_not_the_paths(tmp_path, corpus):
+    store = _store(tmp_path / "a", corpus, shard_size=50)
+    copy = tmp_path / "elsewhere" / "renamed.smi"
+    copy.parent.mkdir()
+    copy.write_bytes(corpus.read_bytes())
+    moved = _store(tmp_path / "b", copy, shard_size=50)
+    assert moved.folder != store.folder
+    assert data_fingerprint(moved) == data_fingerprint(store)  # a rebuilt store resumes
+    edited = tmp_path / "edited.smi"
+    edited.write_text(corpus.read_text().replace("\n", "\nCCO\n", 1))  # one molecule more
+    assert data_fingerprint(_store(tmp_path / "c", edited, shard_size=50)) != data_fingerprint(
+        store
+    )
+    for name in os.listdir(store.folder):  # nothing in the store is a pickle
+        if name.endswith(".index"):
+            with np.load(Path(store.folder) / name, allow_pickle=False) as npz:
+                assert set(npz.files) >= {"offset", "num_nodes", "skipped", "content"}
 
 
 def test_pair_relations_per_batch_equal_the_precomputed_ones(tmp_path, corpus):
