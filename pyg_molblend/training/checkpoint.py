@@ -70,7 +70,7 @@ def data_fingerprint(dataset: Sequence) -> str:
         False
     """
     digest = hashlib.sha256(f"{len(dataset)}\n".encode())
-    if hasattr(dataset, "content_digest"):  # an on-disk store: its index, not every record
+    if hasattr(dataset, "content_digest"):  # an on-disk store: its digest, no record read
         digest.update(dataset.content_digest().encode())
         return digest.hexdigest()
     data = getattr(dataset, "_data", None)
