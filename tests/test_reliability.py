@@ -598,6 +598,7 @@ TRANSFORM_OPTIONS = [
     (AddConformer, "on_failure", "flag", "raise"),
     (AddConformer, "timeout", 10, 3),
     (AddConformer, "overwrite", False, True),
+    (AddConformer, "num_conformers", 1, 11),
     (AddShortestPath, "max_distance", 254, 10),
     (AddShortestPath, "max_hops", 5, 2),
 ]
