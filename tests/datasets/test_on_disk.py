@@ -59,11 +59,11 @@ def _store(root, corpus, **kwargs) -> OnDiskMoleculeDataset:
 
 def test_graphs_and_conformers_come_back_as_stored(tmp_path, corpus):
     conformer = AddConformer(seed=0)
-    store = _store(tmp_path, corpus, pre_transform=conformer, shard_size=32)
-    smiles = [s for s in corpus.read_text().split()[1:] if s != "C1CC"]
-    assert len(store) == 120 and store.skipped == [(60, "C1CC")]
-    assert len(store.meta["shards"]) == 4  # 121 rows in shards of 32
-    for i in (0, 59, 60, 119):  # around the skipped row and across shards
+    store = _store(tmp_path, corpus, pre_transform=conformer, shard_size=32, max_molecules=70)
+    smiles = [s for s in corpus.read_text().split()[1:71] if s != "C1CC"]
+    assert len(store) == 69 and store.skipped == [(60, "C1CC")]
+    assert len(store.meta["shards"]) == 3  # 70 rows in shards of 32
+    for i in (0, 59, 60, 68):  # around the skipped row and across shards
         expected = conformer(from_smiles(smiles[i]))
         got = store[i]
         assert got.smiles == smiles[i]
@@ -78,9 +78,8 @@ def test_graphs_and_conformers_come_back_as_stored(tmp_path, corpus):
     subset = store[torch.tensor([5, 1])]
     assert subset.num_nodes_per_graph.tolist() == [counts[5].item(), counts[1].item()]
     assert data_fingerprint(subset) != data_fingerprint(store)
-    assert data_fingerprint(store) == data_fingerprint(
-        _store(tmp_path, corpus, pre_transform=conformer, shard_size=32)
-    )
+    again = _store(tmp_path, corpus, pre_transform=conformer, shard_size=32, max_molecules=70)
+    assert again.folder == store.folder and data_fingerprint(again) == data_fingerprint(store)
 
 
 class EmbedsEveryOther(AddConformer):
@@ -138,9 +137,10 @@ def test_pair_relations_per_batch_equal_the_precomputed_ones(tmp_path, corpus):
 
 
 def test_preparation_resumes_and_does_not_depend_on_workers(tmp_path, corpus):
+    options = dict(shard_size=16, max_molecules=64)  # 4 shards; row 60 (invalid) in the last
     CountingConformer.calls = 0
-    serial = _store(tmp_path / "a", corpus, pre_transform=CountingConformer(seed=0), shard_size=32)
-    assert CountingConformer.calls == 120
+    serial = _store(tmp_path / "a", corpus, pre_transform=CountingConformer(seed=0), **options)
+    assert CountingConformer.calls == 63
     # A preparation killed after some shards: the manifest and the last shards are missing.
     folder = Path(serial.folder)
     os.remove(folder / "manifest.json")
@@ -148,12 +148,12 @@ def test_preparation_resumes_and_does_not_depend_on_workers(tmp_path, corpus):
     (folder / "shard_000002.index").rename(folder / "shard_000002.index.tmp")
     kept = (folder / "shard_000000.bin").stat().st_mtime_ns
     CountingConformer.calls = 0
-    resumed = _store(tmp_path / "a", corpus, pre_transform=CountingConformer(seed=0), shard_size=32)
-    assert CountingConformer.calls == 121 - 64  # shards 2 and 3 only: rows 64 to 120
+    resumed = _store(tmp_path / "a", corpus, pre_transform=CountingConformer(seed=0), **options)
+    assert CountingConformer.calls == 64 - 32 - 1  # shards 2 and 3 only: rows 32 to 63
     assert (folder / "shard_000000.bin").stat().st_mtime_ns == kept
     assert data_fingerprint(resumed) == data_fingerprint(serial)
     parallel = _store(
-        tmp_path / "b", corpus, pre_transform=AddConformer(seed=0), shard_size=32, num_workers=2
+        tmp_path / "b", corpus, pre_transform=AddConformer(seed=0), num_workers=2, **options
     )
     for shard in range(4):
         name = f"shard_{shard:06d}.bin"
@@ -209,6 +209,7 @@ def test_pretraining_from_the_store_equals_pretraining_in_memory(tmp_path, corpu
     for route in ("disk", "memory"):
         out = tmp_path / route
         args = ["pretrain", "--smiles", str(corpus), "--skip-invalid", "--steps", "3"]
+        args += ["--max-molecules", "48"]
         args += ["--batch-size", "16", "--warmup-steps", "1", "--out", str(out)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
