@@ -234,24 +234,22 @@ def _corpus(args: argparse.Namespace, out: Path) -> tuple[Dataset, dict[str, int
             "for 2D-only pretraining on the same molecules use --mode 2d"
         )
     root = Path(args.root or out / "data")
+    # The options both routes give their datasets.
+    common: dict[str, Any] = dict(
+        force_reload=args.force_reload,
+        skip_invalid=args.skip_invalid,
+        max_molecules=args.max_molecules,
+        max_atoms=args.max_atoms,
+        num_workers=args.num_workers,
+    )
+    conformers = [] if args.no_conformers else [AddConformer(seed=0)]  # keeps real 3D as is
     if not args.in_memory:
-        return _on_disk(args, root)
-    steps: list[Any] = [AddShortestPath()]
-    if not args.no_conformers:
-        steps.append(AddConformer(seed=0))  # leaves molecules that have 3D alone
+        return _on_disk(args, root, conformers, common)
+    pre_transform = T.Compose([AddShortestPath(), *conformers])
     parts: dict[str, InMemoryDataset] = {}
     for name, files, cls in (("smiles", args.smiles, SmilesDataset), ("sdf", args.sdf, SDFDataset)):
         if files:
-            parts[name] = cls(
-                str(root),
-                files,
-                pre_transform=T.Compose(steps),
-                force_reload=args.force_reload,
-                skip_invalid=args.skip_invalid,
-                max_molecules=args.max_molecules,
-                max_atoms=args.max_atoms,
-                num_workers=args.num_workers,
-            )
+            parts[name] = cls(str(root), files, pre_transform=pre_transform, **common)
     if args.qm9 is not None:
         parts["qm9"] = _qm9(args)
     sources = {name: len(part) for name, part in parts.items()}
@@ -260,7 +258,9 @@ def _corpus(args: argparse.Namespace, out: Path) -> tuple[Dataset, dict[str, int
     return merge_datasets(list(parts.values()), PRETRAIN_KEYS), sources
 
 
-def _on_disk(args: argparse.Namespace, root: Path) -> tuple[Dataset, dict[str, int]]:
+def _on_disk(
+    args: argparse.Namespace, root: Path, conformers: list[Any], common: dict[str, Any]
+) -> tuple[Dataset, dict[str, int]]:
     """The corpus as one on-disk store: SMILES files, SDF files, then QM9, in that order
     (as the in-memory route merges them), pair relations computed per batch."""
     dataset = OnDiskMoleculeDataset(
@@ -269,13 +269,9 @@ def _on_disk(args: argparse.Namespace, root: Path) -> tuple[Dataset, dict[str, i
         sdf=args.sdf,
         graphs=None if args.qm9 is None else _qm9(args, pair_relations=False),
         graphs_name="qm9",
-        pre_transform=None if args.no_conformers else AddConformer(seed=0),
-        force_reload=args.force_reload,
-        skip_invalid=args.skip_invalid,
-        max_molecules=args.max_molecules,
-        max_atoms=args.max_atoms,
-        num_workers=args.num_workers,
+        pre_transform=conformers[0] if conformers else None,
         shard_size=args.shard_size,
+        **common,
     )
     return dataset, dataset.source_counts
 
