@@ -30,7 +30,8 @@ Transform = Callable[[Data], Data]
 #: Version of the shard layout; bumped when it changes, so old stores are rebuilt.
 STORE_FORMAT = 2
 
-#: Per-molecule index columns of a shard (kept in memory: 29 bytes per molecule).
+#: Per-molecule index columns of a shard (kept in memory: 29 bytes per molecule, plus 4 for
+#: its shard number).
 _INDEX = (
     ("offset", np.int64),  # byte offset of the record in the shard's data file
     ("row", np.int64),  # row of the molecule in its source (files counted in order)
@@ -259,8 +260,8 @@ class OnDiskMoleculeDataset(Dataset):
     whose :meth:`get` reads one molecule from disk.
 
     Only the graph and its coordinates are stored, in compact dtypes (atom and bond
-    features ``uint8``, bonds ``int16``, coordinates ``float32``: about 35 bytes per atom
-    with coordinates, 23 without);
+    features ``uint8``, bonds ``int16``, coordinates ``float32``: about 39 bytes per atom
+    with coordinates, 27 without, i.e. 820 and 600 bytes per drug-like molecule);
     the pair relations (shortest paths, path bonds) are not stored but computed per batch
     on the batch's device by the package's kernels
     (:func:`~pyg_molblend.training.utils.dense_batch` does it for batches that lack them).
@@ -275,11 +276,12 @@ class OnDiskMoleculeDataset(Dataset):
     redone. The store lives in ``root/ondisk_<key>``, the key covering the inputs'
     contents and every option (as :func:`~pyg_molblend.datasets.utils.cache_key`).
 
-    **Reading** keeps 29 bytes per molecule in memory (record offsets, atom and bond
-    counts, ``has_pos``) and reads each molecule with one ``pread`` of its record: no
-    memory map, so the process's resident memory does not grow with the corpus as an
-    epoch goes over it, and each :class:`~torch.utils.data.DataLoader` worker opens its
-    own file handles. :attr:`num_nodes_per_graph` gives the atom counts to
+    **Reading** keeps 33 bytes per molecule in memory (record offsets, source rows, atom,
+    bond and SMILES byte counts, ``has_pos``, shard numbers) and reads each molecule with
+    one ``pread`` of its record: no memory map, so the process's resident memory does not
+    grow with the corpus as an epoch goes over it, and each
+    :class:`~torch.utils.data.DataLoader` worker opens its own file handles.
+    :attr:`num_nodes_per_graph` gives the atom counts to
     :class:`~pyg_molblend.data.SizeBucketBatchSampler` without reading any record.
 
     Args:
