@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS, FEATURIZER
 from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
-from pyg_molblend.datasets.smiles import read_smiles_lines
 from pyg_molblend.datasets.utils import Rejections, cache_key, describe, shorten, worker_pool
 
 __all__ = ["OnDiskMoleculeDataset"]
@@ -101,16 +100,24 @@ def _decode(
 
 # --------------------------------------------------------------------------- sources
 
+#: Rows of a SMILES file read at a time while a store is prepared.
+_READ_CHUNK = 65_536
+
 
 def _smiles_items(paths: Sequence[str], max_molecules: int | None) -> Iterator[tuple]:
-    """``(row, where, smiles)`` of every molecule of the SMILES files, in order."""
+    """``(row, where, smiles)`` of every molecule of the SMILES files, in order, read in
+    chunks (as ``predict`` reads its input), so that a file of millions of rows is never
+    held in memory whole."""
+    from pyg_molblend.training.inference import iter_smiles_table  # not at import: a cycle
+
     row = 0
     for path in paths:
-        for line, smiles in read_smiles_lines(path):
-            if max_molecules is not None and row >= max_molecules:
-                return
-            yield row, f"{path}, line {line}", smiles
-            row += 1
+        for chunk, column in iter_smiles_table(path, chunk_size=_READ_CHUNK):
+            for line, smiles in zip(chunk.index, chunk[column], strict=True):
+                if max_molecules is not None and row >= max_molecules:
+                    return
+                yield row, f"{path}, line {line}", str(smiles).strip()
+                row += 1
 
 
 def _sdf_items(paths: Sequence[str], max_molecules: int | None) -> Iterator[tuple]:
