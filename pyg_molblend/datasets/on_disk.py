@@ -20,7 +20,14 @@ from tqdm import tqdm
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS, FEATURIZER
 from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
-from pyg_molblend.datasets.utils import Rejections, cache_key, describe, shorten, worker_pool
+from pyg_molblend.datasets.utils import (
+    Rejections,
+    cache_key,
+    describe,
+    input_files,
+    shorten,
+    worker_pool,
+)
 
 __all__ = ["OnDiskMoleculeDataset"]
 
@@ -342,17 +349,9 @@ class OnDiskMoleculeDataset(Dataset):
         num_workers: int = 0,
         shard_size: int = 4096,
     ) -> None:
-        if isinstance(smiles, (str, os.PathLike)):
-            smiles = [smiles]
-        if isinstance(sdf, (str, os.PathLike)):
-            sdf = [sdf]
-        self.smiles_paths = [os.fspath(p) for p in smiles]
-        self.sdf_paths = [os.fspath(p) for p in sdf]
+        self.smiles_paths, self.sdf_paths = input_files(smiles), input_files(sdf)
         if not self.smiles_paths and not self.sdf_paths and graphs is None:
             raise ValueError(f"{type(self).__name__} needs SMILES files, SDF files or graphs")
-        for path in self.smiles_paths + self.sdf_paths:
-            if not osp.isfile(path):
-                raise ValueError(f"File not found: {path!r}")
         if shard_size < 1:
             raise ValueError(f"shard_size must be positive, got {shard_size}")
         if num_workers < 0:
@@ -422,7 +421,7 @@ class OnDiskMoleculeDataset(Dataset):
             if name.startswith("shard_") and name.endswith(".index")
         }
         kinds: list[str] = []
-        counts: dict[int, int] = {}
+        counts: list[int] = []
         skipped: list[list] = []
         writers = {
             kind: _ShardWriter(
@@ -441,26 +440,24 @@ class OnDiskMoleculeDataset(Dataset):
         with bar:
             for _, count, shard_skipped in self._run(todo()):
                 bar.update(count + len(shard_skipped))
-        for shard in range(len(kinds)):
-            arrays, shard_skipped, _ = _read_index(self._stem(shard))
-            counts[shard] = len(arrays["offset"])
-            skipped += [[kinds[shard], *entry] for entry in shard_skipped]
-        if not sum(counts.values()):
-            raise ValueError(f"No molecule of {self._sources()} is left to store")
         # What the store holds, whatever its path: every record's bytes (SMILES, atoms,
         # bonds, coordinates), the index and the skipped rows, shard by shard.
         digest = hashlib.sha256()
-        for shard in range(len(kinds)):
+        for shard, kind in enumerate(kinds):
             arrays, shard_skipped, content = _read_index(self._stem(shard))
+            counts.append(len(arrays["offset"]))
+            skipped += [[kind, *entry] for entry in shard_skipped]
             digest.update(content.encode())
             for name, _ in _INDEX:
                 digest.update(arrays[name].tobytes())
             rows = [[row, text, reason] for row, text, reason, _ in shard_skipped]
             digest.update(json.dumps(rows).encode())  # not the messages: they name paths
+        if not sum(counts):
+            raise ValueError(f"No molecule of {self._sources()} is left to store")
         meta = {
             "format": STORE_FORMAT,
             "key": self.key,
-            "shards": [counts[s] for s in range(len(kinds))],
+            "shards": counts,
             "kinds": kinds,
             "skipped": skipped,
             "digest": digest.hexdigest(),

@@ -14,7 +14,7 @@ from torch_geometric.data import Data
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
 from pyg_molblend.datasets.csv_dataset import read_csv_table
-from pyg_molblend.datasets.utils import CachedDataset, Rejections, shorten
+from pyg_molblend.datasets.utils import CachedDataset, Rejections, input_files, shorten
 
 __all__ = ["SDFDataset", "SmilesDataset", "featurize_smiles", "read_smiles_file"]
 
@@ -187,14 +187,9 @@ class SmilesDataset(CachedDataset):
         max_atoms: int | None = DEFAULT_MAX_ATOMS,
         num_workers: int = 0,
     ) -> None:
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        if not paths:
+        if not isinstance(paths, (str, os.PathLike)) and not paths:
             raise ValueError(f"{type(self).__name__} needs at least one file")
-        self.paths = [os.fspath(p) for p in paths]
-        for path in self.paths:
-            if not osp.isfile(path):
-                raise ValueError(f"File not found: {path!r}")
+        self.paths = input_files(paths)
         self.skip_invalid = skip_invalid
         self.max_molecules = max_molecules
         self.max_atoms = max_atoms

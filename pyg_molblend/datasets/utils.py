@@ -125,6 +125,26 @@ def cache_key(inputs: Sequence[str | os.PathLike], options: Mapping[str, Any]) -
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def input_files(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The input files as strings (one path alone becomes a list of one), each checked to
+    exist.
+
+    Raises:
+        ValueError: naming the first path that is not a file.
+
+    Examples:
+        >>> input_files([])
+        []
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = [os.fspath(p) for p in paths]
+    for path in files:
+        if not osp.isfile(path):
+            raise ValueError(f"File not found: {path!r}")
+    return files
+
+
 def shorten(text: str, limit: int = 80) -> str:
     """:obj:`text` for a message, cut to :obj:`limit` characters with its length given."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
