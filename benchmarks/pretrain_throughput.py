@@ -101,13 +101,19 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
             "load_seconds": time.perf_counter() - started,
             "molecules": len(dataset),
         }
-        if spec["steps"] == 0:  # describe the corpus
-            data = dataset._data
-            sizes = (dataset.slices["x"][1:] - dataset.slices["x"][:-1]).tolist()
+        if spec["steps"] == 0:  # describe the corpus, whichever route the tree takes
+            import torch_geometric
+
+            # One collated batch of every molecule: the in-memory route's storage, or the
+            # records of an on-disk store (the route pretrain takes by default since d422f92).
+            data = torch_geometric.data.Batch.from_data_list(
+                [dataset[i] for i in range(len(dataset))]
+            )
+            sizes = data.ptr.diff().tolist()
             pos = data.pos.detach().cpu().contiguous().double().numpy()
             info.update(
-                processed=str(getattr(dataset, "processed_paths", ["?"])[0]),
-                smiles_sha=hashlib.sha256("\n".join(dataset.smiles).encode()).hexdigest(),
+                processed=str((getattr(dataset, "processed_paths", None) or [dataset.folder])[0]),
+                smiles_sha=hashlib.sha256("\n".join(data.smiles).encode()).hexdigest(),
                 sizes_sha=hashlib.sha256(repr(sizes).encode()).hexdigest(),
                 pos_sha=hashlib.sha256(pos.round(4).tobytes()).hexdigest(),
                 with_3d=int(data.has_pos.sum()) if "has_pos" in data else None,
