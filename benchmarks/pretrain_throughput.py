@@ -3,7 +3,9 @@
 Each measurement is a fresh subprocess that imports ``pyg_molblend`` from one source tree
 (``PYTHONPATH=<tree>``; the subprocess checks and prints ``pyg_molblend.__file__``), loads
 the corpus exactly as ``pyg-molblend pretrain --smiles FILE`` does (the CLI's own argument
-parser and corpus builder: :class:`~pyg_molblend.datasets.SmilesDataset` with
+parser and corpus builder: since d422f92 an
+:class:`~pyg_molblend.datasets.OnDiskMoleculeDataset` with ``AddConformer(seed=0)``, pair
+relations per batch; before it a :class:`~pyg_molblend.datasets.SmilesDataset` with
 ``AddShortestPath()`` and ``AddConformer(seed=0)`` as ``pre_transform``), builds
 ``MoleBlend.from_preset(preset)`` and times the public
 ``pyg_molblend.training.pretrain.pretrain(model, dataset, out, config)`` call for S1 and
