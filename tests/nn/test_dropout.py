@@ -2,10 +2,12 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pyg_molblend import BlendedGraphTransformer
 from pyg_molblend.nn import DenoiseHead, Dropout, key_padding_bias
 from pyg_molblend.nn.dropout import dropout
+from pyg_molblend.nn.layer import MIN_CPU_KEYS, cpu_attention
 
 
 def test_mask_fraction_and_scale():
@@ -110,13 +112,38 @@ def test_attention_dropout_path_by_hand():
     assert not torch.allclose(layer(x, bias, mask), layer.eval()(x, bias, mask), atol=1e-3)
 
 
-def test_attention_training_path_equals_sdpa_without_dropout(monkeypatch):
+def test_cpu_attention_equals_sdpa_padded_or_not(monkeypatch):
+    # Below MIN_CPU_KEYS keys the logits are padded with masked keys; at and above it
+    # not: both give SDPA's result, and dropout draws one mask per real weight.
+    torch.manual_seed(0)
+    seen = []  # the shapes dropout was given
+    for num_nodes in (5, MIN_CPU_KEYS - 1, MIN_CPU_KEYS, MIN_CPU_KEYS + 3):
+        q, k, v = torch.randn(3, 2, 4, num_nodes, 8).unbind(0)
+        bias = torch.randn(2, 4, num_nodes, num_nodes)
+        keys = torch.ones(2, num_nodes, dtype=torch.bool)
+        keys[1, num_nodes // 2 :] = False
+        expected = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.masked_fill(~keys.view(2, 1, 1, -1), float("-inf"))
+        )
+        out = cpu_attention(q, k, v, bias, keys)
+        assert torch.allclose(out, expected, atol=1e-5), num_nodes
+        seen.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                "pyg_molblend.nn.layer.dropout", lambda t, p, training: seen.append(t.shape) or t
+            )
+            out = cpu_attention(q, k, v, bias, keys, 0.5, True)
+        assert torch.allclose(out, expected, atol=1e-5)
+        assert seen == [torch.Size([2, 4, num_nodes, num_nodes])]
+
+
+def test_attention_training_path_equals_eval_without_dropout(monkeypatch):
     torch.manual_seed(0)
     layer = BlendedGraphTransformer(16, heads=4, ffn_channels=32, attn_dropout=0.3)
     x, bias = torch.randn(3, 6, 16), torch.randn(3, 4, 6, 6)
     mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [False] * 6])
     expected = layer.eval()(x, bias, mask)
-    monkeypatch.setattr("pyg_molblend.nn.layer.dropout", lambda t, p: t)
+    monkeypatch.setattr("pyg_molblend.nn.layer.dropout", lambda t, p, training: t)
     out = layer.train()(x, bias, mask)
     assert torch.allclose(out, expected, atol=1e-6)
     assert torch.isfinite(out).all() and (out[2] == 0).all()
