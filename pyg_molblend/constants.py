@@ -32,6 +32,10 @@ SPD_PAD = -1
 #: ``multi_hop_max_dist``).
 DEFAULT_MAX_HOPS = 5
 
+#: Task types of labelled datasets and predictors: binary labels (0/1) per task, class
+#: indices (0 to K - 1, the same K classes for every task), or real values.
+TASK_TYPES = ("classification", "multiclass", "regression")
+
 #: Label of a position that a classification loss ignores (``torch.nn.functional.cross_entropy``'s
 #: default ``ignore_index``): self pairs, padding, unreachable pairs, hops past a path's end.
 IGNORE_INDEX = -100

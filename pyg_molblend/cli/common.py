@@ -17,10 +17,11 @@ import numpy as np
 import torch
 import torch_geometric.transforms as T
 
-from pyg_molblend.constants import DEFAULT_MAX_ATOMS
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS, TASK_TYPES
 from pyg_molblend.data import index_split, random_split, scaffold_split
 from pyg_molblend.datasets import CSVDataset, MoleculeNet, default_dataset
 from pyg_molblend.datasets.csv_dataset import SmilesTableDataset
+from pyg_molblend.models import output_names
 from pyg_molblend.training.checkpoint import PRETRAINED_NAME, CheckpointError
 from pyg_molblend.training.io import atomic_write
 from pyg_molblend.transforms import (
@@ -117,7 +118,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, evaluate: bool = False) 
     group.add_argument("--csv", help="a CSV file with a SMILES column and target columns")
     group.add_argument("--smiles-column", default="smiles", help="SMILES column of --csv")
     group.add_argument("--targets", help="comma-separated target columns of --csv")
-    group.add_argument("--task", choices=("classification", "regression"), help="task of --csv")
+    group.add_argument("--task", choices=TASK_TYPES, help="task of --csv")
+    group.add_argument(
+        "--num-classes",
+        type=positive_int,
+        help="classes per task of a --task multiclass --csv (labels 0 to K - 1; default: the "
+        "largest label plus one)",
+    )
     group.add_argument(
         "--skip-invalid",
         action="store_true",
@@ -204,7 +211,16 @@ def load_labelled(args: argparse.Namespace, mode: str) -> tuple[SmilesTableDatas
         warnings.filterwarnings("ignore", message="The `pre_transform` argument differs")
         if args.csv:
             if not args.targets or not args.task:
-                raise ValueError("--csv needs --targets T1,T2 and --task classification|regression")
+                raise ValueError(
+                    "--csv needs --targets T1,T2 and --task classification|multiclass|regression"
+                )
+            if args.num_classes is not None and args.task != "multiclass":
+                raise ValueError(
+                    f"--num-classes {args.num_classes} is for --task multiclass, not "
+                    f"--task {args.task}"
+                )
+            if args.task == "multiclass":
+                common["num_classes"] = args.num_classes
             stem = Path(args.csv).name.split(".")[0]
             dataset = CSVDataset(
                 osp.join(args.root, "csv", stem),
@@ -393,14 +409,18 @@ def write_predictions(
     std: np.ndarray | None = None,
 ) -> None:
     """One line per molecule: its CSV data ``row`` (as ``--split-file`` counts rows), the
-    split, the SMILES, the targets (empty where missing), the predictions and, for an
-    ensemble or dropout samples, their standard deviations (``<task>_std``)."""
+    split, the SMILES, the targets (empty where missing), the predictions (``<task>_pred``;
+    multiclass: ``<task>_class_<k>_pred`` per class) and, for an ensemble or dropout
+    samples, their standard deviations (``<task>_std``, ``<task>_class_<k>_std``)."""
     names = dataset.target_names
+    outputs = output_names(names, task_classes(dataset))
     smiles, rows = dataset.smiles, dataset.source_rows
-    spread = [f"{n}_std" for n in names] if std is not None else []
+    spread = [f"{n}_std" for n in outputs] if std is not None else []
     with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["row", "split", "smiles", *names, *[f"{n}_pred" for n in names], *spread])
+        writer.writerow(
+            ["row", "split", "smiles", *names, *[f"{n}_pred" for n in outputs], *spread]
+        )
         for k, i in enumerate(index.tolist()):
             target = dataset[i].y.view(-1).tolist()
             writer.writerow(
@@ -413,6 +433,12 @@ def write_predictions(
                     *([f"{s:.6g}" for s in std[k]] if std is not None else []),
                 ]
             )
+
+
+def task_classes(dataset: SmilesTableDataset) -> int | None:
+    """Classes per task of a multiclass dataset, else :obj:`None` (what
+    :class:`~pyg_molblend.models.MoleBlendPredictor` takes as ``num_classes``)."""
+    return dataset.num_classes if dataset.task_type == "multiclass" else None
 
 
 def default_checkpoint() -> str | None:

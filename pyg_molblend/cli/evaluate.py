@@ -17,6 +17,7 @@ from pyg_molblend.cli.common import (
     make_split,
     positive_int,
     rows_to_positions,
+    task_classes,
     write_predictions,
 )
 from pyg_molblend.training.checkpoint import data_fingerprint
@@ -64,10 +65,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     meta = models.meta
     dataset, name = load_labelled(args, meta["mode"])
     models.check_descriptors(attach_descriptors(dataset, args.descriptors), None)
-    if dataset.num_tasks != meta["num_tasks"] or dataset.task_type != meta["task_type"]:
+    ours = (dataset.num_tasks, dataset.task_type, task_classes(dataset))
+    theirs = (meta["num_tasks"], meta["task_type"], meta.get("num_classes"))
+    if ours != theirs:
+
+        def what(num_tasks: int, task_type: str, num_classes: int | None) -> str:
+            classes = f" ({num_classes} classes each)" if num_classes else ""
+            return f"{num_tasks} {task_type} targets{classes}"
+
         raise ValueError(
-            f"Checkpoint {args.checkpoint!r} predicts {meta['num_tasks']} {meta['task_type']} "
-            f"targets, dataset {name!r} has {dataset.num_tasks} {dataset.task_type} targets"
+            f"Checkpoint {args.checkpoint!r} predicts {what(*theirs)}, dataset {name!r} has "
+            f"{what(*ours)}"
         )
     everything = np.arange(len(dataset))
     split_name = args.split

@@ -20,11 +20,12 @@ from pyg_molblend.cli.common import (
     make_split,
     num_descriptors,
     positive_int,
+    task_classes,
     write_predictions,
     write_split,
 )
 from pyg_molblend.datasets.utils import num_without_pos
-from pyg_molblend.models import PRESETS, MoleBlend, MoleBlendPredictor
+from pyg_molblend.models import PRESETS, MoleBlend, MoleBlendPredictor, output_names
 from pyg_molblend.training.checkpoint import (
     data_fingerprint,
     load_encoder,
@@ -39,7 +40,7 @@ from pyg_molblend.training.finetune import (
     stack_targets,
 )
 from pyg_molblend.training.io import check_writable, write_json
-from pyg_molblend.training.metrics import METRICS, compute_metrics
+from pyg_molblend.training.metrics import METRICS, compute_metrics, one_vs_rest
 from pyg_molblend.training.plots import (
     have_matplotlib,
     plot_learning_curve,
@@ -141,7 +142,7 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
         "--class-weights",
         choices=("balanced",),
         help="weight each classification task's positives by n_negative / n_positive of "
-        "the training set",
+        "the training set (multiclass: each class k by n / (K n_k))",
     )
     group.add_argument(
         "--patience",
@@ -152,7 +153,7 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
         "--metric",
         choices=sorted({m for names in METRICS.values() for m in names}),
         help="validation metric that selects the epoch (default: roc_auc for "
-        "classification, rmse for regression)",
+        "classification, cross_entropy for multiclass, rmse for regression)",
     )
     group.add_argument(
         "--descriptors",
@@ -202,6 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metrics = {
         "dataset": name,
         "task": dataset.task_type,
+        "num_classes": task_classes(dataset),
         "metric": metric,
         "valid": valid[metric],
         "test": test[metric],
@@ -273,7 +275,11 @@ def _plots(
     if dataset.task_type == "regression":
         plot_parity(targets, pred, dataset.target_names, out / "parity.png")
         return ", learning_curve.png, parity.png"
-    plot_roc(targets, pred, dataset.target_names, out / "roc.png")
+    names = dataset.target_names
+    if dataset.task_type == "multiclass":  # one-vs-rest: a curve per task and class
+        targets = one_vs_rest(targets, dataset.num_classes)
+        names = output_names(names, dataset.num_classes)
+    plot_roc(targets, pred, names, out / "roc.png")
     return ", learning_curve.png, roc.png"
 
 
@@ -298,6 +304,7 @@ def train_member(
         args.mode,
         dropout=args.dropout,
         num_descriptors=num_descriptors(dataset),
+        num_classes=task_classes(dataset),
     )
     config = FinetuneConfig(
         epochs=args.epochs,

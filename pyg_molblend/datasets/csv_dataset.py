@@ -15,7 +15,7 @@ import torch
 from torch_geometric.data import Data
 from tqdm import tqdm
 
-from pyg_molblend.constants import DEFAULT_MAX_ATOMS
+from pyg_molblend.constants import DEFAULT_MAX_ATOMS, TASK_TYPES
 from pyg_molblend.data.featurize import from_smiles
 from pyg_molblend.datasets.utils import CachedDataset, Rejections, shorten, warn_user
 
@@ -24,9 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TASK_TYPES", "CSVDataset", "SmilesTableDataset"]
 
-#: Task types of a labelled dataset: binary labels (0/1, NaN for missing) per task, or
-#: real-valued targets.
-TASK_TYPES = ("classification", "regression")
 
 Transform = Callable[[Data], Data]
 Filter = Callable[[Data], bool]
@@ -112,13 +109,19 @@ def iter_csv_table(
 
 
 def parse_targets(
-    table: pd.DataFrame, columns: Sequence[str], task_type: str, source: str = "the table"
+    table: pd.DataFrame,
+    columns: Sequence[str],
+    task_type: str,
+    source: str = "the table",
+    num_classes: int | None = None,
 ) -> torch.Tensor:
     """Target columns of :obj:`table` (from :func:`read_csv_table`) as a float tensor
     ``[num_rows, len(columns)]``, NaN where a field is empty (a missing label).
 
     Every other value must be a finite number in ``float32`` (``inf``, ``nan`` written
-    out, and ``1e40``, which overflows, are refused), and a classification label 0 or 1.
+    out, and ``1e40``, which overflows, are refused), a classification label 0 or 1, and
+    a multiclass label a class index: an integer from 0, below :obj:`num_classes` when
+    that is given.
 
     Raises:
         ValueError: naming :obj:`source`, the line (the table's index), the column and
@@ -153,6 +156,18 @@ def parse_targets(
                 raise ValueError(
                     f"{source}, line {table.index[position]}, column {column!r}: a "
                     f"classification label must be 0 or 1 (or empty), got "
+                    f"{text.iloc[position]!r}"
+                )
+        if task_type == "multiclass":
+            limit = np.inf if num_classes is None else num_classes
+            with np.errstate(invalid="ignore"):
+                wrong = ~empty & ((values < 0) | (values != np.round(values)) | (values >= limit))
+            if wrong.any():
+                position = int(wrong.argmax())
+                allowed = "0, 1, 2, ..." if num_classes is None else f"0 to {num_classes - 1}"
+                raise ValueError(
+                    f"{source}, line {table.index[position]}, column {column!r}: a "
+                    f"multiclass label must be a class index ({allowed}) or empty, got "
                     f"{text.iloc[position]!r}"
                 )
         values[empty] = np.nan
@@ -191,7 +206,12 @@ class SmilesTableDataset(CachedDataset):
     Subclasses define :attr:`source`, :meth:`read_table` and :meth:`cache_options`.
 
     Attributes:
-        task_type (str): :obj:`"classification"` or :obj:`"regression"`.
+        task_type (str): :obj:`"classification"`, :obj:`"multiclass"` or
+            :obj:`"regression"`.
+        num_classes (int): classes per task of a multiclass dataset: the
+            :obj:`num_classes` it was given, else the largest label in the file plus one
+            (at least 2); for the other task types PyG's
+            :attr:`~torch_geometric.data.Dataset.num_classes`.
         target_names (list[str]): the target columns, in the order of ``y``'s columns.
         skipped (list[tuple[int, str]]): rows dropped for an invalid SMILES.
         too_large (list[tuple[int, str]]): rows dropped for more than :obj:`max_atoms`
@@ -225,12 +245,24 @@ class SmilesTableDataset(CachedDataset):
         skip_invalid: bool = False,
         max_atoms: int | None = DEFAULT_MAX_ATOMS,
         num_workers: int = 0,
+        num_classes: int | None = None,
     ) -> None:
         if task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
         if max_atoms is not None and (isinstance(max_atoms, bool) or max_atoms < 1):
             raise ValueError(f"max_atoms must be a positive integer or None, got {max_atoms!r}")
+        if num_classes is not None:
+            if task_type != "multiclass":
+                raise ValueError(
+                    f"num_classes is for multiclass tasks, got num_classes={num_classes!r} "
+                    f"for {task_type}"
+                )
+            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+                raise ValueError(
+                    f"num_classes must be an integer of at least 2, got {num_classes!r}"
+                )
         self.task_type = task_type
+        self.given_num_classes = num_classes
         self.skip_invalid = skip_invalid
         self.max_atoms = max_atoms
         super().__init__(root, transform, pre_transform, pre_filter, force_reload, num_workers)
@@ -238,6 +270,12 @@ class SmilesTableDataset(CachedDataset):
         self.skipped = [(int(row), str(smiles)) for row, smiles in self.meta["skipped"]]
         self.too_large = [(int(row), str(smiles)) for row, smiles in self.meta["too_large"]]
         self.unlabeled = [(int(row), str(smiles)) for row, smiles in self.meta["unlabeled"]]
+
+    @property
+    def num_classes(self) -> int:
+        if self.task_type == "multiclass":
+            return int(self.meta["num_classes"])
+        return super().num_classes
 
     @property
     def display_name(self) -> str:
@@ -265,6 +303,8 @@ class SmilesTableDataset(CachedDataset):
         return {
             **self.table_options(),
             "task_type": self.task_type,
+            # Only when multiclass: the caches of the other task types keep their keys.
+            **({"num_classes": self.given_num_classes} if self.task_type == "multiclass" else {}),
             "skip_invalid": self.skip_invalid,
             "max_atoms": self.max_atoms,
         }
@@ -279,7 +319,9 @@ class SmilesTableDataset(CachedDataset):
     def process(self) -> None:
         source = self.source
         table, smiles_column, target_columns = self.read_table()
-        targets = parse_targets(table, target_columns, self.task_type, source)
+        targets = parse_targets(
+            table, target_columns, self.task_type, source, self.given_num_classes
+        )
         invalid = Rejections("with an invalid SMILES (see .skipped)", self.skip_invalid, source)
         large = Rejections(
             f"above max_atoms={self.max_atoms} (see .too_large)", self.skip_invalid, source
@@ -319,8 +361,13 @@ class SmilesTableDataset(CachedDataset):
         invalid.warn()
         large.warn()
         _warn_conflicts(data_list, lines, source)
+        num_classes = None
+        if self.task_type == "multiclass":
+            largest = int(np.nanmax(targets.numpy())) if not bool(targets.isnan().all()) else 0
+            num_classes = self.given_num_classes or max(largest + 1, 2)
         meta: dict[str, Any] = {
             "target_names": list(target_columns),
+            "num_classes": num_classes,
             "skipped": invalid.items,
             "too_large": large.items,
             "unlabeled": unlabeled,
@@ -372,7 +419,8 @@ class CSVDataset(SmilesTableDataset):
             header row.
         smiles_column (str): name of the SMILES column.
         target_columns (Sequence[str]): names of the target columns (at least one).
-        task_type (str): :obj:`"classification"` (labels 0/1) or :obj:`"regression"`.
+        task_type (str): :obj:`"classification"` (labels 0/1), :obj:`"multiclass"` (class
+            indices 0, 1, 2, ...) or :obj:`"regression"`.
         transform (callable, optional): applied to each graph on access. (default: :obj:`None`)
         pre_transform (callable, optional): applied once before saving, for example
             :class:`~pyg_molblend.transforms.AddConformer`. (default: :obj:`None`)
@@ -387,6 +435,9 @@ class CSVDataset(SmilesTableDataset):
             (default: :data:`~pyg_molblend.constants.DEFAULT_MAX_ATOMS`)
         num_workers (int, optional, keyword-only): processes that run
             :obj:`pre_transform`. (default: :obj:`0`)
+        num_classes (int, optional, keyword-only): classes per task of a multiclass table
+            (labels must be below it); :obj:`None` counts them from the largest label.
+            (default: :obj:`None`)
 
     Raises:
         FileNotFoundError: if the file does not exist.
@@ -404,6 +455,15 @@ class CSVDataset(SmilesTableDataset):
         ... )
         >>> len(dataset), dataset.num_tasks, dataset[0].y.tolist()
         (2, 1, [[1.0]])
+
+        Multiclass labels are class indices:
+
+        >>> _ = (folder / "phase.csv").write_text("smiles,phase\nCCO,2\nc1ccccc1,0\nC,1\n")
+        >>> dataset = CSVDataset(
+        ...     str(folder / "root"), folder / "phase.csv", "smiles", ["phase"], "multiclass"
+        ... )
+        >>> dataset.num_classes, dataset[0].y.tolist()
+        (3, [[2.0]])
     """
 
     def __init__(
@@ -421,6 +481,7 @@ class CSVDataset(SmilesTableDataset):
         skip_invalid: bool = False,
         max_atoms: int | None = DEFAULT_MAX_ATOMS,
         num_workers: int = 0,
+        num_classes: int | None = None,
     ) -> None:
         if isinstance(target_columns, str):
             target_columns = [target_columns]
@@ -441,6 +502,7 @@ class CSVDataset(SmilesTableDataset):
             skip_invalid=skip_invalid,
             max_atoms=max_atoms,
             num_workers=num_workers,
+            num_classes=num_classes,
         )
 
     @property

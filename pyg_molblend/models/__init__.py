@@ -9,12 +9,13 @@ from pyg_molblend.models.losses import (
     edge_labels,
     edge_loss,
     masked_bce_loss,
+    masked_cross_entropy_loss,
     masked_mse_loss,
     spd_labels,
     spd_loss,
 )
 from pyg_molblend.models.moleblend import DEFAULT_LOSS_WEIGHTS, PRESETS, EncoderOutput, MoleBlend
-from pyg_molblend.models.predictor import TASK_TYPES, MoleBlendPredictor
+from pyg_molblend.models.predictor import TASK_TYPES, MoleBlendPredictor, output_names
 
 __all__ = [
     "DEFAULT_LOSS_WEIGHTS",
@@ -31,7 +32,9 @@ __all__ = [
     "edge_labels",
     "edge_loss",
     "masked_bce_loss",
+    "masked_cross_entropy_loss",
     "masked_mse_loss",
+    "output_names",
     "spd_labels",
     "spd_loss",
 ]

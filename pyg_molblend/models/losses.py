@@ -4,8 +4,8 @@ Pretraining (:meth:`~pyg_molblend.models.MoleBlend.pretrain_loss`) sums four ter
 :func:`spd_loss` and :func:`edge_loss` (the 2D relations of every atom pair, eq. 3),
 :func:`direction_loss` (the 3D relation) and :func:`denoise_loss` (the noise added to the
 coordinates). Fine-tuning (:class:`~pyg_molblend.models.MoleBlendPredictor`) uses
-:func:`masked_bce_loss` or :func:`masked_mse_loss`. Terms without data return
-:obj:`None` (pretraining) or 0 (fine-tuning), never NaN.
+:func:`masked_bce_loss`, :func:`masked_cross_entropy_loss` or :func:`masked_mse_loss`.
+Terms without data return :obj:`None` (pretraining) or 0 (fine-tuning), never NaN.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "edge_labels",
     "edge_loss",
     "masked_bce_loss",
+    "masked_cross_entropy_loss",
     "masked_mse_loss",
     "spd_labels",
     "spd_loss",
@@ -223,6 +224,36 @@ def masked_bce_loss(logits: Tensor, target: Tensor, pos_weight: Tensor | None = 
     loss = F.binary_cross_entropy_with_logits(
         logits, torch.where(valid, target, 0.0), reduction="none", pos_weight=pos_weight
     )
+    return torch.where(valid, loss, 0.0).sum() / valid.sum().clamp(min=1)
+
+
+def masked_cross_entropy_loss(
+    logits: Tensor, target: Tensor, class_weight: Tensor | None = None
+) -> Tensor:
+    """Multiclass cross-entropy averaged over the labels that are present (NaN =
+    missing); 0 when none is. No host synchronisation: the mask weights the terms.
+
+    Args:
+        logits (Tensor): ``[B, T, K]`` raw outputs, :math:`K` classes per task.
+        target (Tensor): ``[B, T]`` class indices 0 to :math:`K - 1` (as floats), NaN
+            where missing.
+        class_weight (Tensor, optional): ``[T, K]`` weight of each task's classes; a
+            label's term is multiplied by its class's weight and the mean is still over
+            the present labels, as :func:`masked_bce_loss` does with ``pos_weight``.
+            :obj:`None` leaves the loss unweighted. (default: :obj:`None`)
+
+    Examples:
+        >>> logits = torch.tensor([[[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]]])
+        >>> target = torch.tensor([[1.0, float("nan")]])  # the second label is missing
+        >>> masked_cross_entropy_loss(logits, target).item() == torch.log(torch.tensor(3.0)).item()
+        True
+    """
+    valid = ~torch.isnan(target)
+    index = torch.where(valid, target, 0.0).long()
+    loss = -torch.log_softmax(logits.float(), -1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    if class_weight is not None:
+        tasks = torch.arange(target.size(1), device=target.device)
+        loss = loss * class_weight.to(loss.dtype)[tasks, index]
     return torch.where(valid, loss, 0.0).sum() / valid.sum().clamp(min=1)
 
 

@@ -9,15 +9,32 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from pyg_molblend.constants import TASK_TYPES
 from pyg_molblend.data.dense import DenseMolBatch
-from pyg_molblend.models.losses import masked_bce_loss, masked_mse_loss
+from pyg_molblend.models.losses import (
+    masked_bce_loss,
+    masked_cross_entropy_loss,
+    masked_mse_loss,
+)
 from pyg_molblend.models.moleblend import INIT_STD, MoleBlend
 from pyg_molblend.nn.blend import MODES
 from pyg_molblend.nn.dropout import Dropout
 
-__all__ = ["TASK_TYPES", "MoleBlendPredictor"]
+__all__ = ["TASK_TYPES", "MoleBlendPredictor", "output_names"]
 
-TASK_TYPES = ("classification", "regression")
+
+def output_names(target_names: list[str], num_classes: int | None = None) -> list[str]:
+    """Names of a predictor's output columns: the task names, or for :obj:`num_classes`
+    classes per task (multiclass) ``<task>_class_<k>`` for each task and class, the
+    order of :meth:`MoleBlendPredictor.predict`'s columns.
+
+    Examples:
+        >>> output_names(["logS"]), output_names(["phase", "shape"], num_classes=2)
+        (['logS'], ['phase_class_0', 'phase_class_1', 'shape_class_0', 'shape_class_1'])
+    """
+    if num_classes is None:
+        return list(target_names)
+    return [f"{name}_class_{k}" for name in target_names for k in range(num_classes)]
 
 
 class MoleBlendPredictor(nn.Module):
@@ -25,7 +42,10 @@ class MoleBlendPredictor(nn.Module):
 
     The graph token's state goes through the reference's classification head
     (Linear, GELU, Linear). Classification tasks are independent binary labels trained
-    with :func:`masked_bce_loss` (missing labels, NaN, are masked). Regression targets
+    with :func:`masked_bce_loss` (missing labels, NaN, are masked). Multiclass tasks
+    each choose one of :obj:`num_classes` classes (labels 0 to :math:`K - 1`), trained
+    with :func:`masked_cross_entropy_loss`; their outputs are :math:`K` columns per task
+    (:func:`output_names`), probabilities summing to 1 per task. Regression targets
     are standardised with the training set's mean and std (:meth:`fit_targets`) and
     trained with MSE in standard units, which is the reference's MSE on
     ``pred * std + mean`` divided by :math:`\sigma^2` per task; :meth:`predict` returns
@@ -37,22 +57,26 @@ class MoleBlendPredictor(nn.Module):
     (:meth:`fit_descriptors`, buffers ``descriptor_mean`` and ``descriptor_std``) and
     concatenated to the graph embedding before the head, as chemprop's extra features.
     Classification can weight the positive labels of each task
-    (:meth:`fit_class_weights`, the ``pos_weight`` of :func:`masked_bce_loss`); the
-    weights only change the training loss and are part of :meth:`state_dict` once set
-    (a state without them, as every older checkpoint, loads as unweighted).
+    (:meth:`fit_class_weights`, the ``pos_weight`` of :func:`masked_bce_loss`), and
+    multiclass each class of each task (``class_weight``); the weights only change the
+    training loss and are part of :meth:`state_dict` once set (a state without them, as
+    every older checkpoint, loads as unweighted).
 
     To rebuild a predictor from its :meth:`state_dict`, construct it with the same
-    :obj:`num_tasks`, :obj:`task_type`, :obj:`mode` and :obj:`num_descriptors`.
+    :obj:`num_tasks`, :obj:`task_type`, :obj:`mode`, :obj:`num_descriptors` and
+    :obj:`num_classes`.
 
     Args:
         encoder (MoleBlend): the (pretrained) encoder.
-        num_tasks (int): number of outputs.
-        task_type (str): ``"classification"`` or ``"regression"``.
+        num_tasks (int): number of tasks.
+        task_type (str): ``"classification"``, ``"multiclass"`` or ``"regression"``.
         mode (str, optional): encoding mode; ``"2d"`` when no conformers exist,
             ``"2d+3d"`` when they do (paper eqs. 4 and 5). (default: :obj:`"2d"`)
         dropout (float, optional): dropout inside the head. (default: :obj:`0.0`)
         num_descriptors (int, optional): number :math:`D` of per-molecule descriptors
             concatenated to the graph embedding; 0 for none. (default: :obj:`0`)
+        num_classes (int, optional): classes per task :math:`K \ge 2` of a multiclass
+            predictor; :obj:`None` for the other task types. (default: :obj:`None`)
 
     Examples:
         >>> from torch_geometric.data import Batch
@@ -74,6 +98,15 @@ class MoleBlendPredictor(nn.Module):
         ([2.0, 20.0], [1.0, 10.0])
         >>> predictor.eval().predict(Batch.from_data_list(graphs)).shape
         torch.Size([2, 1])
+
+        Multiclass, two tasks of three classes each (probabilities, 3 columns per task):
+
+        >>> predictor = MoleBlendPredictor(
+        ...     MoleBlend.from_preset("small"), 2, "multiclass", num_classes=3
+        ... ).eval()
+        >>> prob = predictor.predict(batch)
+        >>> prob.shape, prob.view(2, 2, 3).sum(-1).allclose(torch.ones(2, 2))
+        (torch.Size([2, 6]), True)
     """
 
     def __init__(
@@ -84,10 +117,21 @@ class MoleBlendPredictor(nn.Module):
         mode: str = "2d",
         dropout: float = 0.0,
         num_descriptors: int = 0,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         if task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
+        if task_type == "multiclass":
+            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+                raise ValueError(
+                    f"A multiclass predictor needs num_classes of at least 2, got {num_classes!r}"
+                )
+        elif num_classes is not None:
+            raise ValueError(
+                f"num_classes is for multiclass tasks, got num_classes={num_classes!r} for "
+                f"{task_type}"
+            )
         if mode not in MODES or mode == "blend":
             raise ValueError(f"mode must be '2d', '3d' or '2d+3d' for prediction, got {mode!r}")
         if num_tasks < 1:
@@ -100,21 +144,29 @@ class MoleBlendPredictor(nn.Module):
         self.task_type = task_type
         self.mode = mode
         self.num_descriptors = num_descriptors
+        self.num_classes = num_classes
         self.dropout = dropout
         self.head = nn.Sequential(
             Dropout(dropout),
             nn.Linear(channels + num_descriptors, channels),
             nn.GELU(),
             Dropout(dropout),
-            nn.Linear(channels, num_tasks),
+            nn.Linear(channels, self.num_outputs),
         )
         self.register_buffer("target_mean", torch.zeros(num_tasks))
         self.register_buffer("target_std", torch.ones(num_tasks))
         if num_descriptors > 0:  # only then: older checkpoints load unchanged
             self.register_buffer("descriptor_mean", torch.zeros(num_descriptors))
             self.register_buffer("descriptor_std", torch.ones(num_descriptors))
-        # None (no weighting, and no state_dict entry) until fit_class_weights sets it.
+        # None (no weighting, and no state_dict entry) until fit_class_weights sets them:
+        # pos_weight [T] for classification, class_weight [T, K] for multiclass.
         self.register_buffer("pos_weight", None)
+        self.register_buffer("class_weight", None)
+
+    @property
+    def num_outputs(self) -> int:
+        """Output columns: :obj:`num_tasks`, times :obj:`num_classes` for multiclass."""
+        return self.num_tasks * (self.num_classes or 1)
 
     def reset_head(self) -> None:
         for module in self.head:
@@ -170,11 +222,15 @@ class MoleBlendPredictor(nn.Module):
 
     @torch.no_grad()
     def fit_class_weights(self, y: Tensor) -> Tensor:
-        """Balance the classes of each task: weight its positive labels by
-        ``n_negative / n_positive`` counted over the present labels of the training
-        targets ``[num_graphs, T]`` (NaN = missing), as :class:`torch.nn.BCEWithLogitsLoss`'s
-        ``pos_weight``. A task without both classes in :obj:`y` keeps the weight 1 (with a
-        warning). Returns the weights ``[T]``.
+        """Balance the classes of each task, counted over the present labels of the
+        training targets ``[num_graphs, T]`` (NaN = missing).
+
+        Classification weights the positive labels of each task by
+        ``n_negative / n_positive``, as :class:`torch.nn.BCEWithLogitsLoss`'s
+        ``pos_weight`` (returns ``[T]``); a task without both classes keeps the weight 1.
+        Multiclass weights class :math:`k` of a task by :math:`n / (K n_k)`, scikit-learn's
+        ``"balanced"`` weights (returns ``[T, K]``); a class absent from a task's labels
+        keeps the weight 1. Either case warns about what kept the weight 1.
 
         Raises:
             ValueError: for a regression predictor.
@@ -185,13 +241,37 @@ class MoleBlendPredictor(nn.Module):
             >>> y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, float("nan")]])
             >>> predictor.fit_class_weights(y).tolist()  # 3 negatives / 1 positive, 1 / 2
             [3.0, 0.5]
+            >>> predictor = MoleBlendPredictor(
+            ...     MoleBlend.from_preset("small"), 1, "multiclass", num_classes=3
+            ... )
+            >>> y = torch.tensor([[0.0], [0.0], [0.0], [1.0], [2.0], [2.0]])
+            >>> predictor.fit_class_weights(y).tolist()  # 6 / (3 * 3), 6 / (3 * 1), 6 / (3 * 2)
+            [[0.6666666865348816, 2.0, 1.0]]
         """
-        if self.task_type != "classification":
+        if self.task_type == "regression":
             raise ValueError(
-                f"Class weights are for classification, this predictor does {self.task_type}"
+                "Class weights are for classification and multiclass tasks, this predictor "
+                "does regression"
             )
         y = y.to(self.target_mean.device, torch.float).view(-1, self.num_tasks)
         valid = ~torch.isnan(y)
+        if self.task_type == "multiclass":
+            assert self.num_classes is not None
+            classes = torch.arange(self.num_classes, device=y.device)
+            count = ((y.unsqueeze(-1) == classes) & valid.unsqueeze(-1)).sum(0)  # [T, K]
+            present = count > 0
+            weight = torch.where(
+                present, valid.sum(0, keepdim=True).T / (self.num_classes * count.clamp(min=1)), 1.0
+            )
+            if not bool(present.all()):
+                missing = (~present).nonzero().tolist()
+                warnings.warn(
+                    f"(task, class) pairs {missing} have no training labels; they keep the "
+                    "weight 1",
+                    stacklevel=2,
+                )
+            self.class_weight = weight
+            return weight.clone()
         positive = (valid & (y == 1)).sum(0)
         negative = (valid & (y == 0)).sum(0)
         both = (positive > 0) & (negative > 0)
@@ -209,15 +289,21 @@ class MoleBlendPredictor(nn.Module):
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
-        # pos_weight exists only once fitted: a state carries it or not, and decides.
-        if state_dict.get(prefix + "pos_weight") is None:
-            self.pos_weight = None
-        else:  # filled (and its shape checked) by the default loading
-            self.pos_weight = torch.ones_like(self.target_mean)
+        # The class weights exist only once fitted: a state carries them or not, and
+        # decides; when it does they are filled (and their shape checked) by the default
+        # loading.
+        shapes = {
+            "pos_weight": (self.num_tasks,),
+            "class_weight": (self.num_tasks, self.num_classes or 1),
+        }
+        for name, shape in shapes.items():
+            present = state_dict.get(prefix + name) is not None
+            setattr(self, name, self.target_mean.new_ones(shape) if present else None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, batch: Batch | Data | DenseMolBatch) -> Tensor:
-        """Raw outputs ``[B, T]``: logits, or standardised regression values."""
+        """Raw outputs ``[B, num_outputs]``: logits (multiclass: :obj:`num_classes` per
+        task, task after task), or standardised regression values."""
         out = self.encoder.encode(batch, self.mode)
         if self.num_descriptors == 0:
             return self.head(out.graph)
@@ -241,7 +327,11 @@ class MoleBlendPredictor(nn.Module):
     def loss(self, batch: Batch | Data, out: Tensor | None = None) -> Tensor:
         """Training loss against ``batch.y`` (``[B, T]``, NaN = missing)."""
         out = self(batch) if out is None else out
-        target = batch.y.view(out.shape).to(out.device, out.dtype, non_blocking=True)
+        target = batch.y.view(out.size(0), self.num_tasks)
+        target = target.to(out.device, out.dtype, non_blocking=True)
+        if self.task_type == "multiclass":
+            logits = out.view(out.size(0), self.num_tasks, -1)
+            return masked_cross_entropy_loss(logits, target, self.class_weight)
         if self.task_type == "classification":
             if self.pos_weight is None:
                 return masked_bce_loss(out, target)
@@ -250,8 +340,11 @@ class MoleBlendPredictor(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: Batch | Data | DenseMolBatch) -> Tensor:
-        """Probabilities (classification) or values in target units (regression)."""
+        """``[B, num_outputs]``: probabilities (classification; multiclass: of each class,
+        summing to 1 per task) or values in target units (regression)."""
         out = self(batch)
+        if self.task_type == "multiclass":
+            return torch.softmax(out.view(out.size(0), self.num_tasks, -1), -1).flatten(1)
         if self.task_type == "classification":
             return torch.sigmoid(out)
         return out * self.target_std + self.target_mean

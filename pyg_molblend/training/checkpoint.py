@@ -249,7 +249,8 @@ def load_encoder(path_or_name: str | os.PathLike, **overrides: Any) -> MoleBlend
 def predictor_checkpoint(predictor: MoleBlendPredictor, **meta: Any) -> dict[str, Any]:
     """The payload of a fine-tuned model (``kind="predictor"``, what ``finetune`` writes
     as ``model.pt``): the encoder as :func:`load_encoder` reads it, the head, and under
-    ``"predictor"`` the task (``num_tasks``, ``task_type``, ``mode``) plus :obj:`meta`
+    ``"predictor"`` the task (``num_tasks``, ``task_type``, ``num_classes``, ``mode``)
+    plus :obj:`meta`
     (what the CLI stores: target names, data set, split rows, seed, data fingerprint).
 
     Examples:
@@ -270,6 +271,7 @@ def predictor_checkpoint(predictor: MoleBlendPredictor, **meta: Any) -> dict[str
         "predictor": {
             "num_tasks": predictor.num_tasks,
             "task_type": predictor.task_type,
+            "num_classes": predictor.num_classes,
             "mode": predictor.mode,
             "num_descriptors": predictor.num_descriptors,
             "dropout": predictor.dropout,
@@ -305,14 +307,20 @@ def load_predictor(path: str | os.PathLike) -> tuple[MoleBlendPredictor, dict[st
             "'predictor' (a model.pt written by pyg-molblend finetune)"
         )
     meta = payload["predictor"]
-    predictor = MoleBlendPredictor(
-        load_encoder(path),
-        meta["num_tasks"],
-        meta["task_type"],
-        meta["mode"],
-        dropout=meta.get("dropout", 0.0),
-        num_descriptors=meta.get("num_descriptors", 0),
-    )
+    try:
+        predictor = MoleBlendPredictor(
+            load_encoder(path),
+            meta["num_tasks"],
+            meta["task_type"],
+            meta["mode"],
+            dropout=meta.get("dropout", 0.0),
+            num_descriptors=meta.get("num_descriptors", 0),
+            num_classes=meta.get("num_classes"),
+        )
+    except ValueError as error:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} describes no valid model: {error}"
+        ) from error
     try:
         predictor.load_state_dict(payload["head_state"], strict=False)
     except RuntimeError as error:

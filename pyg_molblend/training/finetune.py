@@ -64,9 +64,9 @@ class FinetuneConfig:
             (default: :obj:`None`)
         class_weights (str, optional): ``"balanced"`` weights the positive labels of each
             classification task by ``n_negative / n_positive`` of the training set's
-            present labels
+            present labels, and each class of a multiclass task by :math:`n / (K n_k)`
             (:meth:`~pyg_molblend.models.MoleBlendPredictor.fit_class_weights`);
-            :obj:`None` leaves the predictor's ``pos_weight`` as it is (unweighted unless
+            :obj:`None` leaves the predictor's weights as they are (unweighted unless
             set). (default: :obj:`None`)
         patience (int, optional): early stopping: stop after :obj:`patience` consecutive
             epochs without a better validation :obj:`metric` (an undefined, NaN, score is
@@ -234,7 +234,8 @@ def predict(
     progress: bool = False,
     desc: str = "predict",
 ) -> np.ndarray:
-    """Predictions ``[len(dataset), T]`` in dataset order (probabilities or values).
+    """Predictions ``[len(dataset), num_outputs]`` in dataset order (probabilities or
+    values; multiclass: the probabilities of each task's classes side by side).
 
     Examples:
         >>> from pyg_molblend.data import from_smiles
@@ -248,7 +249,7 @@ def predict(
         predictor.predict, dataset, batch_size, device, progress, desc, predictor.encoder.max_hops
     )
     if rows is None:
-        return np.zeros((0, predictor.num_tasks), dtype=np.float32)
+        return np.zeros((0, predictor.num_outputs), dtype=np.float32)
     return rows.float().numpy()
 
 
@@ -382,7 +383,7 @@ def finetune(
         metric = primary_metric(task_type)
     else:
         metric = check_metric(task_type, config.metric)
-    if config.class_weights is not None and task_type != "classification":
+    if config.class_weights is not None and task_type == "regression":
         raise ValueError(
             f"class_weights={config.class_weights!r} weights classification labels, but the "
             f"predictor does {task_type}"

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data.featurize import from_smiles
 from pyg_molblend.datasets.utils import shorten
-from pyg_molblend.models import MoleBlendPredictor
+from pyg_molblend.models import MoleBlendPredictor, output_names
 from pyg_molblend.training.checkpoint import (
     PRETRAINED_NAME,
     CheckpointError,
@@ -140,7 +140,14 @@ class ModelSet:
             if not self.members:
                 self.meta = meta
             else:
-                key = ("num_tasks", "task_type", "mode", "target_names", "num_descriptors")
+                key = (
+                    "num_tasks",
+                    "task_type",
+                    "num_classes",
+                    "mode",
+                    "target_names",
+                    "num_descriptors",
+                )
                 ours = {k: meta.get(k) for k in key}
                 first = {k: self.meta.get(k) for k in key}
                 if ours != first:
@@ -164,6 +171,16 @@ class ModelSet:
     @property
     def num_tasks(self) -> int:
         return self.meta["num_tasks"]
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes per task of multiclass models, else :obj:`None`."""
+        return self.meta.get("num_classes")
+
+    @property
+    def output_names(self) -> list[str]:
+        """The prediction columns: the task names, or ``<task>_class_<k>`` (multiclass)."""
+        return output_names(self.target_names, self.num_classes)
 
     @property
     def num_descriptors(self) -> int:
@@ -231,13 +248,13 @@ class ModelSet:
         seed: int = 0,
         progress: bool = False,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Predictions ``[len(graphs), num_tasks]`` (probabilities or values in target
-        units) and, with an :obj:`uncertainty`, their standard deviation (else
+        """Predictions ``[len(graphs), len(output_names)]`` (probabilities or values in
+        target units) and, with an :obj:`uncertainty`, their standard deviation (else
         :obj:`None`). Graphs need the pair fields of
         :class:`~pyg_molblend.transforms.AddShortestPath` (and ``pos`` in 3D modes)."""
         self.check_uncertainty(uncertainty, samples)
         if len(graphs) == 0:
-            empty = np.zeros((0, self.num_tasks), np.float32)
+            empty = np.zeros((0, len(self.output_names)), np.float32)
             return empty, (empty.copy() if uncertainty else None)
         runs = []
         with torch.random.fork_rng(devices=[]):
@@ -350,7 +367,7 @@ def _prediction_frame(
     )
     mean, std = models.predict(graphs, batch_size, uncertainty, samples, seed)
     columns: dict[str, Any] = {}
-    for t, name in enumerate(models.target_names):
+    for t, name in enumerate(models.output_names):
         column = name if name not in taken else f"{name}_pred"
         values = np.full(len(smiles), np.nan)
         values[kept] = mean[:, t]
@@ -380,7 +397,8 @@ def predict_smiles(
     :class:`pandas.DataFrame` (also exported as :func:`pyg_molblend.predict`).
 
     One row per SMILES, in order: ``smiles``, a column per task named after the task
-    (probabilities for classification, target units for regression), with an
+    (probabilities for classification, target units for regression; for multiclass a
+    probability column ``<task>_class_<k>`` per class), with an
     :obj:`uncertainty` a ``<task>_std`` column beside each, and ``status`` (one of
     :data:`STATUSES`). In 3D modes conformers are generated with RDKit; a molecule
     without one is predicted from its 2D relations (``ok_2d_fallback``, counted in one

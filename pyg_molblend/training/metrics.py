@@ -8,10 +8,14 @@ import numpy as np
 
 __all__ = [
     "METRICS",
+    "accuracy",
     "check_metric",
     "compute_metrics",
+    "cross_entropy",
     "higher_is_better",
     "mae",
+    "multiclass_roc_auc",
+    "one_vs_rest",
     "pr_auc",
     "primary_metric",
     "r2",
@@ -21,12 +25,21 @@ __all__ = [
 
 METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("roc_auc", "pr_auc"),
+    "multiclass": ("cross_entropy", "accuracy", "roc_auc"),
     "regression": ("rmse", "mae", "r2"),
 }
 """The metrics :func:`compute_metrics` returns for each task type, any of which may select
 the model on validation."""
 
-_HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "r2": True, "rmse": False, "mae": False}
+_HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "pr_auc": True,
+    "accuracy": True,
+    "r2": True,
+    "rmse": False,
+    "mae": False,
+    "cross_entropy": False,
+}
 
 
 def _two_class_tasks(y_true: np.ndarray, y_score: np.ndarray):
@@ -73,6 +86,97 @@ def pr_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
         for labels, score in _two_class_tasks(y_true, y_score)
     ]
     return float(np.mean(scores)) if scores else math.nan
+
+
+def _class_probabilities(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Multiclass labels ``[N, T]`` and probabilities ``[N, T * K]`` (task after task) as
+    float labels and ``[N, T, K]`` probabilities."""
+    y_true, y_prob = np.asarray(y_true, float), np.asarray(y_prob, float)
+    num_tasks = y_true.shape[1]
+    if num_tasks == 0 or y_prob.shape[1] % num_tasks:
+        raise ValueError(
+            f"Multiclass probabilities of shape {list(y_prob.shape)} do not split into "
+            f"{num_tasks} tasks"
+        )
+    return y_true, y_prob.reshape(len(y_prob), num_tasks, -1)
+
+
+def accuracy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    """Multiclass accuracy: the fraction of present labels (NaN = missing) whose class
+    has the highest probability, per task, averaged over the tasks with labels; NaN if
+    none has. :obj:`y_prob` is ``[N, T * K]``, the :math:`K` class probabilities of each
+    task side by side (as :meth:`~pyg_molblend.models.MoleBlendPredictor.predict`).
+
+    Examples:
+        >>> import numpy as np
+        >>> y = np.array([[0.0], [2.0], [1.0]])
+        >>> accuracy(y, np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.5, 0.4, 0.1]]))
+        0.6666666666666666
+    """
+    y_true, y_prob = _class_probabilities(y_true, y_prob)
+    scores = []
+    for task in range(y_true.shape[1]):
+        valid = ~np.isnan(y_true[:, task])
+        if valid.any():
+            hit = y_prob[valid, task].argmax(-1) == y_true[valid, task]
+            scores.append(float(hit.mean()))
+    return float(np.mean(scores)) if scores else math.nan
+
+
+def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    """Multiclass cross-entropy (log loss, natural log) of the present labels (NaN =
+    missing), per task, averaged over the tasks with labels; NaN if none has.
+    Probabilities are clipped to ``[1e-15, 1]`` as scikit-learn's ``log_loss`` does.
+    :obj:`y_prob` is ``[N, T * K]`` (see :func:`accuracy`).
+
+    Examples:
+        >>> import numpy as np
+        >>> y = np.array([[0.0], [1.0], [np.nan]])
+        >>> round(cross_entropy(y, np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]])), 4)
+        0.4581
+    """
+    y_true, y_prob = _class_probabilities(y_true, y_prob)
+    scores = []
+    for task in range(y_true.shape[1]):
+        valid = ~np.isnan(y_true[:, task])
+        if valid.any():
+            labels = y_true[valid, task].astype(int)
+            picked = y_prob[valid, task][np.arange(labels.size), labels]
+            scores.append(float(-np.log(np.clip(picked, 1e-15, 1.0)).mean()))
+    return float(np.mean(scores)) if scores else math.nan
+
+
+def multiclass_roc_auc(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    """One-vs-rest ROC-AUC of every class of every task over present labels (NaN =
+    missing), macro-averaged over the (task, class) pairs whose labels hold the class
+    and another one; NaN if there is none. :obj:`y_prob` is ``[N, T * K]`` (see
+    :func:`accuracy`).
+
+    Examples:
+        >>> import numpy as np
+        >>> y = np.array([[0.0], [1.0], [2.0], [2.0]])
+        >>> p = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]])
+        >>> multiclass_roc_auc(y, p)
+        1.0
+    """
+    y_true, y_prob = _class_probabilities(y_true, y_prob)
+    return roc_auc(one_vs_rest(y_true, y_prob.shape[2]), y_prob.reshape(len(y_prob), -1))
+
+
+def one_vs_rest(y_true: np.ndarray, num_classes: int) -> np.ndarray:
+    """Multiclass labels ``[N, T]`` (NaN = missing) as binary labels ``[N, T * K]``, one
+    column per task and class in the order of the probabilities (1 where the molecule is
+    of that class; NaN for every class of a missing label).
+
+    Examples:
+        >>> import numpy as np
+        >>> one_vs_rest(np.array([[2.0], [np.nan]]), 3).tolist()
+        [[0.0, 0.0, 1.0], [nan, nan, nan]]
+    """
+    y_true = np.asarray(y_true, float)
+    one_hot = (y_true[:, :, None] == np.arange(num_classes)).astype(float)
+    one_hot[np.isnan(y_true)] = np.nan
+    return one_hot.reshape(len(y_true), -1)
 
 
 def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -124,18 +228,24 @@ def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def primary_metric(task_type: str) -> str:
-    """The model-selection metric: ``"roc_auc"`` or ``"rmse"``.
+    """The model-selection metric: ``"roc_auc"``, ``"cross_entropy"`` (multiclass, as
+    chemprop) or ``"rmse"``.
 
     Examples:
-        >>> primary_metric("classification"), primary_metric("regression")
-        ('roc_auc', 'rmse')
+        >>> primary_metric("classification"), primary_metric("multiclass")
+        ('roc_auc', 'cross_entropy')
+        >>> primary_metric("regression")
+        'rmse'
     """
-    return "roc_auc" if task_type == "classification" else "rmse"
+    if task_type not in METRICS:
+        known = ", ".join(METRICS)
+        raise ValueError(f"Unknown task type {task_type!r} (known: {known})")
+    return METRICS[task_type][0]
 
 
 def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of :obj:`metric` is better (ROC-AUC, PR-AUC, R²) or worse
-    (RMSE, MAE).
+    """Whether a larger value of :obj:`metric` is better (ROC-AUC, PR-AUC, accuracy, R²)
+    or worse (RMSE, MAE, cross-entropy).
 
     Raises:
         ValueError: naming :obj:`metric` if it is not one of :data:`METRICS`.
@@ -182,8 +292,9 @@ def check_metric(task_type: str, metric: str) -> str:
 
 
 def compute_metrics(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """All metrics of a task type (the names in :data:`METRICS`): ROC-AUC and PR-AUC, or
-    RMSE, MAE and R².
+    """All metrics of a task type (the names in :data:`METRICS`): ROC-AUC and PR-AUC;
+    cross-entropy, accuracy and one-vs-rest ROC-AUC (multiclass, :obj:`y_pred`
+    ``[N, T * K]``); or RMSE, MAE and R².
 
     Examples:
         >>> import numpy as np
@@ -194,4 +305,10 @@ def compute_metrics(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> d
     """
     if task_type == "classification":
         return {"roc_auc": roc_auc(y_true, y_pred), "pr_auc": pr_auc(y_true, y_pred)}
+    if task_type == "multiclass":
+        return {
+            "cross_entropy": cross_entropy(y_true, y_pred),
+            "accuracy": accuracy(y_true, y_pred),
+            "roc_auc": multiclass_roc_auc(y_true, y_pred),
+        }
     return {"rmse": rmse(y_true, y_pred), "mae": mae(y_true, y_pred), "r2": r2(y_true, y_pred)}

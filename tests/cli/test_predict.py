@@ -276,3 +276,44 @@ def test_model_set_refuses_members_that_disagree(runs, tmp_path):
     torch.save(payload, folder / "model_1.pt")
     with pytest.raises(ValueError, match=r"model_1\.pt"):
         ModelSet(folder)
+
+
+def test_multiclass_train_predict_evaluate_and_ensemble(tmp_path, capsys):
+    # ESOL's logS in three bins (below -4, -4 to -2, above -2) as a multiclass task.
+    table = pd.read_csv(ESOL)
+    table["solubility"] = np.digitize(table["logS"], [-4.0, -2.0])
+    table[["smiles", "solubility"]].to_csv(tmp_path / "classes.csv", index=False)
+    classes = str(tmp_path / "classes.csv")
+    run = _finetune(
+        tmp_path, tmp_path / "run", "--ensemble-size", "2", "--class-weights", "balanced",
+        csv=classes, targets="solubility", task="multiclass",
+    )  # fmt: skip
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["task"], metrics["num_classes"], metrics["metric"]) == (
+        "multiclass",
+        3,
+        "cross_entropy",
+    )
+    assert set(metrics["test_metrics"]) == {"cross_entropy", "accuracy", "roc_auc"}
+    written = pd.read_csv(run / "predictions.csv")
+    probs = [f"solubility_class_{k}_pred" for k in range(3)]
+    assert list(written.columns[4:]) == probs + [f"solubility_class_{k}_std" for k in range(3)]
+    assert np.allclose(written[probs].sum(axis=1), 1.0, atol=1e-5)
+
+    out = tmp_path / "preds.csv"
+    args = ["predict", "--checkpoint", str(run / "model_0.pt"), "--smiles", classes]
+    assert main([*args, "--out", str(out)]) == 0
+    predicted = pd.read_csv(out)
+    columns = [f"solubility_class_{k}" for k in range(3)]
+    assert list(predicted.columns) == ["smiles", "solubility", *columns, "status"]
+    expected = _reference(run / "model_0.pt", table["smiles"].str.strip().tolist())
+    assert np.allclose(predicted[columns].to_numpy(), expected, atol=1e-5)
+
+    evaluate = ["evaluate", "--checkpoint", str(run), "--csv", classes, "--targets"]
+    evaluate += ["solubility", "--task", "multiclass", "--root", str(tmp_path / "data")]
+    assert main([*evaluate, "--out", str(tmp_path / "ev")]) == 0
+    scored = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert scored["test"] == pytest.approx(metrics["test"], rel=1e-5)
+    assert main([*evaluate, "--num-classes", "4", "--out", str(tmp_path / "ev4")]) == 2
+    err = capsys.readouterr().err
+    assert "predicts 1 multiclass targets (3 classes each)" in err and "(4 classes each)" in err

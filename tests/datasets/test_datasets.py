@@ -44,9 +44,7 @@ def _write(path: Path, text: str, newline: str = "\n") -> Path:
 def _edge_set(data) -> set[tuple[int, int, tuple[int, ...]]]:
     return {
         (i, j, tuple(attr))
-        for (i, j), attr in zip(
-            data.edge_index.t().tolist(), data.edge_attr.tolist(), strict=True
-        )
+        for (i, j), attr in zip(data.edge_index.t().tolist(), data.edge_attr.tolist(), strict=True)
     }
 
 
@@ -233,6 +231,29 @@ def test_csv_dataset_errors(tmp_path):
         CSVDataset(str(tmp_path / "other"), str(tmp_path / "missing.csv"), "s", ["y"], "regression")
 
 
+def test_csv_dataset_multiclass_labels_and_num_classes(tmp_path):
+    path = _write(tmp_path / "phase.csv", "smiles,phase,shape\nCCO,2,0\nCCN,0,\nCCC,1,1\n")
+    root = str(tmp_path / "ds")
+    dataset = CSVDataset(root, str(path), "smiles", ["phase", "shape"], "multiclass")
+    assert dataset.num_classes == 3  # the largest label, 2, plus one
+    assert dataset[1].y.view(-1)[0].item() == 0.0 and dataset[1].y.view(-1)[1].isnan()
+    wider = CSVDataset(root, str(path), "smiles", ["phase"], "multiclass", num_classes=5)
+    assert wider.num_classes == 5
+    with pytest.warns(UserWarning, match="Skipped 1 rows .* without any label"):
+        binary = CSVDataset(root, str(path), "smiles", ["shape"], "classification")
+    assert binary.num_classes == 2  # PyG's own count for the other task types
+    with pytest.raises(ValueError, match=r"line 2, column 'phase': .*\(0 to 1\) .*got '2'"):
+        CSVDataset(root, str(path), "smiles", ["phase"], "multiclass", num_classes=2)
+    for bad in ("1.5", "-1", "x"):
+        bad_path = _write(tmp_path / "bad.csv", f"smiles,phase\nCCO,0\nCCN,{bad}\n")
+        with pytest.raises(ValueError, match=rf"bad\.csv, line 3, column 'phase'.*'{bad}'"):
+            CSVDataset(str(tmp_path / "bad"), str(bad_path), "smiles", ["phase"], "multiclass")
+    with pytest.raises(ValueError, match="num_classes is for multiclass"):
+        CSVDataset(root, str(path), "smiles", ["shape"], "classification", num_classes=3)
+    with pytest.raises(ValueError, match="at least 2, got 1"):
+        CSVDataset(root, str(path), "smiles", ["phase"], "multiclass", num_classes=1)
+
+
 # ------------------------------------------------------------------- pre_transform workers
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C1CCNCC1", "OC(=O)CCC(N)C(=O)O"]
@@ -241,9 +262,7 @@ SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C1CCNCC1", "OC(=O)CCC(N)C(=
 def test_apply_transform_workers_match_serial():
     data_list = [from_smiles(s) for s in SMILES * 2]
     serial = apply_transform([d.clone() for d in data_list], AddConformer(seed=3))
-    parallel = apply_transform(
-        [d.clone() for d in data_list], AddConformer(seed=3), num_workers=2
-    )
+    parallel = apply_transform([d.clone() for d in data_list], AddConformer(seed=3), num_workers=2)
     assert len(serial) == len(parallel) == 10
     for a, b in zip(serial, parallel, strict=True):
         assert a.smiles == b.smiles
@@ -424,9 +443,26 @@ def test_qm9_errors(tmp_path):
 # ------------------------------------------------------------------------------------ OGB
 
 OGB_SMILES = [
-    "CCO", "CCN", "CCCl", "c1ccccc1", "Cc1ccccc1", "Oc1ccccc1", "c1ccncc1", "Cc1ccncc1",
-    "C1CCCCC1", "OC1CCCCC1", "CC(=O)O", "CC(=O)Nc1ccc(O)cc1", "c1ccc2ccccc2c1",
-    "C1CCNCC1", "CC1CCNCC1", "O=C1CCCN1", "c1ccoc1", "Cc1ccoc1", "C1CC1", "CC1CC1",
+    "CCO",
+    "CCN",
+    "CCCl",
+    "c1ccccc1",
+    "Cc1ccccc1",
+    "Oc1ccccc1",
+    "c1ccncc1",
+    "Cc1ccncc1",
+    "C1CCCCC1",
+    "OC1CCCCC1",
+    "CC(=O)O",
+    "CC(=O)Nc1ccc(O)cc1",
+    "c1ccc2ccccc2c1",
+    "C1CCNCC1",
+    "CC1CCNCC1",
+    "O=C1CCCN1",
+    "c1ccoc1",
+    "Cc1ccoc1",
+    "C1CC1",
+    "CC1CC1",
 ]
 OGB_LABELS = [0, 1, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0]
 

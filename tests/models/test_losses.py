@@ -6,7 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pyg_molblend.models.losses import edge_labels, masked_bce_loss, masked_mse_loss, spd_labels
+from pyg_molblend.models.losses import (
+    edge_labels,
+    masked_bce_loss,
+    masked_cross_entropy_loss,
+    masked_mse_loss,
+    spd_labels,
+)
 
 
 def test_labels_by_hand():
@@ -34,3 +40,23 @@ def test_masked_losses_average_over_present_labels_only():
     nothing = torch.full((2, 1), math.nan)
     assert masked_mse_loss(torch.ones(2, 1), nothing).item() == 0.0
     assert masked_bce_loss(torch.ones(2, 1), nothing).item() == 0.0
+
+
+def test_masked_cross_entropy_is_torch_cross_entropy_over_present_labels():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 2, 3, requires_grad=True)
+    target = torch.tensor([[0.0, 2.0], [1.0, math.nan], [2.0, 2.0], [math.nan, 0.0], [1.0, 1.0]])
+    loss = masked_cross_entropy_loss(logits, target)
+    labels = torch.where(target.isnan(), -100, target).long()
+    expected = F.cross_entropy(logits.reshape(-1, 3), labels.reshape(-1), ignore_index=-100)
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert (logits.grad[1, 1] == 0).all() and (logits.grad[3, 0] == 0).all()
+    # Weights multiply each present label's term; the mean stays over present labels.
+    weight = torch.tensor([[1.0, 2.0, 3.0], [0.5, 1.0, 4.0]])
+    terms = F.cross_entropy(logits.reshape(-1, 3), labels.reshape(-1), reduction="none")
+    present = labels.reshape(-1) >= 0
+    per_label = weight[torch.arange(2).repeat(5), labels.reshape(-1).clamp(min=0)]
+    hand = (terms * per_label)[present].sum() / present.sum()
+    assert torch.allclose(masked_cross_entropy_loss(logits, target, weight), hand)
+    assert masked_cross_entropy_loss(logits, torch.full((5, 2), math.nan)).item() == 0.0

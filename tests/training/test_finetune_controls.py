@@ -114,7 +114,7 @@ def test_unfreeze_after_trains_the_encoder_from_the_next_epoch(monkeypatch):
         (dict(freeze_encoder="yes"), "freeze_encoder must be True or False, got 'yes'"),
         (dict(patience=0), "patience must be .* got 0"),
         (dict(class_weights="inverse"), "class_weights must be None or 'balanced', got 'inv"),
-        (dict(metric="accuracy"), "Unknown metric 'accuracy'"),
+        (dict(metric="f1"), "Unknown metric 'f1'"),
     ],
 )
 def test_config_refuses_bad_values(kwargs, match):
@@ -190,6 +190,54 @@ def test_pos_weight_travels_with_the_state_and_old_states_load(tmp_path):
         MoleBlendPredictor(_tiny(), num_tasks=3).load_state_dict(
             {**MoleBlendPredictor(_tiny(), 3).state_dict(), "pos_weight": torch.ones(2)}
         )
+
+
+# ------------------------------------------------------------------------ multiclass
+
+
+def test_multiclass_predictor_probabilities_loss_and_balanced_weights(tmp_path):
+    nan = float("nan")
+    labels = [[0.0, 1.0], [2.0, 1.0], [0.0, nan], [0.0, 0.0], [1.0, 1.0], [2.0, 0.0]]
+    batch = Batch.from_data_list(_graphs(labels))
+    predictor = MoleBlendPredictor(_tiny(), 2, "multiclass", num_classes=3).eval()
+    assert predictor.num_outputs == 6
+    prob = predictor.predict(batch).view(6, 2, 3)
+    assert torch.allclose(prob.sum(-1), torch.ones(6, 2))
+    out = predictor(batch)
+    expected = torch.nn.functional.cross_entropy(
+        out.view(6, 2, 3)[~batch.y.isnan()], batch.y[~batch.y.isnan()].long()
+    )
+    assert predictor.loss(batch, out).item() == pytest.approx(expected.item(), rel=1e-6)
+    # task 0: 3 zeros, 1 one, 2 twos of 6 -> 6 / (3 * n_k); task 1: 2 zeros, 3 ones, no two
+    with pytest.warns(UserWarning, match=r"\[\[1, 2\]\] have no training labels"):
+        weight = predictor.fit_class_weights(batch.y)
+    assert torch.allclose(weight, torch.tensor([[2 / 3, 2.0, 1.0], [5 / 6, 5 / 9, 1.0]]))
+    weighted = predictor.loss(batch, out)
+    assert not math.isclose(weighted.item(), expected.item())
+    # The weights travel with the state; a state without them loads as unweighted.
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, predictor_checkpoint(predictor))
+    loaded, meta = load_predictor(path)
+    assert (meta["task_type"], meta["num_classes"]) == ("multiclass", 3)
+    assert torch.equal(loaded.class_weight, predictor.class_weight)
+    assert loaded.pos_weight is None
+    assert np.allclose(predict(loaded, _graphs(labels)), prob.flatten(1).numpy(), atol=1e-6)
+    fresh = MoleBlendPredictor(_tiny(), 2, "multiclass", num_classes=3)
+    fresh.load_state_dict(MoleBlendPredictor(_tiny(), 2, "multiclass", num_classes=3).state_dict())
+    assert fresh.class_weight is None
+
+
+@pytest.mark.parametrize(
+    "task_type, num_classes, match",
+    [
+        ("multiclass", None, "needs num_classes of at least 2, got None"),
+        ("multiclass", 1, "needs num_classes of at least 2, got 1"),
+        ("regression", 3, "num_classes is for multiclass tasks"),
+    ],
+)
+def test_multiclass_predictor_refuses_bad_num_classes(task_type, num_classes, match):
+    with pytest.raises(ValueError, match=match):
+        MoleBlendPredictor(_tiny(), 1, task_type, num_classes=num_classes)
 
 
 # ------------------------------------------------------------- early stopping, metric

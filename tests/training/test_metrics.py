@@ -7,15 +7,26 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, r2_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    log_loss,
+    r2_score,
+    roc_auc_score,
+)
 
 from pyg_molblend.training.metrics import (
     METRICS,
+    accuracy,
     check_metric,
     compute_metrics,
+    cross_entropy,
     higher_is_better,
     mae,
+    multiclass_roc_auc,
+    one_vs_rest,
     pr_auc,
+    primary_metric,
     r2,
     rmse,
     roc_auc,
@@ -111,7 +122,15 @@ def test_compute_metrics_returns_exactly_the_selectable_metrics():
 
 @pytest.mark.parametrize(
     "metric, expected",
-    [("roc_auc", True), ("pr_auc", True), ("r2", True), ("rmse", False), ("mae", False)],
+    [
+        ("roc_auc", True),
+        ("pr_auc", True),
+        ("accuracy", True),
+        ("r2", True),
+        ("rmse", False),
+        ("mae", False),
+        ("cross_entropy", False),
+    ],
 )
 def test_higher_is_better(metric, expected):
     assert higher_is_better(metric) is expected
@@ -121,8 +140,8 @@ def test_higher_is_better_covers_every_selectable_metric_and_rejects_others():
     for names in METRICS.values():
         for name in names:
             higher_is_better(name)  # no error
-    with pytest.raises(ValueError, match="'accuracy'"):
-        higher_is_better("accuracy")
+    with pytest.raises(ValueError, match="'f1'"):
+        higher_is_better("f1")
 
 
 def test_check_metric_accepts_the_metrics_of_the_task_type():
@@ -147,3 +166,43 @@ def test_check_metric_names_the_metric_and_the_choices(task_type, metric, choice
 def test_check_metric_rejects_an_unknown_task_type():
     with pytest.raises(ValueError, match="'ranking'"):
         check_metric("ranking", "rmse")
+
+
+def _multiclass(rng: np.random.Generator, num: int, tasks: int, classes: int):
+    y = rng.integers(0, classes, (num, tasks)).astype(float)
+    y[rng.random((num, tasks)) < 0.25] = np.nan
+    logits = rng.normal(size=(num, tasks, classes))
+    prob = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    return y, prob
+
+
+def test_multiclass_metrics_match_sklearn_per_task_on_present_labels():
+    rng = np.random.default_rng(7)
+    y, prob = _multiclass(rng, 60, 2, 4)
+    y[:, 1][y[:, 1] == 3] = 2.0  # task 1 never has class 3: its one-vs-rest AUC is left out
+    flat = prob.reshape(60, -1)
+    acc, ce, auc = [], [], []
+    for task in range(2):
+        valid = ~np.isnan(y[:, task])
+        labels, p = y[valid, task].astype(int), prob[valid, task]
+        acc.append(accuracy_score(labels, p.argmax(-1)))
+        ce.append(log_loss(labels, p, labels=range(4)))
+        auc += [roc_auc_score(labels == k, p[:, k]) for k in range(4) if 0 < (labels == k).sum()]
+    assert accuracy(y, flat) == pytest.approx(np.mean(acc))
+    assert cross_entropy(y, flat) == pytest.approx(np.mean(ce))
+    assert len(auc) == 7 and multiclass_roc_auc(y, flat) == pytest.approx(np.mean(auc))
+    out = compute_metrics("multiclass", y, flat)
+    assert tuple(out) == METRICS["multiclass"] == ("cross_entropy", "accuracy", "roc_auc")
+    assert primary_metric("multiclass") == "cross_entropy"
+    nothing = np.full((3, 1), np.nan)
+    assert all(
+        math.isnan(v) for v in compute_metrics("multiclass", nothing, np.ones((3, 2)) / 2).values()
+    )
+    with pytest.raises(ValueError, match="do not split into 2 tasks"):
+        accuracy(y, flat[:, :7])
+
+
+def test_one_vs_rest_by_hand():
+    out = one_vs_rest(np.array([[0.0, 2.0], [np.nan, 1.0]]), 3)
+    expected = [[1, 0, 0, 0, 0, 1], [np.nan, np.nan, np.nan, 0, 1, 0]]
+    np.testing.assert_array_equal(out, np.array(expected, dtype=float))
