@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pyg_molblend import BlendedGraphTransformer
 from pyg_molblend.nn import DenoiseHead, Dropout, key_padding_bias
 from pyg_molblend.nn.dropout import dropout
-from pyg_molblend.nn.layer import MIN_CPU_KEYS, cpu_attention
+from pyg_molblend.nn.layer import MIN_SOFTMAX_WIDTH, cpu_attention, pad_softmax_rows
 
 
 def test_mask_fraction_and_scale():
@@ -113,11 +113,11 @@ def test_attention_dropout_path_by_hand():
 
 
 def test_cpu_attention_equals_sdpa_padded_or_not(monkeypatch):
-    # Below MIN_CPU_KEYS keys the logits are padded with masked keys; at and above it
+    # Below MIN_SOFTMAX_WIDTH keys the softmax rows are padded with -inf; at and above it
     # not: both give SDPA's result, and dropout draws one mask per real weight.
     torch.manual_seed(0)
     seen = []  # the shapes dropout was given
-    for num_nodes in (5, MIN_CPU_KEYS - 1, MIN_CPU_KEYS, MIN_CPU_KEYS + 3):
+    for num_nodes in (5, MIN_SOFTMAX_WIDTH - 1, MIN_SOFTMAX_WIDTH, MIN_SOFTMAX_WIDTH + 3):
         q, k, v = torch.randn(3, 2, 4, num_nodes, 8).unbind(0)
         bias = torch.randn(2, 4, num_nodes, num_nodes)
         keys = torch.ones(2, num_nodes, dtype=torch.bool)
@@ -165,3 +165,24 @@ def test_denoise_head_masks_padded_keys():
     out2 = head(x2, bias2, delta2, mask)
     assert torch.allclose(out[1, :3], out2[1, :3], atol=1e-5)
     assert torch.isfinite(out[:, :3]).all()
+
+
+def test_pad_softmax_rows_changes_no_softmax_and_no_head(monkeypatch):
+    torch.manual_seed(0)
+    for width in (5, MIN_SOFTMAX_WIDTH, MIN_SOFTMAX_WIDTH + 3):
+        x = torch.randn(7, width)
+        padded = pad_softmax_rows(x)
+        assert padded.size(-1) == max(width, MIN_SOFTMAX_WIDTH)
+        assert torch.equal(padded[:, :width], x) and (padded[:, width:] == float("-inf")).all()
+        assert torch.allclose(padded.log_softmax(-1)[:, :width], x.log_softmax(-1), atol=1e-6)
+        target = torch.randint(0, width, (7,))
+        assert torch.allclose(F.cross_entropy(padded, target), F.cross_entropy(x, target))
+    # The denoising head with and without the padding (8 atoms: padded to 16).
+    head = DenoiseHead(channels=16, heads=4).eval()
+    x, pos = torch.randn(2, 8, 16), torch.randn(2, 8, 3)
+    delta = pos.unsqueeze(2) - pos.unsqueeze(1)
+    bias = torch.randn(2, 4, 8, 8)
+    mask = torch.tensor([[True] * 8, [True] * 5 + [False] * 3])
+    out = head(x, bias, delta, mask)
+    monkeypatch.setattr("pyg_molblend.nn.heads.pad_softmax_rows", lambda t: t)
+    assert torch.allclose(out, head(x, bias, delta, mask), atol=1e-6)
