@@ -89,12 +89,17 @@ def shortest_path(
         raise ValueError(f"max_distance must be in [0, {MAX_SPD}], got {max_distance}")
     if max_hops < 0:
         raise ValueError(f"max_hops must be non-negative, got {max_hops}")
-    ptr = ptr.to(edge_index.device)
-    if ptr.numel() > 2:
-        buckets = _size_buckets(ptr.diff())
+    # Inference mode: no autograd bookkeeping in the ~70 small operations a molecule
+    # takes (the kernel per molecule 317 -> 270 us on one CPU thread). The results are
+    # cloned out of it, so they are ordinary tensors (usable as indices under autograd).
+    with torch.inference_mode():
+        ptr = ptr.to(edge_index.device)
+        buckets = _size_buckets(ptr.diff()) if ptr.numel() > 2 else []
         if len(buckets) > 1:
-            return _bucketed(edge_index, ptr, buckets, max_distance, max_hops)
-    return _shortest_path(edge_index, ptr, max_distance, max_hops)
+            spd, path = _bucketed(edge_index, ptr, buckets, max_distance, max_hops)
+        else:
+            spd, path = _shortest_path(edge_index, ptr, max_distance, max_hops)
+    return spd.clone(), path.clone()
 
 
 def _size_buckets(size: Tensor) -> list[Tensor]:

@@ -46,6 +46,18 @@ def test_ethanol_by_hand():
     assert path[1, 1].tolist() == [-1] * 5
 
 
+def test_results_are_ordinary_tensors_usable_under_autograd():
+    # The kernel runs in inference mode; what it returns must not be an inference tensor,
+    # which autograd refuses to save (an index of a gather, here) or to modify in place.
+    data = Batch.from_data_list([from_smiles("CCO"), from_smiles("c1ccccc1")])
+    spd, path = shortest_path(data.edge_index, data.ptr)
+    assert not spd.is_inference() and not path.is_inference()
+    table = torch.randn(data.edge_index.size(1) + 1, 2, requires_grad=True)
+    table[path.clamp(min=-1) + 1].sum().backward()
+    assert table.grad is not None
+    spd += 1  # in place, outside inference mode
+
+
 def test_benzene_by_hand():
     data = from_smiles("c1ccccc1")
     spd, path = _run(data)
