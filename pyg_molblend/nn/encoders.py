@@ -122,7 +122,8 @@ class DegreeEncoder(nn.Module):
 
     def __repr__(self) -> str:
         return (
-            f"{self.__class__.__name__}({self.table.embedding_dim}, max_degree={self.max_degree})"
+            f"{self.__class__.__name__}({self.table.embedding_dim}, "
+            f"max_degree={self.max_degree})"
         )
 
 

@@ -44,7 +44,9 @@ def _write(path: Path, text: str, newline: str = "\n") -> Path:
 def _edge_set(data) -> set[tuple[int, int, tuple[int, ...]]]:
     return {
         (i, j, tuple(attr))
-        for (i, j), attr in zip(data.edge_index.t().tolist(), data.edge_attr.tolist(), strict=True)
+        for (i, j), attr in zip(
+            data.edge_index.t().tolist(), data.edge_attr.tolist(), strict=True
+        )
     }
 
 
@@ -262,7 +264,9 @@ SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C1CCNCC1", "OC(=O)CCC(N)C(=
 def test_apply_transform_workers_match_serial():
     data_list = [from_smiles(s) for s in SMILES * 2]
     serial = apply_transform([d.clone() for d in data_list], AddConformer(seed=3))
-    parallel = apply_transform([d.clone() for d in data_list], AddConformer(seed=3), num_workers=2)
+    parallel = apply_transform(
+        [d.clone() for d in data_list], AddConformer(seed=3), num_workers=2
+    )
     assert len(serial) == len(parallel) == 10
     for a, b in zip(serial, parallel, strict=True):
         assert a.smiles == b.smiles
@@ -443,26 +447,9 @@ def test_qm9_errors(tmp_path):
 # ------------------------------------------------------------------------------------ OGB
 
 OGB_SMILES = [
-    "CCO",
-    "CCN",
-    "CCCl",
-    "c1ccccc1",
-    "Cc1ccccc1",
-    "Oc1ccccc1",
-    "c1ccncc1",
-    "Cc1ccncc1",
-    "C1CCCCC1",
-    "OC1CCCCC1",
-    "CC(=O)O",
-    "CC(=O)Nc1ccc(O)cc1",
-    "c1ccc2ccccc2c1",
-    "C1CCNCC1",
-    "CC1CCNCC1",
-    "O=C1CCCN1",
-    "c1ccoc1",
-    "Cc1ccoc1",
-    "C1CC1",
-    "CC1CC1",
+    "CCO", "CCN", "CCCl", "c1ccccc1", "Cc1ccccc1", "Oc1ccccc1", "c1ccncc1", "Cc1ccncc1",
+    "C1CCCCC1", "OC1CCCCC1", "CC(=O)O", "CC(=O)Nc1ccc(O)cc1", "c1ccc2ccccc2c1",
+    "C1CCNCC1", "CC1CCNCC1", "O=C1CCCN1", "c1ccoc1", "Cc1ccoc1", "C1CC1", "CC1CC1",
 ]
 OGB_LABELS = [0, 1, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0]
 
