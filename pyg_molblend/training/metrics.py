@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -101,6 +102,21 @@ def _class_probabilities(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.nda
     return y_true, y_prob.reshape(len(y_prob), num_tasks, -1)
 
 
+def _mean_over_tasks(
+    y_true: np.ndarray, y_prob: np.ndarray, score: Callable[[np.ndarray, np.ndarray], float]
+) -> float:
+    """``score(labels, probabilities)`` of each multiclass task over its present labels
+    (integer labels ``[n]``, probabilities ``[n, K]``), averaged over the tasks that have
+    labels; NaN if none has."""
+    y_true, y_prob = _class_probabilities(y_true, y_prob)
+    scores = []
+    for task in range(y_true.shape[1]):
+        valid = ~np.isnan(y_true[:, task])
+        if valid.any():
+            scores.append(float(score(y_true[valid, task].astype(int), y_prob[valid, task])))
+    return float(np.mean(scores)) if scores else math.nan
+
+
 def accuracy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     """Multiclass accuracy: the fraction of present labels (NaN = missing) whose class
     has the highest probability, per task, averaged over the tasks with labels; NaN if
@@ -113,14 +129,7 @@ def accuracy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
         >>> accuracy(y, np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.5, 0.4, 0.1]]))
         0.6666666666666666
     """
-    y_true, y_prob = _class_probabilities(y_true, y_prob)
-    scores = []
-    for task in range(y_true.shape[1]):
-        valid = ~np.isnan(y_true[:, task])
-        if valid.any():
-            hit = y_prob[valid, task].argmax(-1) == y_true[valid, task]
-            scores.append(float(hit.mean()))
-    return float(np.mean(scores)) if scores else math.nan
+    return _mean_over_tasks(y_true, y_prob, lambda labels, prob: (prob.argmax(-1) == labels).mean())
 
 
 def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
@@ -135,15 +144,12 @@ def cross_entropy(y_true: np.ndarray, y_prob: np.ndarray) -> float:
         >>> round(cross_entropy(y, np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]])), 4)
         0.4581
     """
-    y_true, y_prob = _class_probabilities(y_true, y_prob)
-    scores = []
-    for task in range(y_true.shape[1]):
-        valid = ~np.isnan(y_true[:, task])
-        if valid.any():
-            labels = y_true[valid, task].astype(int)
-            picked = y_prob[valid, task][np.arange(labels.size), labels]
-            scores.append(float(-np.log(np.clip(picked, 1e-15, 1.0)).mean()))
-    return float(np.mean(scores)) if scores else math.nan
+
+    def log_loss(labels: np.ndarray, prob: np.ndarray) -> float:
+        picked = prob[np.arange(labels.size), labels]
+        return -np.log(np.clip(picked, 1e-15, 1.0)).mean()
+
+    return _mean_over_tasks(y_true, y_prob, log_loss)
 
 
 def multiclass_roc_auc(y_true: np.ndarray, y_prob: np.ndarray) -> float:
