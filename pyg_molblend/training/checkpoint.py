@@ -307,9 +307,10 @@ def load_predictor(path: str | os.PathLike) -> tuple[MoleBlendPredictor, dict[st
             "'predictor' (a model.pt written by pyg-molblend finetune)"
         )
     meta = payload["predictor"]
+    encoder = load_encoder(path)
     try:
         predictor = MoleBlendPredictor(
-            load_encoder(path),
+            encoder,
             meta["num_tasks"],
             meta["task_type"],
             meta["mode"],

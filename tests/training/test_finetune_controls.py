@@ -14,6 +14,7 @@ from torch_geometric.data import Batch
 from pyg_molblend.data import from_smiles
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor, masked_bce_loss
 from pyg_molblend.training.checkpoint import (
+    CheckpointError,
     load_predictor,
     predictor_checkpoint,
     save_checkpoint,
@@ -225,6 +226,11 @@ def test_multiclass_predictor_probabilities_loss_and_balanced_weights(tmp_path):
     fresh = MoleBlendPredictor(_tiny(), 2, "multiclass", num_classes=3)
     fresh.load_state_dict(MoleBlendPredictor(_tiny(), 2, "multiclass", num_classes=3).state_dict())
     assert fresh.class_weight is None
+    payload = predictor_checkpoint(predictor)
+    payload["predictor"]["num_classes"] = 1  # a corrupted description
+    save_checkpoint(tmp_path / "bad.pt", payload)
+    with pytest.raises(CheckpointError, match=r"bad\.pt' describes no valid model: .*got 1"):
+        load_predictor(tmp_path / "bad.pt")
 
 
 @pytest.mark.parametrize(
