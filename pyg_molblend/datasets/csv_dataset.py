@@ -363,7 +363,8 @@ class SmilesTableDataset(CachedDataset):
         _warn_conflicts(data_list, lines, source)
         num_classes = None
         if self.task_type == "multiclass":
-            largest = int(np.nanmax(targets.numpy())) if not bool(targets.isnan().all()) else 0
+            # parse_targets refused columns without a label, so there is a largest one.
+            largest = int(np.nanmax(targets.numpy()))
             num_classes = self.given_num_classes or max(largest + 1, 2)
         meta: dict[str, Any] = {
             "target_names": list(target_columns),
