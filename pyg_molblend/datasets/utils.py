@@ -86,11 +86,12 @@ def cache_key(inputs: Sequence[str | os.PathLike], options: Mapping[str, Any]) -
 
     Every dataset of this package names its processed files with this key, so that an
     edited input, another file of the same name, or other options never reuse a stale
-    cache. It covers, for each input file, its absolute path, size, modification time and
-    a BLAKE2b digest of its bytes (streamed; memoised within the process while size,
-    times and inode stay the same), and
-    :obj:`options` (JSON-serialised; pass transforms and filters through
-    :func:`describe`), and :data:`CACHE_FORMAT`.
+    cache. It covers, for each input file, its absolute path, size and a BLAKE2b digest
+    of its bytes (streamed; memoised within the process while size, times and inode stay
+    the same), :obj:`options` (JSON-serialised; pass transforms and filters through
+    :func:`describe`), and :data:`CACHE_FORMAT`. File times are not part of it: the same
+    bytes copied again, restored from a backup or re-provisioned keep their cache (a
+    corpus whose conformers took an hour to embed is not prepared a second time).
 
     Args:
         inputs (Sequence[str]): the files the processed data is read from.
@@ -119,7 +120,7 @@ def cache_key(inputs: Sequence[str | os.PathLike], options: Mapping[str, Any]) -
         digest = _content_digest(
             path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
         )
-        files.append([path, stat.st_size, stat.st_mtime_ns, digest])
+        files.append([path, stat.st_size, digest])
     payload = {"format": CACHE_FORMAT, "inputs": files, "options": dict(options)}
     text = json.dumps(payload, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

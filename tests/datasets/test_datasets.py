@@ -27,6 +27,7 @@ from pyg_molblend.datasets import (
     evaluate_ogb,
     load_ogb,
 )
+from pyg_molblend.datasets.utils import cache_key
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
 DATA = Path(__file__).parents[1] / "assets"
@@ -80,6 +81,25 @@ def test_esol_matches_csv(esol):
     assert data.x.dtype == data.edge_attr.dtype == torch.long
     assert repr(esol) == "ESOL(1128)"
     assert esol[10:20].smiles == esol.smiles[10:20]
+
+
+def test_cache_key_follows_bytes_not_file_times(tmp_path):
+    path = tmp_path / "library.csv"
+    path.write_text("smiles\nCCO\nc1ccccc1\n")
+    key = cache_key([path], {})
+    # Re-provisioned or copied again: new times, same bytes, same key.
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns + 10**12, stat.st_mtime_ns + 10**12))
+    assert path.stat().st_mtime_ns != stat.st_mtime_ns
+    assert cache_key([path], {}) == key
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(path, copy / "library.csv")
+    os.replace(copy / "library.csv", path)  # another inode, same bytes
+    assert cache_key([path], {}) == key
+    # Same size, other bytes: another key.
+    path.write_text("smiles\nCCN\nc1ccccc1\n")
+    assert cache_key([path], {}) != key
 
 
 def test_esol_uses_cache(esol):
