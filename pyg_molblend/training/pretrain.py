@@ -31,10 +31,12 @@ from pyg_molblend.training.utils import (
     warmup_cosine,
 )
 
-__all__ = ["CHECKPOINT_NAME", "PretrainConfig", "check_output", "pretrain"]
+__all__ = ["CHECKPOINT_NAME", "SNAPSHOT_DIR", "PretrainConfig", "check_output", "pretrain"]
 
 #: File name of the rolling pretraining checkpoint inside the output directory.
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Folder of the output directory that holds the weights kept every ``keep_every`` steps.
+SNAPSHOT_DIR = "snapshots"
 
 
 @dataclass
@@ -45,6 +47,9 @@ class PretrainConfig:
         >>> config = PretrainConfig(steps=4000, batch_size=64)
         >>> config.mode, config.save_every, "seed" in PretrainConfig.RESUME_KEYS
         ('blend', 100, True)
+
+    ``keep_every`` (default :obj:`None`: none) also keeps the weights every that many
+    steps, so that a checkpoint can be picked by validation results afterwards.
     """
 
     steps: int = 1000
@@ -54,6 +59,7 @@ class PretrainConfig:
     warmup_steps: int = 100
     clip_norm: float = 5.0
     save_every: int = 100
+    keep_every: int | None = None
     seed: int = 0
     mode: str = "blend"
     device: str = "cpu"
@@ -64,9 +70,11 @@ class PretrainConfig:
         for name in ("steps", "batch_size", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.keep_every is not None and self.keep_every < 1:
+            raise ValueError(f"keep_every must be positive or None, got {self.keep_every}")
 
     #: Settings a resumed run must share with its checkpoint (the others, such as
-    #: ``save_every`` or ``device``, do not change what is computed).
+    #: ``save_every``, ``keep_every`` or ``device``, do not change what is computed).
     RESUME_KEYS = (
         "steps",
         "batch_size",
@@ -138,7 +146,11 @@ def pretrain(
     ``out/checkpoint.pt`` atomically with the model, optimizer, scheduler, position in
     the data and every RNG state (each rank's), so a run killed at any moment and
     restarted with :obj:`resume` continues exactly where the checkpoint was taken.
-    Batches hold molecules of similar size
+    With ``config.keep_every``, rank 0 also writes the weights alone (configuration,
+    step, data fingerprint; no optimizer state) every that many steps to
+    ``out/snapshots/step_<step>.pt``, readable by
+    :func:`~pyg_molblend.training.checkpoint.load_encoder` and ``--checkpoint``: the
+    candidates for picking a checkpoint by validation results. Batches hold molecules of similar size
     (:class:`~pyg_molblend.data.SizeBucketBatchSampler`, full batches only) drawn per
     epoch from the seed, so they are the same with or without a restart. Under
     ``torchrun`` (an initialised process group) the model is wrapped in DDP and each rank
@@ -147,8 +159,10 @@ def pretrain(
     A resumed run must have the checkpoint's model configuration, settings
     (:attr:`PretrainConfig.RESUME_KEYS`), number of processes and data
     (:func:`~pyg_molblend.training.checkpoint.data_fingerprint`); ``log.jsonl`` is cut
-    back to the checkpoint's step. Without :obj:`resume`, a folder that already holds a
-    checkpoint is refused unless :obj:`overwrite` (which starts afresh). A non-finite
+    back to the checkpoint's step, and snapshots after it are removed (the resumed run
+    writes them again). Without :obj:`resume`, a folder that already holds a
+    checkpoint is refused unless :obj:`overwrite` (which starts afresh and removes the old
+    snapshots). A non-finite
     loss or gradient norm stops the run before the optimizer step, so no checkpoint
     ever holds the diverged weights.
 
@@ -185,6 +199,8 @@ def pretrain(
             for batch in run.epoch_loader():
                 last = run.train_step(batch)
                 run.log(last, bar)
+                if config.keep_every is not None and run.step % config.keep_every == 0:
+                    run.snapshot()
                 if run.step % config.save_every == 0 or run.step == config.steps:
                     run.save()
                 if run.step >= config.steps:
@@ -250,6 +266,7 @@ class _Run:
             )
         self.step, self.epoch, self.position = 0, 0, 0
         self.checkpoint_path = out / CHECKPOINT_NAME
+        self.snapshot_dir = out / SNAPSHOT_DIR
         self.log_path = out / "log.jsonl"
         self.fingerprint = data_fingerprint(dataset)
         self.extra = {**(extra or {}), "data_fingerprint": self.fingerprint}
@@ -269,15 +286,17 @@ class _Run:
             _set_rng_state(payload["rng"][self.rank], self.generator)
             if self.rank == 0:
                 _truncate_log(self.log_path, self.step)
+                _remove_snapshots(self.snapshot_dir, after=self.step)
                 print(f"resuming from step {self.step} of {self.config.steps} ({path})")
         elif resume:
             if self.rank == 0:
                 print(f"no checkpoint at {path}; starting fresh")
         else:
             check_output(self.out, resume, overwrite)
-        if self.step == 0 and self.rank == 0:  # afresh: no old checkpoint or log lines remain
+        if self.step == 0 and self.rank == 0:  # afresh: no old checkpoint, log or snapshot
             for stale in (path, self.log_path):
                 stale.unlink(missing_ok=True)
+            _remove_snapshots(self.snapshot_dir, after=0)
         if self.world > 1:
             dist.barrier()  # rank 0 has removed or cut the old files before anyone writes
 
@@ -329,6 +348,22 @@ class _Run:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", spd_acc=record.get("spd_acc"))
             append_jsonl(self.log_path, record)
+
+    def snapshot(self) -> None:
+        """Rank 0: the weights alone, ``snapshots/step_<step>.pt`` (written atomically)."""
+        if self.rank == 0:
+            save_checkpoint(
+                self.snapshot_dir / f"step_{self.step:07d}.pt",
+                {
+                    "kind": "pretrain",
+                    "encoder_config": self.model.config,
+                    "encoder_state": self.model.state_dict(),
+                    "step": self.step,
+                    "world_size": self.world,
+                    "config": asdict(self.config),
+                    **self.extra,
+                },
+            )
 
     def save(self) -> None:
         """Write the checkpoint atomically (rank 0), with every rank's RNG states."""
@@ -423,6 +458,17 @@ def _check_resumable(
             + "; ".join(differences)
             + ". Resume with the original settings, or start afresh with overwrite=True"
         )
+
+
+def _remove_snapshots(folder: Path, after: int) -> None:
+    """Remove the snapshots of steps after :obj:`after` (a resumed run redoes those steps;
+    a fresh start keeps none of an earlier run's)."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob("step_*.pt"):
+        step = path.stem[len("step_") :]
+        if step.isdigit() and int(step) > after:
+            path.unlink()
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -61,3 +61,54 @@ def test_predict_restores_dataset_order(real_smiles):
     assert batched.shape == (40, 2)
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-4, atol=1e-5)
     assert predict(predictor, [], batch_size=8).shape == (0, 2)
+
+
+def test_pretrain_keeps_weight_snapshots_and_clears_stale_ones(tmp_path):
+    from pyg_molblend.training.checkpoint import load_checkpoint, load_encoder
+    from pyg_molblend.training.pretrain import PretrainConfig, pretrain
+
+    corpus = [from_smiles(s) for s in ["CCO", "CCN", "CCC", "CCCl", "c1ccccc1", "CC(=O)O"]]
+    config = PretrainConfig(
+        steps=6, batch_size=2, warmup_steps=1, save_every=3, keep_every=2, progress=False
+    )
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    pretrain(MoleBlend.from_preset("small"), corpus, out, config)
+    snaps = out / "snapshots"
+    assert sorted(p.name for p in snaps.iterdir()) == [
+        "step_0000002.pt",
+        "step_0000004.pt",
+        "step_0000006.pt",
+    ]
+    final = load_checkpoint(out / "checkpoint.pt", kind="pretrain")
+    kept = {
+        step: load_checkpoint(snaps / f"step_{step:07d}.pt", kind="pretrain") for step in (2, 4, 6)
+    }
+    # Weights only, with what picking among them needs.
+    assert "optimizer" not in kept[2] and "rng" not in kept[2]
+    assert [kept[s]["step"] for s in (2, 4, 6)] == [2, 4, 6]
+    assert kept[2]["data_fingerprint"] == final["data_fingerprint"]
+    for name, value in final["encoder_state"].items():
+        assert torch.equal(kept[6]["encoder_state"][name], value)
+    changed = [
+        name
+        for name, value in kept[2]["encoder_state"].items()
+        if not torch.equal(value, kept[4]["encoder_state"][name])
+    ]
+    assert changed  # step 2 is not step 4
+    encoder = load_encoder(snaps / "step_0000004.pt")
+    for name, value in encoder.state_dict().items():
+        assert torch.equal(value, kept[4]["encoder_state"][name])
+
+    # A resumed run redoes the steps after its checkpoint: their snapshots are removed
+    # (here a leftover of step 8 from a run that went past its last checkpoint).
+    (snaps / "step_0000008.pt").write_bytes((snaps / "step_0000006.pt").read_bytes())
+    pretrain(MoleBlend.from_preset("small"), corpus, out, config, resume=True)
+    assert sorted(p.name for p in snaps.iterdir())[-1] == "step_0000006.pt"
+    # Starting afresh keeps none of the earlier run's snapshots.
+    (snaps / "step_0000099.pt").write_bytes(b"old")
+    fresh = PretrainConfig(steps=2, batch_size=2, warmup_steps=1, keep_every=1, progress=False)
+    pretrain(MoleBlend.from_preset("small"), corpus, out, fresh, overwrite=True)
+    assert sorted(p.name for p in snaps.iterdir()) == ["step_0000001.pt", "step_0000002.pt"]
+    with pytest.raises(ValueError, match="keep_every must be positive"):
+        PretrainConfig(keep_every=0)
