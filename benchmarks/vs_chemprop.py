@@ -26,6 +26,15 @@ Protocol, per dataset:
   :func:`pyg_molblend.training.metrics.compute_metrics` from the test predictions each
   tool writes, against the same labels.
 
+* Weights (``--checkpoints LABEL=WEIGHTS ...``): the test-metric runs of pyg-molblend are
+  repeated once per entry, ``WEIGHTS`` a checkpoint file, ``pretrained`` (the shipped
+  weights) or ``scratch``; the timed runs use the defaults. Each run's validation metric is
+  recorded too, and the report ranks the entries by validation alone (mean rank over the
+  datasets), the rule for picking a pretraining checkpoint without looking at test scores.
+* ``--json`` is written after every run, and a run already in that file (same dataset,
+  tool, epochs and seed; the scaffold split is deterministic) is not run again, so a long
+  comparison continues over several sessions with the same command.
+
 Target (informational, never asserted): pyg-molblend's epoch at most 1.0x chemprop's on
 ESOL, BBBP and Tox21 (2 CPU cores, defaults).
 
@@ -34,6 +43,7 @@ Usage::
     python benchmarks/vs_chemprop.py --chemprop .chemprop-venv/bin/chemprop
         [--datasets esol bbbp freesolv tox21] [--seeds 0] [--threads 2]
         [--metric-epochs N | --no-metric] [--json results.json] [--dry-run]
+        [--checkpoints scratch=scratch old=pretrained new=runs/pretrain-5m/checkpoint.pt]
 """
 
 from __future__ import annotations
@@ -68,6 +78,8 @@ TARGET_DATASETS = frozenset({"esol", "bbbp", "tox21"})
 TARGET = 1.0
 #: chemprop's default ``--warmup-epochs``; ``chemprop train`` rejects ``--epochs`` not above it.
 CHEMPROP_WARMUP_EPOCHS = 2
+#: ``--checkpoints`` value of a run at pyg-molblend's default weights.
+DEFAULT_WEIGHTS = "default"
 INSTALL_HINT = (
     "chemprop not found. Install it in a venv of its own (torch first, so pip keeps that "
     "build), then pass its executable:\n"
@@ -138,8 +150,36 @@ def write_split_files(dataset: MoleculeNet, name: str, work: Path) -> dict[str, 
 # --------------------------------------------------------------------------- commands
 
 
+def parse_weights(entries: list[str] | None) -> dict[str, str]:
+    """``--checkpoints`` as ``{label: weights}``; none given: the defaults, labelled
+    ``pyg-molblend``. Exits with status 2 on a malformed entry or a missing file."""
+    if not entries:
+        return {"pyg-molblend": DEFAULT_WEIGHTS}
+    weights: dict[str, str] = {}
+    for entry in entries:
+        label, sep, spec = entry.partition("=")
+        if not sep or not label or not spec or label in weights or label == "chemprop":
+            print(
+                f"--checkpoints: {entry!r} is not LABEL=WEIGHTS with a new label other than "
+                "'chemprop'",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        if spec not in ("scratch", "pretrained") and not Path(spec).is_file():
+            print(f"--checkpoints: {label}: no such checkpoint file {spec!r}", file=sys.stderr)
+            raise SystemExit(2)
+        weights[f"pyg-molblend:{label}"] = spec
+    return weights
+
+
 def ours_command(
-    args: argparse.Namespace, name: str, split: dict, epochs: int | None, seed: int, out: Path
+    args: argparse.Namespace,
+    name: str,
+    split: dict,
+    epochs: int | None,
+    seed: int,
+    out: Path,
+    weights: str = "default",
 ) -> list[str]:
     command = [
         *args.pyg_molblend,
@@ -154,6 +194,10 @@ def ours_command(
     ]  # fmt: skip
     if epochs is not None:
         command += ["--epochs", str(epochs)]
+    if weights == "scratch":
+        command += ["--from-scratch"]
+    elif weights != DEFAULT_WEIGHTS:
+        command += ["--checkpoint", weights]
     return command
 
 
@@ -201,9 +245,10 @@ def tool_command(
 ) -> tuple[list[str], Path]:
     """The command of one run (``tag``: ``e3``, ``e7``, ... for a timed run, ``metric``)
     and its output directory."""
-    out = work / name / f"{tool}_{tag}_seed{seed}"
-    if tool == "pyg-molblend":
-        return ours_command(args, name, split, epochs, seed, out), out
+    out = work / name / f"{tool.replace(':', '_')}_{tag}_seed{seed}"
+    if tool != "chemprop":
+        weights = args.weights.get(tool, DEFAULT_WEIGHTS)
+        return ours_command(args, name, split, epochs, seed, out, weights), out
     seeded = seed if tag == "metric" else None  # timed runs: chemprop's default seeding
     return chemprop_command(args, task, split, epochs, seeded, out), out
 
@@ -237,10 +282,10 @@ def run_timed(command: list[str], log: Path, env: dict[str, str]) -> float:
 # --------------------------------------------------------------------------- metrics
 
 
-def ours_metric(out: Path, task: str, split: dict) -> float:
+def ours_metric(out: Path, task: str, split: dict) -> tuple[float, float]:
     """The test metric of a ``pyg-molblend finetune`` run, recomputed from its
     ``predictions.csv`` (the test molecules, named by CSV data row) against the labels
-    chemprop is scored on."""
+    chemprop is scored on, and the validation metric its ``metrics.json`` reports."""
     names = [f"{t}_pred" for t in split["targets"]]
     rows = json.loads(split["split_file"].read_text())["test"]
     position = {row: k for k, row in enumerate(rows)}
@@ -253,13 +298,13 @@ def ours_metric(out: Path, task: str, split: dict) -> float:
     for r in records:
         pred[position[int(r["row"])]] = [float(r[n]) for n in names]
     value = compute_metrics(task, split["labels"][test], pred)[primary_metric(task)]
-    reported = json.loads((out / "metrics.json").read_text())["test"]
-    if not math.isclose(value, reported, rel_tol=1e-4, abs_tol=1e-4):
+    reported = json.loads((out / "metrics.json").read_text())
+    if not math.isclose(value, reported["test"], rel_tol=1e-4, abs_tol=1e-4):
         raise ValueError(f"{out}: recomputed test metric {value} != metrics.json's {reported}")
-    return value
+    return value, reported["valid"]
 
 
-def chemprop_metric(out: Path, task: str, split: dict) -> float:
+def chemprop_metric(out: Path, task: str, split: dict) -> tuple[float, None]:
     """The test metric of a ``chemprop train`` run, from its ``test_predictions.csv``
     (the test molecules in the order of the splits file; checked by SMILES)."""
     found = sorted(out.rglob("test_predictions.csv"))
@@ -275,7 +320,7 @@ def chemprop_metric(out: Path, task: str, split: dict) -> float:
         raise ValueError(f"{found[0]}: not the test molecules of the splits file, in order")
     columns = [header.index(t) for t in split["targets"]]
     pred = np.array([[float(r[c]) for c in columns] for r in records])
-    return compute_metrics(task, split["labels"][test], pred)[primary_metric(task)]
+    return compute_metrics(task, split["labels"][test], pred)[primary_metric(task)], None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -308,14 +353,94 @@ def chemprop_version(executable: str, env: dict[str, str]) -> str:
     return "chemprop (version unknown)"
 
 
-def per_epoch(times: dict[int, float], short: int, long: int) -> float:
-    return (times[long] - times[short]) / (long - short)
+def per_epoch(times: dict[str, float], short: int, long: int) -> float:
+    """Seconds per epoch from the wall clocks of the runs of ``short`` and ``long`` epochs
+    (keyed by the epoch count as a string, as in the JSON)."""
+    return (times[str(long)] - times[str(short)]) / (long - short)
+
+
+#: Arguments that must match for runs recorded in an earlier ``--json`` to be reused.
+REUSE_KEYS = ("threads", "timing_epochs", "metric_epochs")
+
+
+def load_previous(args: argparse.Namespace) -> dict[str, Any]:
+    """The results of an earlier run recorded in ``--json`` (empty if none), after
+    checking it measured the same thing; exits with status 2 otherwise."""
+    if not args.json or not Path(args.json).exists():
+        return {}
+    payload = json.loads(Path(args.json).read_text())
+    old = payload.get("args", {})
+    for key in REUSE_KEYS:
+        if old.get(key) != getattr(args, key):
+            print(
+                f"--json {args.json}: its runs used --{key.replace('_', '-')} {old.get(key)}, "
+                f"this one {getattr(args, key)}; pass another --json to start afresh",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+    for tool, weights in old.get("weights", {}).items():
+        if args.weights.get(tool, weights) != weights:
+            print(
+                f"--json {args.json}: {tool} was fine-tuned from {weights!r} there, "
+                f"{args.weights[tool]!r} here; use another label",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+    return payload.get("results", {})
+
+
+def recorded(entry: dict[str, Any], tool: str, kind: str, epochs: int | None, seed: int) -> bool:
+    """Whether ``entry`` (a dataset's results, earlier runs included) holds this run."""
+    if kind == "time":
+        return str(epochs) in entry["times"].get(tool, {}).get(str(seed), {})
+    return any(
+        r["seed"] == seed and r.get("epochs") == epochs for r in entry["metrics"].get(tool, [])
+    )
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}f}"
+
+
+def cell(records: list[dict[str, Any]], key: str) -> str:
+    """``mean ± sample std (n)`` of ``key`` over the records (seeds)."""
+    values = [r[key] for r in records if r.get(key) is not None and not math.isnan(r[key])]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f} (1)"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f} ({len(values)})"
+
+
+def validation_ranking(results: dict[str, Any], tools: list[str]) -> str:
+    """The pyg-molblend weights ranked on each dataset by their mean validation metric
+    (test scores play no part), and their mean rank: the pick is the lowest."""
+    ranks: dict[str, list[float]] = {tool: [] for tool in tools}
+    rows = []
+    for name, entry in results.items():
+        means = {
+            tool: mean([r.get("valid") for r in entry["metrics"].get(tool, [])]) for tool in tools
+        }
+        if any(v is None for v in means.values()):
+            continue  # a dataset not run for every entry yet
+        sign = -1.0 if higher_is_better(entry["metric"]) else 1.0
+        order = sorted(tools, key=lambda t: sign * means[t])
+        for rank, tool in enumerate(order, start=1):
+            ranks[tool].append(rank)
+        rows.append([name, entry["metric"], *[fmt(means[t], 3) for t in tools]])
+    if not rows:
+        return "validation ranking: no dataset has validation results for every entry yet"
+    mean_rank = {t: float(np.mean(r)) for t, r in ranks.items()}
+    rows.append(["mean rank", "", *[f"{mean_rank[t]:.2f}" for t in tools]])
+    pick = min(tools, key=lambda t: mean_rank[t])
+    return (
+        markdown_table(
+            ["dataset (validation)", "metric", *tools], rows, align="ll" + "r" * len(tools)
+        )
+        + f"\npicked by validation alone (lowest mean rank over {len(rows) - 1} datasets): {pick}"
+    )
 
 
 def mean(values: list[float]) -> float | None:
@@ -373,7 +498,19 @@ def main() -> int:
         "pyg-molblend 30, chemprop 50)",
     )
     parser.add_argument("--no-metric", action="store_true", help="timing runs only")
-    parser.add_argument("--json", default=None, help="write results (after each dataset)")
+    parser.add_argument(
+        "--checkpoints",
+        nargs="+",
+        default=None,
+        metavar="LABEL=WEIGHTS",
+        help="test-metric runs of pyg-molblend once per entry, WEIGHTS a checkpoint file, "
+        "'pretrained' or 'scratch' (default: one run at the defaults); ranked by validation",
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        help="write results after every run; runs already in this file are not run again",
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="prepare the splits, print the commands, stop"
     )
@@ -388,6 +525,8 @@ def main() -> int:
         raise SystemExit("--timing-epochs: need 0 < SHORT < LONG")
 
     env = child_env(args.threads)
+    args.weights = parse_weights(args.checkpoints)
+    previous = load_previous(args)
     args.chemprop = resolve_chemprop(args.chemprop)
     if args.chemprop is not None or args.dry_run:
         for option, epochs in (("--timing-epochs", short), ("--metric-epochs", args.metric_epochs)):
@@ -432,7 +571,7 @@ def main() -> int:
         + f"; seeds {args.seeds}\n"
     )
 
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = dict(previous)  # other datasets of the file stay in it
     payload: dict[str, Any] = dict(
         args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         environment=environment(),
@@ -457,9 +596,13 @@ def main() -> int:
             skipped_too_large=len(dataset.too_large),
             prepare_seconds=time.perf_counter() - start,
             load_average=os.getloadavg(),
-            times={"pyg-molblend": {}, "chemprop": {}},
-            metrics={"pyg-molblend": [], "chemprop": []},
-            commands={},
+            # Earlier runs of the --json file first: they are kept, and not run again.
+            times={"pyg-molblend": {}, "chemprop": {}, **previous.get(name, {}).get("times", {})},
+            metrics={
+                **{tool: [] for tool in [*args.weights, "chemprop"]},
+                **previous.get(name, {}).get("metrics", {}),
+            },
+            commands=previous.get(name, {}).get("commands", {}),
         )
         results[name] = entry
         print(
@@ -470,16 +613,16 @@ def main() -> int:
             flush=True,
         )
 
-        tools = ["pyg-molblend"]
-        if peer is not None or args.dry_run:
-            tools.append("chemprop")
+        peers = ["chemprop"] if peer is not None or args.dry_run else []
         plan = []  # (tool, kind, epochs, seed)
         for seed in args.seeds:
             for epochs in (short, long):
-                plan += [(tool, "time", epochs, seed) for tool in tools]
+                plan += [(tool, "time", epochs, seed) for tool in ["pyg-molblend", *peers]]
         if not args.no_metric:
             for seed in args.seeds:
-                plan += [(tool, "metric", args.metric_epochs, seed) for tool in tools]
+                plan += [
+                    (tool, "metric", args.metric_epochs, seed) for tool in [*args.weights, *peers]
+                ]
 
         if args.dry_run:
             for tool, kind, epochs, seed in plan:
@@ -491,6 +634,9 @@ def main() -> int:
         for tool, kind, epochs, seed in plan:
             tag = f"e{epochs}" if kind == "time" else "metric"
             command, out = tool_command(args, tool, name, task, split, epochs, seed, tag, work)
+            if recorded(entry, tool, kind, epochs, seed):
+                print(f"  {tool:12s} {tag} seed {seed}: in {args.json} already", flush=True)
+                continue
             shutil.rmtree(out, ignore_errors=True)
             entry["commands"][f"{tool} {tag} seed {seed}"] = shlex.join(command)
             try:
@@ -501,11 +647,11 @@ def main() -> int:
                 failed = True
                 continue
             if kind == "time":
-                entry["times"][tool].setdefault(str(seed), {})[epochs] = seconds
+                entry["times"][tool].setdefault(str(seed), {})[str(epochs)] = seconds
                 print(f"  {tool:12s} {epochs:2d} epochs, seed {seed}: {seconds:.1f} s", flush=True)
             else:
                 try:
-                    value = (ours_metric if tool == "pyg-molblend" else chemprop_metric)(
+                    value, valid = (chemprop_metric if tool == "chemprop" else ours_metric)(
                         out, task, split
                     )
                 except (OSError, ValueError) as error:
@@ -513,23 +659,29 @@ def main() -> int:
                     entry.setdefault("errors", []).append(f"{tool} metric seed {seed}: {error}")
                     failed = True
                     continue
-                entry["metrics"][tool].append(dict(seed=seed, value=value, seconds=seconds))
+                entry["metrics"][tool].append(
+                    dict(seed=seed, epochs=epochs, value=value, valid=valid, seconds=seconds)
+                )
                 print(
                     f"  {tool:12s} test {metric} {value:.4f} (seed {seed}, "
                     f"{'default' if epochs is None else epochs} epochs, {seconds:.0f} s)",
                     flush=True,
                 )
+            if args.json:  # after every run: a session may end in the middle of a dataset
+                write_json(args.json, payload)
         for tool, by_seed in entry["times"].items():
             epoch_times = [
-                per_epoch(t, short, long) for t in by_seed.values() if short in t and long in t
+                per_epoch(t, short, long)
+                for t in by_seed.values()
+                if str(short) in t and str(long) in t
             ]
             entry[f"{tool}_s_per_epoch"] = mean(epoch_times)
             # What the timed runs spend outside the epochs (start-up, featurization, ...):
             # negative when other load slowed the long run more than the short one.
             overheads = [
-                t[short] - short * per_epoch(t, short, long)
+                t[str(short)] - short * per_epoch(t, short, long)
                 for t in by_seed.values()
-                if short in t and long in t
+                if str(short) in t and str(long) in t
             ]
             entry[f"{tool}_overhead_s"] = mean(overheads)
             if any(o < 0 for o in overheads):
@@ -549,6 +701,7 @@ def main() -> int:
         return 0
 
     # ---- report
+    tools = [*args.weights, "chemprop"]
     rows = []
     for name, entry in results.items():
         ours_epoch = entry.get("pyg-molblend_s_per_epoch")
@@ -567,8 +720,7 @@ def main() -> int:
                 "-" if ratio is None else f"{ratio:.2f}x",
                 entry.get("target", "-"),
                 f"{entry['metric']} {arrow}",
-                fmt(mean([m["value"] for m in entry["metrics"]["pyg-molblend"]]), 3),
-                fmt(mean([m["value"] for m in entry["metrics"]["chemprop"]]), 3),
+                *[cell(entry["metrics"].get(tool, []), "value") for tool in tools],
                 " ".join(f"{x:.2f}" for x in entry["load_average"]),
             ]
         )
@@ -586,17 +738,18 @@ def main() -> int:
                 "ratio",
                 f"<= {TARGET:.1f}x",
                 "metric",
-                "pyg-molblend test",
-                "chemprop test",
+                *[f"{tool} test" for tool in tools],
                 "load avg at start",
             ],
             rows,
-            align="lrrrrllrrr",
+            align="lrrrrll" + "r" * len(tools) + "r",
         )
     )
+    if len(args.weights) > 1:
+        print("\n" + validation_ranking(results, list(args.weights)))
     print(
         f"\ns/epoch = (t{long} - t{short}) / {long - short}, wall clock of whole commands "
-        f"(mean over {len(args.seeds)} seed(s)); ratio = pyg-molblend / chemprop; target "
+        "(mean over the seeds recorded); ratio = pyg-molblend / chemprop; target "
         f"<= {TARGET:.1f}x on {', '.join(sorted(TARGET_DATASETS))} (informational). Load "
         "average (1/5/15 min) when the dataset started; at the start of the run "
         f"{' '.join(f'{x:.2f}' for x in load_at_start)}."
