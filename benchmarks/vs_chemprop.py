@@ -498,6 +498,7 @@ def main() -> int:
         "pyg-molblend 30, chemprop 50)",
     )
     parser.add_argument("--no-metric", action="store_true", help="timing runs only")
+    parser.add_argument("--no-timing", action="store_true", help="test-metric runs only")
     parser.add_argument(
         "--checkpoints",
         nargs="+",
@@ -523,6 +524,8 @@ def main() -> int:
     short, long = args.timing_epochs
     if not 0 < short < long:
         raise SystemExit("--timing-epochs: need 0 < SHORT < LONG")
+    if args.no_metric and args.no_timing:
+        parser.error("--no-metric and --no-timing leave nothing to run")
 
     env = child_env(args.threads)
     args.weights = parse_weights(args.checkpoints)
@@ -615,7 +618,7 @@ def main() -> int:
 
         peers = ["chemprop"] if peer is not None or args.dry_run else []
         plan = []  # (tool, kind, epochs, seed)
-        for seed in args.seeds:
+        for seed in [] if args.no_timing else args.seeds:
             for epochs in (short, long):
                 plan += [(tool, "time", epochs, seed) for tool in ["pyg-molblend", *peers]]
         if not args.no_metric:
