@@ -150,9 +150,9 @@ def pretrain(
     step, data fingerprint; no optimizer state) every that many steps to
     ``out/snapshots/step_<step>.pt``, readable by
     :func:`~pyg_molblend.training.checkpoint.load_encoder` and ``--checkpoint``: the
-    candidates for picking a checkpoint by validation results. Batches hold molecules of similar size
-    (:class:`~pyg_molblend.data.SizeBucketBatchSampler`, full batches only) drawn per
-    epoch from the seed, so they are the same with or without a restart. Under
+    candidates for picking a checkpoint by validation results. Batches hold molecules of
+    similar size (:class:`~pyg_molblend.data.SizeBucketBatchSampler`, full batches only)
+    drawn per epoch from the seed, so they are the same with or without a restart. Under
     ``torchrun`` (an initialised process group) the model is wrapped in DDP and each rank
     takes its share of every epoch's batches.
 
@@ -160,11 +160,10 @@ def pretrain(
     (:attr:`PretrainConfig.RESUME_KEYS`), number of processes and data
     (:func:`~pyg_molblend.training.checkpoint.data_fingerprint`); ``log.jsonl`` is cut
     back to the checkpoint's step, and snapshots after it are removed (the resumed run
-    writes them again). Without :obj:`resume`, a folder that already holds a
-    checkpoint is refused unless :obj:`overwrite` (which starts afresh and removes the old
-    snapshots). A non-finite
-    loss or gradient norm stops the run before the optimizer step, so no checkpoint
-    ever holds the diverged weights.
+    writes them again). Without :obj:`resume`, a folder that already holds a checkpoint is
+    refused unless :obj:`overwrite` (which starts afresh and removes the old snapshots). A
+    non-finite loss or gradient norm stops the run before the optimizer step, so no
+    checkpoint ever holds the diverged weights.
 
     Returns:
         A summary (steps, seconds, last losses, and the step it resumed from).
