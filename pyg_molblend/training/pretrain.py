@@ -339,6 +339,7 @@ class _Run:
             "lr": scheduler.get_last_lr()[0],
             "grad_norm": grad_value,
             **{k: (None if v is None else float(v)) for k, v in parts.items()},
+            "time": round(time.time(), 3),  # when the step ended: rates survive a resume
         }
 
     def log(self, record: dict[str, Any], bar: tqdm) -> None:

@@ -277,6 +277,8 @@ def test_pretrain_then_embed_and_finetune_from_it(tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
     assert all(np.isfinite(r["loss"]) for r in log) and log[0]["denoise"] is not None
+    times = [r["time"] for r in log]  # when each step ended, for rates over a resumed run
+    assert times == sorted(times) and abs(times[-1] - time.time()) < 600
 
     smi = tmp_path / "in.smi"
     smi.write_text("CCO\nc1ccccc1\nnot_a_smiles\nCC(=O)O\n")
