@@ -179,7 +179,7 @@ def ours_command(
     epochs: int | None,
     seed: int,
     out: Path,
-    weights: str = "default",
+    weights: str = DEFAULT_WEIGHTS,
 ) -> list[str]:
     command = [
         *args.pyg_molblend,
