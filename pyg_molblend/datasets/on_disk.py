@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import os.path as osp
+import pickle
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from pyg_molblend.constants import DEFAULT_MAX_ATOMS, FEATURIZER
 from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
 from pyg_molblend.datasets.utils import (
     Rejections,
+    _dumps,
     cache_key,
     describe,
     input_files,
@@ -155,14 +157,15 @@ _STORED = ("x", "edge_index", "edge_attr", "pos", "has_pos", "smiles")
 
 
 def _graph_items(graphs: Sequence[Data], name: str) -> Iterator[tuple]:
-    """``(index, where, graph)`` with only the stored fields, each tensor its own copy (a
-    graph of an in-memory dataset holds views of the whole dataset's storage, which would
-    otherwise travel to a worker with every graph)."""
+    """``(index, where, graph)`` with only the stored fields, the graph as pickle bytes
+    (:func:`~pyg_molblend.datasets.utils._dumps`, as ``apply_transform`` sends graphs):
+    each tensor with just its own elements (a graph of an in-memory dataset holds views of
+    the whole dataset's storage), and no file descriptor per tensor on the way to a worker
+    (QM9's 128k graphs ran out of them: "Too many open files")."""
     for index in range(len(graphs)):
         data = graphs[index]
         fields = {key: data[key] for key in _STORED if key in data}
-        fields = {k: v.clone() if isinstance(v, Tensor) else v for k, v in fields.items()}
-        yield index, f"{name}, molecule {index}", Data(**fields)
+        yield index, f"{name}, molecule {index}", _dumps(Data(**fields))
 
 
 def _chunks(items: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
@@ -208,7 +211,7 @@ class _ShardWriter:
             with quiet_rdkit():
                 mol = Chem.MolFromMolBlock(item, removeHs=False)
             return from_mol(mol)
-        return item
+        return pickle.loads(item)  # bytes of _graph_items, made in this run
 
     def reject(self, skipped: list, row: int, text: str, reason: str, message: str) -> None:
         """Records a rejected molecule, or raises as

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -222,3 +224,36 @@ def test_pretraining_from_the_store_equals_pretraining_in_memory(tmp_path, corpu
             assert disk[key] == pytest.approx(memory[key], rel=1e-5), key
     assert any(name.startswith("ondisk_") for name in os.listdir(tmp_path / "disk" / "data"))
     assert not any(name.startswith("ondisk_") for name in os.listdir(tmp_path / "memory" / "data"))
+
+
+def test_graphs_reach_workers_without_a_file_descriptor_per_tensor(tmp_path):
+    # Graphs sent to a worker as they are go through torch's shared-memory reduction,
+    # one file descriptor per tensor until the worker takes them: QM9's 128k molecules ran
+    # out of them ("Too many open files"). Under a limit of 256 descriptors, 1,200 graphs
+    # of 5 tensors each, in shards of 400, must still go through two workers.
+    script = f"""
+import resource, torch
+from torch_geometric.data import Data
+from pyg_molblend.datasets import OnDiskMoleculeDataset
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+g = torch.Generator().manual_seed(0)
+graphs = []
+for i in range(1200):
+    n = 3 + i % 5
+    ring = torch.arange(n)
+    edge_index = torch.stack([torch.cat([ring, (ring + 1) % n]), torch.cat([(ring + 1) % n, ring])])
+    graphs.append(Data(x=torch.zeros(n, 9, dtype=torch.long), edge_index=edge_index,
+                       edge_attr=torch.zeros(2 * n, 3, dtype=torch.long),
+                       pos=torch.randn(n, 3, generator=g), has_pos=torch.tensor([True]),
+                       smiles="C" * n))
+store = OnDiskMoleculeDataset({str(tmp_path)!r}, graphs=graphs, graphs_name="rings",
+                              shard_size=400, num_workers=2)
+assert len(store) == 1200
+assert torch.equal(store[777].pos, graphs[777].pos)
+assert torch.equal(store[1199].edge_index, graphs[1199].edge_index)
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
