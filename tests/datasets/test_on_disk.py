@@ -235,7 +235,9 @@ def test_graphs_reach_workers_without_a_file_descriptor_per_tensor(tmp_path):
 import resource, torch
 from torch_geometric.data import Data
 from pyg_molblend.datasets import OnDiskMoleculeDataset
-resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+limit = 256 if hard == resource.RLIM_INFINITY else min(256, hard)
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 g = torch.Generator().manual_seed(0)
 graphs = []
 for i in range(1200):
