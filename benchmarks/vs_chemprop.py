@@ -434,7 +434,9 @@ def validation_ranking(results: dict[str, Any], tools: list[str]) -> str:
         return "validation ranking: no dataset has validation results for every entry yet"
     mean_rank = {t: float(np.mean(r)) for t, r in ranks.items()}
     rows.append(["mean rank", "", *[f"{mean_rank[t]:.2f}" for t in tools]])
-    pick = min(tools, key=lambda t: mean_rank[t])
+    best = min(mean_rank.values())
+    picks = [t for t in tools if mean_rank[t] == best]
+    pick = picks[0] if len(picks) == 1 else "a tie between " + ", ".join(picks)
     return (
         markdown_table(
             ["dataset (validation)", "metric", *tools], rows, align="ll" + "r" * len(tools)
