@@ -565,8 +565,13 @@ def main() -> int:
     args.root_path = Path(args.root) if args.root else work / "data"
     print(f"raw CSVs from {args.raw_dir}; pyg-molblend cache {args.root_path}; work dir {work}")
     print(
-        f"protocol: scaffold split of pyg-molblend for both tools; s/epoch = (t{long} - "
-        f"t{short}) / {long - short} from whole-command wall clocks; test metric at "
+        "protocol: scaffold split of pyg-molblend for both tools; "
+        + (
+            "no timed runs"
+            if args.no_timing
+            else f"s/epoch = (t{long} - t{short}) / {long - short} from whole-command wall clocks"
+        )
+        + "; test metric at "
         + (
             f"{args.metric_epochs} epochs for both"
             if args.metric_epochs
