@@ -349,21 +349,23 @@ class _Run:
             bar.set_postfix(loss=f"{record['loss']:.3f}", spd_acc=record.get("spd_acc"))
             append_jsonl(self.log_path, record)
 
+    def _weights(self) -> dict[str, Any]:
+        """What every file of the run holds: the weights, their configuration, the step,
+        the run's settings and the data fingerprint (no optimizer, position or RNG)."""
+        return {
+            "kind": "pretrain",
+            "encoder_config": self.model.config,
+            "encoder_state": self.model.state_dict(),
+            "step": self.step,
+            "world_size": self.world,
+            "config": asdict(self.config),
+            **self.extra,
+        }
+
     def snapshot(self) -> None:
         """Rank 0: the weights alone, ``snapshots/step_<step>.pt`` (written atomically)."""
         if self.rank == 0:
-            save_checkpoint(
-                self.snapshot_dir / f"step_{self.step:07d}.pt",
-                {
-                    "kind": "pretrain",
-                    "encoder_config": self.model.config,
-                    "encoder_state": self.model.state_dict(),
-                    "step": self.step,
-                    "world_size": self.world,
-                    "config": asdict(self.config),
-                    **self.extra,
-                },
-            )
+            save_checkpoint(self.snapshot_dir / f"step_{self.step:07d}.pt", self._weights())
 
     def save(self) -> None:
         """Write the checkpoint atomically (rank 0), with every rank's RNG states."""
@@ -376,18 +378,12 @@ class _Run:
             save_checkpoint(
                 self.checkpoint_path,
                 {
-                    "kind": "pretrain",
-                    "encoder_config": self.model.config,
-                    "encoder_state": self.model.state_dict(),
+                    **self._weights(),
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
-                    "step": self.step,
                     "epoch": self.epoch,
                     "position": self.position,
                     "rng": states,
-                    "world_size": self.world,
-                    "config": asdict(self.config),
-                    **self.extra,
                 },
             )
 
