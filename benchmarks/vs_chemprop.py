@@ -66,7 +66,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before torch imports tqdm: no proc
 
 import numpy as np
 from _common import environment, markdown_table, verdict
-from moleculenet import DEFAULT_RAW_DIR, prepare_dataset, scaffold_positions
+from moleculenet import DEFAULT_RAW_DIR, mean_std, prepare_dataset, scaffold_positions
 
 from pyg_molblend.datasets import MoleculeNet
 from pyg_molblend.training.io import write_json
@@ -407,11 +407,7 @@ def fmt(value: float | None, digits: int = 2) -> str:
 def cell(records: list[dict[str, Any]], key: str) -> str:
     """``mean ± sample std (n)`` of ``key`` over the records (seeds)."""
     values = [r[key] for r in records if r.get(key) is not None and not math.isnan(r[key])]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3f} (1)"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f} ({len(values)})"
+    return f"{mean_std(values, 3)} ({len(values)})" if values else "-"
 
 
 def validation_ranking(results: dict[str, Any], tools: list[str]) -> str:
