@@ -386,6 +386,8 @@ def load_previous(args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
             )
             raise SystemExit(2)
+    # Labels run before and not named now stay recorded (and reported) with their weights.
+    args.weights_recorded = {**old.get("weights", {}), **args.weights}
     return payload.get("results", {})
 
 
@@ -527,6 +529,7 @@ def main() -> int:
 
     env = child_env(args.threads)
     args.weights = parse_weights(args.checkpoints)
+    args.weights_recorded = dict(args.weights)
     previous = load_previous(args)
     args.chemprop = resolve_chemprop(args.chemprop)
     if args.chemprop is not None or args.dry_run:
@@ -579,7 +582,14 @@ def main() -> int:
 
     results: dict[str, Any] = dict(previous)  # other datasets of the file stay in it
     payload: dict[str, Any] = dict(
-        args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        args={
+            **{
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in vars(args).items()
+                if k != "weights_recorded"
+            },
+            "weights": args.weights_recorded,  # every label in the file, not just this run's
+        },
         environment=environment(),
         load_average_at_start=load_at_start,
         chemprop=peer,
@@ -707,7 +717,7 @@ def main() -> int:
         return 0
 
     # ---- report
-    tools = [*args.weights, "chemprop"]
+    tools = [*args.weights_recorded, "chemprop"]
     rows = []
     for name, entry in results.items():
         ours_epoch = entry.get("pyg-molblend_s_per_epoch")
@@ -751,8 +761,8 @@ def main() -> int:
             align="lrrrrll" + "r" * len(tools) + "r",
         )
     )
-    if len(args.weights) > 1:
-        print("\n" + validation_ranking(results, list(args.weights)))
+    if len(args.weights_recorded) > 1:
+        print("\n" + validation_ranking(results, list(args.weights_recorded)))
     print(
         f"\ns/epoch = (t{long} - t{short}) / {long - short}, wall clock of whole commands "
         "(mean over the seeds recorded); ratio = pyg-molblend / chemprop; target "
