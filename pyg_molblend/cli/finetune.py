@@ -98,6 +98,13 @@ def add_arguments(subparsers: Any) -> None:
     )
     add_device_argument(ft)
     ft.add_argument("--out", default="runs/finetune", help="output directory")
+    ft.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run from the training state it left in --out "
+        "(training_state.pt, written after every epoch and removed at the end), with the "
+        "same options; the result is the uninterrupted run's",
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,7 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seed = args.seed + member
         if member:  # member 0 is the single model of the same seed, bit for bit
             seed_everything(seed)
-        predictor, result = train_member(args, dataset, subsets, seed)
+        state = out / ("training_state.pt" if size == 1 else f"training_state_{member}.pt")
+        predictor, result = train_member(args, dataset, subsets, seed, state=state)
         path = out / ("model.pt" if size == 1 else f"model_{member}.pt")
         save_checkpoint(path, _checkpoint(args, predictor, dataset, name, split, seed))
         members.append((predictor, result, seed))
@@ -289,10 +297,12 @@ def train_member(
     subsets: dict[str, Any],
     seed: int,
     progress: bool = True,
+    state: Path | None = None,
 ) -> tuple[MoleBlendPredictor, FinetuneResult]:
     """Fine-tune one model with the options of :obj:`args` on ``subsets["train"]``,
     selected on ``subsets["valid"]`` and evaluated on ``subsets["test"]`` if there is
-    one (``hpopt`` gives none)."""
+    one (``hpopt`` gives none); the training state goes to :obj:`state` after every
+    epoch, and ``args.resume`` continues from it."""
     if args.checkpoint:
         encoder = load_encoder(args.checkpoint, activation_dropout=0.0, drop_path=0.0)
     else:
@@ -320,6 +330,8 @@ def train_member(
         class_weights=args.class_weights,
         patience=args.patience,
         metric=args.metric,
+        state_path=None if state is None else str(state),
+        resume=getattr(args, "resume", False),
     )
     train = subsets["train"]
     if args.num_conformers > 1:  # a new conformer per epoch; valid and test keep the first

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +22,12 @@ from tqdm.auto import tqdm
 from pyg_molblend.constants import DEFAULT_MAX_HOPS
 from pyg_molblend.data import DenseMolBatch, SizeBucketBatchSampler
 from pyg_molblend.models import MoleBlendPredictor
+from pyg_molblend.training.checkpoint import (
+    data_fingerprint,
+    load_checkpoint,
+    predictor_checkpoint,
+    save_checkpoint,
+)
 from pyg_molblend.training.metrics import (
     METRICS,
     check_metric,
@@ -31,7 +40,10 @@ from pyg_molblend.training.utils import (
     dense_batch,
     make_optimizer,
     pin_memory_for,
+    rng_state,
     seed_everything,
+    set_rng_state,
+    setting_differences,
     warmup_cosine,
 )
 
@@ -77,6 +89,15 @@ class FinetuneConfig:
             :data:`~pyg_molblend.training.metrics.METRICS` for the task type; :obj:`None`
             is :func:`~pyg_molblend.training.metrics.primary_metric` (ROC-AUC or RMSE).
             (default: :obj:`None`)
+        state_path (str, optional): a file the training state (weights, optimizer,
+            schedule, random states, the selection so far) is written to, atomically,
+            after every epoch, and removed once the run has ended; a fresh run first removes
+            an older one. :obj:`None` writes none. (default: :obj:`None`)
+        resume (bool): continue from :obj:`state_path` when it exists: the run then ends
+            as the uninterrupted run would have, bit for bit on the same device and
+            :obj:`num_workers`. A state written with other settings (those of
+            :attr:`RESUME_KEYS`), another model or other data is refused with a
+            :class:`ValueError` naming the differences. (default: :obj:`False`)
 
     Examples:
         >>> config = FinetuneConfig(epochs=10, lr=3e-4)
@@ -110,6 +131,24 @@ class FinetuneConfig:
     class_weights: str | None = None
     patience: int | None = None
     metric: str | None = None
+    state_path: str | None = None
+    resume: bool = False
+
+    #: Settings a resumed run must share with the one that wrote the state.
+    RESUME_KEYS = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "warmup_epochs",
+        "clip_norm",
+        "seed",
+        "freeze_encoder",
+        "unfreeze_after",
+        "class_weights",
+        "patience",
+        "metric",
+    )
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -339,6 +378,44 @@ def train_step(
     return loss.detach()
 
 
+def _identity(
+    predictor: MoleBlendPredictor,
+    config: FinetuneConfig,
+    train_set: Dataset | Sequence,
+    valid_set: Dataset | Sequence,
+) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the state: the settings of
+    :attr:`FinetuneConfig.RESUME_KEYS`, the model, its weights at the start and the data."""
+    digest = hashlib.blake2b(digest_size=16)
+    for key, value in predictor.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
+    head = predictor_checkpoint(predictor)
+    return {
+        "config": {key: getattr(config, key) for key in FinetuneConfig.RESUME_KEYS},
+        "model": {**head["predictor"], "encoder": head["encoder_config"]},
+        "initial_weights": digest.hexdigest(),
+        "data": {"train": data_fingerprint(train_set), "valid": data_fingerprint(valid_set)},
+    }
+
+
+def _check_state(state: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
+    """Refuse to continue a state written under other settings, naming each difference."""
+    differences = setting_differences(state["config"], identity["config"])
+    differences += setting_differences(state["model"], identity["model"], prefix="model ")
+    if state["initial_weights"] != identity["initial_weights"]:
+        differences.append("the model's weights at the start (other pretrained weights?)")
+    for part in ("train", "valid"):
+        if state["data"][part] != identity["data"][part]:
+            differences.append(f"the {part} molecules (another split or data set)")
+    if differences:
+        raise ValueError(
+            f"Cannot resume {str(path)!r}: it was written with "
+            + "; ".join(differences)
+            + ". Resume with the original settings, or start afresh without resume"
+        )
+
+
 def finetune(
     predictor: MoleBlendPredictor,
     train_set: Dataset | Sequence,
@@ -389,6 +466,16 @@ def finetune(
             f"predictor does {task_type}"
         )
     start = time.perf_counter()
+    state, state_path = None, None
+    if config.state_path is not None:  # before seeding: reading the data may draw from it
+        state_path = Path(config.state_path)
+        identity = _identity(predictor, config, train_set, valid_set)
+        if config.resume and state_path.exists():
+            state = load_checkpoint(state_path, kind="finetune_state")
+            _check_state(state, identity, state_path)
+        elif config.resume:
+            print(f"no training state at {state_path}; starting fresh")
+        state_path.unlink(missing_ok=True)  # a fresh run never leaves an older run's state
     seed_everything(config.seed)
     device = config.device
     predictor.to(device)
@@ -430,8 +517,23 @@ def finetune(
     better = higher_is_better(metric)
     best_score, best_epoch, best_state = None, 0, None
     stale = 0  # epochs since the score last improved to a defined value
-    history = []
-    bar = tqdm(range(1, config.epochs + 1), desc="finetune", disable=not config.progress)
+    history: list[dict[str, Any]] = []
+    first, stopped, earlier_seconds = 1, False, 0.0
+    if state is not None:
+        predictor.load_state_dict(state["predictor_state"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        best_score, best_epoch = state["best_score"], state["best_epoch"]
+        best_state, stale, history = state["best_state"], state["stale"], state["history"]
+        first, stopped = state["epoch"] + 1, state["stopped"]
+        earlier_seconds = state["seconds"]
+        set_rng_state(state["rng"], loader=loader.generator)
+        if config.unfreeze_after is not None and first > config.unfreeze_after + 1:
+            for param, grad in zip(encoder_params, encoder_grad, strict=True):
+                param.requires_grad_(grad)
+        print(f"resuming after epoch {state['epoch']} of {config.epochs} ({state_path})")
+    epochs = range(first, 1 if stopped else config.epochs + 1)
+    bar = tqdm(epochs, desc="finetune", disable=not config.progress)
     try:
         for epoch in bar:
             if config.unfreeze_after is not None and epoch == config.unfreeze_after + 1:
@@ -480,7 +582,28 @@ def finetune(
             stale = 0 if improved and not math.isnan(score) else stale + 1
             bar.set_postfix(loss=f"{mean_loss:.4f}", **{f"valid_{metric}": f"{score:.4f}"})
             frozen = config.unfreeze_after is not None and epoch <= config.unfreeze_after
-            if config.patience is not None and not frozen and stale >= config.patience:
+            stopped = config.patience is not None and not frozen and stale >= config.patience
+            if state_path is not None:
+                save_checkpoint(
+                    state_path,
+                    {
+                        "kind": "finetune_state",
+                        **identity,
+                        "predictor_state": predictor.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "epoch": epoch,
+                        "stopped": stopped,
+                        "best_score": best_score,
+                        "best_epoch": best_epoch,
+                        "best_state": best_state,
+                        "stale": stale,
+                        "history": history,
+                        "seconds": earlier_seconds + time.perf_counter() - start,
+                        "rng": rng_state(loader=loader.generator),
+                    },
+                )
+            if stopped:
                 break
     finally:  # the error message, if any, starts on its own line
         bar.close()
@@ -493,12 +616,14 @@ def finetune(
     test_pred = None
     if test_set is not None:
         test_metrics, test_pred = evaluate(predictor, test_set, config.batch_size, device)
+    if state_path is not None:
+        state_path.unlink(missing_ok=True)  # the run has ended: nothing to resume
     return FinetuneResult(
         metric=metric,
         valid=valid_metrics,
         test=test_metrics,
         best_epoch=best_epoch,
-        seconds=time.perf_counter() - start,
+        seconds=earlier_seconds + time.perf_counter() - start,
         history=history,
         test_predictions=test_pred,
         epochs_run=len(history),

@@ -28,6 +28,9 @@ from pyg_molblend.training.utils import (
     dense_batch,
     make_optimizer,
     pin_memory_for,
+    rng_state,
+    set_rng_state,
+    setting_differences,
     warmup_cosine,
 )
 
@@ -101,28 +104,6 @@ class _PretrainStep(nn.Module):
     ) -> tuple[Tensor, dict]:
         out = self.model.pretrain_loss(batch, mode=self.mode, generator=generator)
         return out.loss, out.parts
-
-
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Every RNG state as tensors, numbers, strings and lists (what a ``weights_only``
-    checkpoint may hold)."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": [version, list(internal), gauss],
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-        "blend": generator.get_state(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["blend"])
 
 
 def _world() -> tuple[int, int]:
@@ -282,7 +263,7 @@ class _Run:
             self.scheduler.load_state_dict(payload["scheduler"])
             self.step, self.epoch = payload["step"], payload["epoch"]
             self.position = payload["position"]
-            _set_rng_state(payload["rng"][self.rank], self.generator)
+            set_rng_state(payload["rng"][self.rank], blend=self.generator)
             if self.rank == 0:
                 _truncate_log(self.log_path, self.step)
                 _remove_snapshots(self.snapshot_dir, after=self.step)
@@ -369,7 +350,7 @@ class _Run:
 
     def save(self) -> None:
         """Write the checkpoint atomically (rank 0), with every rank's RNG states."""
-        state = _rng_state(self.generator)
+        state = rng_state(blend=self.generator)
         states = [state]
         if self.world > 1:
             states = [None] * self.world
@@ -433,17 +414,10 @@ def _check_resumable(
     fingerprint: str,
 ) -> None:
     """Refuse to continue a checkpoint under other settings, naming each difference."""
-    stored = payload.get("config", {})
-    differences = [
-        f"{key} {stored.get(key)!r} (this run: {getattr(config, key)!r})"
-        for key in PretrainConfig.RESUME_KEYS
-        if stored.get(key) != getattr(config, key)
-    ]
-    differences += [
-        f"model {key} {value!r} (this run: {model.config.get(key)!r})"
-        for key, value in payload["encoder_config"].items()
-        if json_safe(model.config.get(key)) != json_safe(value)
-    ]
+    differences = setting_differences(
+        payload.get("config", {}), asdict(config), PretrainConfig.RESUME_KEYS
+    )
+    differences += setting_differences(payload["encoder_config"], model.config, prefix="model ")
     if payload.get("world_size") != world:
         differences.append(f"processes {payload.get('world_size')} (this run: {world})")
     if payload.get("data_fingerprint") != fingerprint:

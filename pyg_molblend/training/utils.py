@@ -13,6 +13,7 @@ import torch
 from torch_geometric.data import Batch
 
 from pyg_molblend.data import DenseMolBatch, to_dense
+from pyg_molblend.training.io import json_safe
 
 __all__ = [
     "FiniteGuard",
@@ -20,7 +21,10 @@ __all__ = [
     "dense_batch",
     "make_optimizer",
     "pin_memory_for",
+    "rng_state",
     "seed_everything",
+    "set_rng_state",
+    "setting_differences",
     "warmup_cosine",
 ]
 
@@ -36,6 +40,68 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def rng_state(**generators: torch.Generator) -> dict[str, Any]:
+    """Every random state a training loop draws from (Python's, NumPy's, torch's CPU and,
+    once CUDA is in use, every GPU's) plus the named :obj:`generators`', as tensors,
+    numbers, strings and lists: what a ``weights_only`` checkpoint may hold, so that a
+    resumed run draws what the uninterrupted one would have.
+
+    Examples:
+        >>> loader_rng = torch.Generator().manual_seed(1)
+        >>> state = rng_state(loader=loader_rng)
+        >>> a = (torch.rand(1), torch.rand(1, generator=loader_rng))
+        >>> set_rng_state(state, loader=loader_rng)
+        >>> a == (torch.rand(1), torch.rand(1, generator=loader_rng))
+        True
+    """
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        **{key: generator.get_state() for key, generator in generators.items()},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], **generators: torch.Generator) -> None:
+    """Restore what :func:`rng_state` saved (the CUDA states where there are as many GPUs)."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    for key, generator in generators.items():
+        generator.set_state(state[key])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def setting_differences(
+    stored: dict[str, Any],
+    current: dict[str, Any],
+    keys: Iterable[str] | None = None,
+    prefix: str = "",
+) -> list[str]:
+    """``"<prefix><key> <stored> (this run: <current>)"`` for each of :obj:`keys` (default:
+    the stored ones) whose values differ, compared as JSON: what a resumed run reports
+    when it refuses a state written under other settings.
+
+    Examples:
+        >>> setting_differences({"lr": 1e-4, "seed": 0}, {"lr": 3e-4, "seed": 0})
+        ['lr 0.0001 (this run: 0.0003)']
+    """
+    return [
+        f"{prefix}{key} {stored.get(key)!r} (this run: {current.get(key)!r})"
+        for key in (stored if keys is None else keys)
+        if json_safe(stored.get(key)) != json_safe(current.get(key))
+    ]
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Any:

@@ -373,6 +373,48 @@ def test_killed_pretraining_resumes_to_identical_weights(tmp_path):
         torch.testing.assert_close(b["encoder_state"][key], value, rtol=1e-5, atol=1e-6)
 
 
+def test_killed_finetuning_resumes_to_the_uninterrupted_model(tmp_path, capsys):
+    args = ["--csv", BBBP, "--targets", "p_np", "--task", "classification"]
+    args += ["--epochs", "8", "--batch-size", "16", "--from-scratch"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert main(["finetune", *args, "--root", str(tmp_path / "a"), "--out", str(straight)]) == 0
+    assert not (straight / "training_state.pt").exists()  # removed at the end
+
+    # the killed run prepares its own data; the resumed one reads that cache
+    cli = ["finetune", *args, "--root", str(tmp_path / "b"), "--out", str(killed)]
+    proc = _run(cli)
+    state = killed / "training_state.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and load_checkpoint(state)["epoch"] >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert 1 <= load_checkpoint(state)["epoch"] < 8
+    capsys.readouterr()
+    assert main([*cli, "--resume"]) == 0
+    assert "resuming after epoch" in capsys.readouterr().out
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert (a["valid"], a["test"], a["best_epoch"]) == (b["valid"], b["test"], b["best_epoch"])
+    a, b = load_checkpoint(straight / "model.pt"), load_checkpoint(killed / "model.pt")
+    for part in ("encoder_state", "head_state"):
+        for key, value in a[part].items():
+            assert torch.equal(b[part][key], value), key
+
+    # a state of other settings is refused with exit 2, naming the difference
+    proc = _run(cli)
+    while proc.poll() is None and not state.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists()
+    assert main([*cli, "--resume", "--lr", "1e-3"]) == 2
+    assert "lr 0.0003 (this run: 0.001)" in capsys.readouterr().err
+
+
 def test_torchrun_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

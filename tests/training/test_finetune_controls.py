@@ -392,3 +392,114 @@ def test_finetune_fits_descriptors_on_the_train_set():
     del data[1].descriptors
     with pytest.raises(ValueError, match=r"training molecule 1 has descriptors None"):
         finetune(predictor, data[:4], data[4:], data[4:], _config())
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("controls", [{}, {"unfreeze_after": 2}, {"patience": 1}])
+def test_interrupted_finetuning_resumes_to_the_uninterrupted_result(
+    tmp_path, monkeypatch, controls
+):
+    data = _regression_data()
+    train, valid = data[:6], data[6:]
+
+    def run(state_path=None, resume=False, kill_after=None):
+        torch.manual_seed(0)
+        predictor = MoleBlendPredictor(_tiny(), 1, "regression", "2d", dropout=0.2)
+        config = _config(epochs=4, state_path=state_path, resume=resume, seed=3, **controls)
+        if kill_after is not None:  # the process dies in the middle of an epoch
+            calls = {"n": 0}
+            step = finetune_module.train_step
+
+            def dying(*args, **kwargs):
+                calls["n"] += 1
+                if calls["n"] > kill_after:
+                    raise _Killed
+                return step(*args, **kwargs)
+
+            monkeypatch.setattr(finetune_module, "train_step", dying)
+        try:
+            return predictor, finetune(predictor, train, valid, valid, config)
+        finally:
+            monkeypatch.undo()
+
+    straight, expected = run()
+    state = tmp_path / "state.pt"
+    with pytest.raises(_Killed):
+        run(state, kill_after=4)  # 3 batches an epoch: dies in epoch 2
+    written = torch.load(state, weights_only=True)
+    assert written["kind"] == "finetune_state" and written["epoch"] == 1
+    resumed, result = run(state, resume=True)
+    assert not state.exists()  # removed once the run has ended
+    assert result.history == expected.history and result.best_epoch == expected.best_epoch
+    assert result.valid == expected.valid and result.epochs_run == expected.epochs_run
+    assert _same(resumed.state_dict(), straight.state_dict())
+    if "unfreeze_after" in controls:  # the encoder trains again after the resume
+        assert all(p.requires_grad for p in resumed.encoder.parameters())
+
+
+def test_resuming_refuses_other_settings_and_starts_fresh_without_a_state(tmp_path, capsys):
+    data = _regression_data()
+    state = tmp_path / "state.pt"
+
+    def run(resume, **kwargs):
+        torch.manual_seed(0)
+        predictor = MoleBlendPredictor(_tiny(), 1, "regression", "2d")
+        config = _config(epochs=3, state_path=str(state), resume=resume, **kwargs)
+        return finetune(predictor, data[:6], data[6:], None, config)
+
+    fresh = run(resume=True)  # nothing to resume: an ordinary run
+    assert "no training state at" in capsys.readouterr().out
+    assert run(resume=False).history == fresh.history and not state.exists()
+
+    # a state as a killed run leaves it: written after epoch 1
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(*args, **kwargs):
+        raise Stop
+
+    torch.manual_seed(0)
+    predictor = MoleBlendPredictor(_tiny(), 1, "regression", "2d")
+    original = finetune_module.evaluate
+    calls = {"n": 0}
+
+    def evaluate_then_stop(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # epoch 2's validation: epoch 1's state is on disk
+            raise Stop
+        return original(*args, **kwargs)
+
+    finetune_module.evaluate = evaluate_then_stop
+    try:
+        with pytest.raises(Stop):
+            finetune(predictor, data[:6], data[6:], None, _config(epochs=3, state_path=str(state)))
+    finally:
+        finetune_module.evaluate = original
+    assert state.exists()
+    with pytest.raises(ValueError, match=r"lr 0\.01 \(this run: 0\.02\)"):
+        run(resume=True, lr=2e-2)
+    with pytest.raises(ValueError, match="the train molecules"):
+        torch.manual_seed(0)
+        predictor = MoleBlendPredictor(_tiny(), 1, "regression", "2d")
+        finetune(
+            predictor,
+            data[1:6],
+            data[6:],
+            None,
+            _config(state_path=str(state), resume=True, epochs=3),
+        )
+    torch.manual_seed(1)  # other initial weights
+    predictor = MoleBlendPredictor(_tiny(), 1, "regression", "2d")
+    with pytest.raises(ValueError, match="weights at the start"):
+        finetune(
+            predictor,
+            data[:6],
+            data[6:],
+            None,
+            _config(epochs=3, state_path=str(state), resume=True),
+        )
+    assert state.exists()  # a refused resume leaves the state as it was
+    assert run(resume=True).history == fresh.history
