@@ -105,6 +105,14 @@ def add_arguments(subparsers: Any) -> None:
         "(training_state.pt, written after every epoch and removed at the end), with the "
         "same options; the result is the uninterrupted run's",
     )
+    ft.add_argument(
+        "--state-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="write the training state at the end of an epoch once this many seconds have "
+        "passed since the last write (default: 60; 0: after every epoch)",
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -332,6 +340,7 @@ def train_member(
         metric=args.metric,
         state_path=None if state is None else str(state),
         resume=getattr(args, "resume", False),
+        state_interval=getattr(args, "state_interval", 60.0),
     )
     train = subsets["train"]
     if args.num_conformers > 1:  # a new conformer per epoch; valid and test keep the first

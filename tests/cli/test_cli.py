@@ -375,7 +375,7 @@ def test_killed_pretraining_resumes_to_identical_weights(tmp_path):
 
 def test_killed_finetuning_resumes_to_the_uninterrupted_model(tmp_path, capsys):
     args = ["--csv", BBBP, "--targets", "p_np", "--task", "classification"]
-    args += ["--epochs", "8", "--batch-size", "16", "--from-scratch"]
+    args += ["--epochs", "8", "--batch-size", "16", "--from-scratch", "--state-interval", "0"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main(["finetune", *args, "--root", str(tmp_path / "a"), "--out", str(straight)]) == 0
     assert not (straight / "training_state.pt").exists()  # removed at the end

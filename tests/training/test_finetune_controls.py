@@ -408,7 +408,9 @@ def test_interrupted_finetuning_resumes_to_the_uninterrupted_result(
     def run(state_path=None, resume=False, kill_after=None):
         torch.manual_seed(0)
         predictor = MoleBlendPredictor(_tiny(), 1, "regression", "2d", dropout=0.2)
-        config = _config(epochs=4, state_path=state_path, resume=resume, seed=3, **controls)
+        config = _config(
+            epochs=4, state_path=state_path, resume=resume, seed=3, state_interval=0, **controls
+        )
         if kill_after is not None:  # the process dies in the middle of an epoch
             calls = {"n": 0}
             step = finetune_module.train_step
@@ -447,7 +449,7 @@ def test_resuming_refuses_other_settings_and_starts_fresh_without_a_state(tmp_pa
     def run(resume, **kwargs):
         torch.manual_seed(0)
         predictor = MoleBlendPredictor(_tiny(), 1, "regression", "2d")
-        config = _config(epochs=3, state_path=str(state), resume=resume, **kwargs)
+        config = _config(epochs=3, state_path=str(state), resume=resume, state_interval=0, **kwargs)
         return finetune(predictor, data[:6], data[6:], None, config)
 
     fresh = run(resume=True)  # nothing to resume: an ordinary run
@@ -475,7 +477,13 @@ def test_resuming_refuses_other_settings_and_starts_fresh_without_a_state(tmp_pa
     finetune_module.evaluate = evaluate_then_stop
     try:
         with pytest.raises(Stop):
-            finetune(predictor, data[:6], data[6:], None, _config(epochs=3, state_path=str(state)))
+            finetune(
+                predictor,
+                data[:6],
+                data[6:],
+                None,
+                _config(epochs=3, state_path=str(state), state_interval=0),
+            )
     finally:
         finetune_module.evaluate = original
     assert state.exists()
@@ -502,4 +510,6 @@ def test_resuming_refuses_other_settings_and_starts_fresh_without_a_state(tmp_pa
             _config(epochs=3, state_path=str(state), resume=True),
         )
     assert state.exists()  # a refused resume leaves the state as it was
+    with pytest.raises(ValueError, match="state_interval must be >= 0 seconds, got -1"):
+        FinetuneConfig(state_interval=-1)
     assert run(resume=True).history == fresh.history
