@@ -1,4 +1,5 @@
-"""ogbg-molhiv with the OGB protocol: MoleBLEND (``small``, 2D) fine-tuned from scratch.
+"""ogbg-molhiv with the OGB protocol: MoleBLEND (``small``, 2D) fine-tuned from scratch or
+from pretrained weights (``--checkpoint``).
 
 The OGB protocol: the official scaffold split (``dataset.get_idx_split()``), the epoch
 selected on the validation ROC-AUC only, the selected model scored once on test, both
@@ -9,10 +10,17 @@ otherwise), which takes days on a CPU. The default run is a quick check, labelle
 **not** the leaderboard protocol: 4,000 training molecules drawn once (``--max-train``,
 ``--subsample-seed``), the full valid and test sets, 1 epoch, 1 seed.
 
+A seed on all training molecules takes hours on a CPU, so a run can span sessions: with
+``--state-dir`` each seed's fine-tuning writes its training state there (at most once a
+minute) and continues from it when the command is run again, to the uninterrupted result;
+with ``--json`` the file is written after every seed and the seeds already in it (same
+settings, else exit 2) are not run again.
+
 Usage::
 
     python benchmarks/ogbg_molhiv.py [--root DIR] [--max-train 4000] [--epochs 1]
-                                     [--seeds 0] [--full] [--json OUT] [--dry-run]
+                                     [--seeds 0] [--full] [--checkpoint WEIGHTS]
+                                     [--state-dir DIR] [--json OUT] [--dry-run]
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from moleculenet import (
 
 from pyg_molblend.datasets import evaluate_ogb, load_ogb
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+from pyg_molblend.training.checkpoint import load_encoder
 from pyg_molblend.training.finetune import FinetuneConfig, finetune, predict
 from pyg_molblend.training.utils import seed_everything
 from pyg_molblend.transforms import AddShortestPath
@@ -82,6 +91,35 @@ def prepare(root_arg: str | None) -> tuple[Path, tempfile.TemporaryDirectory | N
     return root, None, f"dataset under {root}"
 
 
+def earlier_runs(path: str | None, settings: dict) -> list[dict]:
+    """The runs recorded in ``--json`` by an earlier invocation with the same settings
+    (none without the file); exits with status 2 if its settings differ."""
+    if not path or not Path(path).exists():
+        return []
+    recorded = json.loads(Path(path).read_text())
+    stored = recorded.get("settings", {})
+    differences = [
+        f"{key} {stored.get(key)!r} (this run: {value!r})"
+        for key, value in settings.items()
+        if stored.get(key) != value
+    ]
+    if differences:
+        print(
+            f"--json {path} holds runs of other settings: {'; '.join(differences)}; "
+            "pass another --json",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return recorded.get("runs", [])
+
+
+def write_json(path: str, data: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -108,7 +146,18 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--preset", default="small", help="model size from scratch")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="pretrained weights to fine-tune from: a path or 'pretrained' (default: none, "
+        "from scratch at --preset)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        help="keep each seed's training state here and continue from it when run again",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (default 1; 0 = torch's default)"
     )
@@ -121,6 +170,28 @@ def main() -> int:
     epochs = args.epochs or (FULL_EPOCHS if args.full else 1)
     max_train = args.max_train if args.max_train is not None else (0 if args.full else 4000)
 
+    settings = dict(
+        epochs=epochs,
+        max_train=max_train,
+        subsample_seed=args.subsample_seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        preset=None if args.checkpoint else args.preset,
+        checkpoint=args.checkpoint,
+    )
+    previous = earlier_runs(args.json, settings)
+
+    def make_encoder() -> MoleBlend:
+        if args.checkpoint:
+            return load_encoder(args.checkpoint, activation_dropout=0.0, drop_path=0.0)
+        return MoleBlend.from_preset(args.preset, activation_dropout=0.0, drop_path=0.0)
+
+    model_name = (
+        f"MoleBLEND 2d from {args.checkpoint}"
+        if args.checkpoint
+        else f"MoleBLEND {args.preset} 2d from scratch"
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     print(environment() + f", {torch.get_num_threads()} torch threads")
@@ -184,16 +255,14 @@ def main() -> int:
         f"(positives {positives['train']}/{positives['valid']}/{positives['test']})"
     )
     print(
-        f"protocol: {protocol}.\n  MoleBLEND {args.preset} 2d from scratch, {epochs} epoch(s), "
+        f"protocol: {protocol}.\n  {model_name}, {epochs} epoch(s), "
         f"batch {args.batch_size}, lr {args.lr} (warm-up + cosine), seeds {seeds}; epoch "
         f"selected on valid ROC-AUC, test scored once, OGB Evaluator"
     )
 
     # ---- time estimate from a few timed steps of a throwaway model
     seed_everything(1000)
-    probe = MoleBlendPredictor(
-        MoleBlend.from_preset(args.preset, activation_dropout=0.0, drop_path=0.0), 1
-    )
+    probe = MoleBlendPredictor(make_encoder(), 1)
     train_rate, eval_rate = time_batches(
         probe, "moleblend", subsets["train"], subsets["valid"], args.batch_size, args.device
     )
@@ -218,16 +287,41 @@ def main() -> int:
     if args.dry_run:
         return 0
 
+    def payload(runs: list[dict], finished: bool) -> dict:
+        valid = [r["valid_rocauc"] for r in runs]
+        test = [r["test_rocauc"] for r in runs]
+        return dict(
+            args=vars(args),
+            settings=settings,
+            finished=finished,
+            seeds=seeds,
+            epochs=epochs,
+            max_train=max_train,
+            protocol=protocol,
+            leaderboard_protocol=leaderboard,
+            environment=environment(),
+            torch_threads=torch.get_num_threads(),
+            sizes=sizes,
+            positives=positives,
+            runs=sorted(runs, key=lambda r: r["seed"]),
+            valid_rocauc_mean=float(np.mean(valid)) if valid else None,
+            test_rocauc_mean=float(np.mean(test)) if test else None,
+            valid_rocauc_std=float(np.std(valid, ddof=1)) if len(valid) > 1 else None,
+            test_rocauc_std=float(np.std(test, ddof=1)) if len(test) > 1 else None,
+        )
+
     # ---- runs
-    runs = []
-    checks_ok = True
+    runs = [r for r in previous if r["seed"] in seeds]
+    checks_ok = all(r["package_metric_agrees"] for r in runs)
     y_valid = subsets["valid"]._data.y[subsets["valid"].indices()].numpy()
     y_test = subsets["test"]._data.y[subsets["test"].indices()].numpy()
     run_start = time.perf_counter()
     for seed in seeds:
+        if any(r["seed"] == seed for r in runs):
+            print(f"  seed {seed}: in {args.json} already", flush=True)
+            continue
         seed_everything(seed)
-        encoder = MoleBlend.from_preset(args.preset, activation_dropout=0.0, drop_path=0.0)
-        predictor = MoleBlendPredictor(encoder, 1, "classification", mode="2d")
+        predictor = MoleBlendPredictor(make_encoder(), 1, "classification", mode="2d")
         config = FinetuneConfig(
             epochs=epochs,
             batch_size=args.batch_size,
@@ -236,6 +330,8 @@ def main() -> int:
             seed=seed,
             device=args.device,
             progress=args.progress,
+            state_path=str(Path(args.state_dir) / f"seed_{seed}.pt") if args.state_dir else None,
+            resume=bool(args.state_dir),
         )
         result = finetune(predictor, subsets["train"], subsets["valid"], subsets["test"], config)
         # OGB's Evaluator on the selected model's predictions (scores in [0, 1]; ROC-AUC
@@ -254,11 +350,13 @@ def main() -> int:
             test_rocauc=test_auc,
             best_epoch=result.best_epoch,
             seconds=result.seconds,
-            seconds_per_epoch=result.seconds / epochs,
+            seconds_per_epoch=result.seconds / result.epochs_run,
             package_metric_agrees=agree,
             history=result.history,
         )
         runs.append(run)
+        if args.json:  # after every seed: a session may end in the middle of the next
+            write_json(args.json, payload(runs, finished=False))
         print(
             f"  seed {seed}: valid ROC-AUC {valid_auc:.4f}, test ROC-AUC {test_auc:.4f}, "
             f"selected epoch {result.best_epoch}/{epochs}, {run['seconds_per_epoch']:.1f} s "
@@ -286,7 +384,7 @@ def main() -> int:
             ],
             [
                 [
-                    f"MoleBLEND {args.preset} 2d",
+                    model_name,
                     sizes["train"],
                     epochs,
                     len(seeds),
@@ -310,30 +408,7 @@ def main() -> int:
     )
 
     if args.json:
-        payload = dict(
-            args=vars(args),
-            seeds=seeds,
-            epochs=epochs,
-            max_train=max_train,
-            protocol=protocol,
-            leaderboard_protocol=leaderboard,
-            environment=environment(),
-            torch_threads=torch.get_num_threads(),
-            sizes=sizes,
-            positives=positives,
-            runs=runs,
-            valid_rocauc_mean=float(np.mean([r["valid_rocauc"] for r in runs])),
-            test_rocauc_mean=float(np.mean([r["test_rocauc"] for r in runs])),
-            valid_rocauc_std=float(np.std([r["valid_rocauc"] for r in runs], ddof=1))
-            if len(runs) > 1
-            else None,
-            test_rocauc_std=float(np.std([r["test_rocauc"] for r in runs], ddof=1))
-            if len(runs) > 1
-            else None,
-            seconds=elapsed,
-        )
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        write_json(args.json, payload(runs, finished=True))
         print(f"wrote {args.json}")
     if tmp is not None:
         tmp.cleanup()
