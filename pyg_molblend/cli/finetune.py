@@ -102,8 +102,9 @@ def add_arguments(subparsers: Any) -> None:
         "--resume",
         action="store_true",
         help="continue a killed run from the training state it left in --out "
-        "(training_state.pt, written after every epoch and removed at the end), with the "
-        "same options; the result is the uninterrupted run's",
+        "(training_state.pt, written at the end of an epoch every --state-interval seconds "
+        "and removed at the end), with the same options; the result is the uninterrupted "
+        "run's",
     )
     ft.add_argument(
         "--state-interval",
@@ -309,8 +310,9 @@ def train_member(
 ) -> tuple[MoleBlendPredictor, FinetuneResult]:
     """Fine-tune one model with the options of :obj:`args` on ``subsets["train"]``,
     selected on ``subsets["valid"]`` and evaluated on ``subsets["test"]`` if there is
-    one (``hpopt`` gives none); the training state goes to :obj:`state` after every
-    epoch, and ``args.resume`` continues from it."""
+    one (``hpopt`` gives none); the training state goes to :obj:`state` (every
+    ``args.state_interval`` seconds, at the end of an epoch), and ``args.resume`` continues
+    from it."""
     if args.checkpoint:
         encoder = load_encoder(args.checkpoint, activation_dropout=0.0, drop_path=0.0)
     else:

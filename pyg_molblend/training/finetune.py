@@ -474,7 +474,7 @@ def finetune(
             f"predictor does {task_type}"
         )
     start = time.perf_counter()
-    state, state_path = None, None
+    state, state_path, identity = None, None, {}
     if config.state_path is not None:  # before seeding: reading the data may draw from it
         state_path = Path(config.state_path)
         identity = _identity(predictor, config, train_set, valid_set)

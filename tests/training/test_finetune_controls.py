@@ -442,7 +442,9 @@ def test_interrupted_finetuning_resumes_to_the_uninterrupted_result(
         assert all(p.requires_grad for p in resumed.encoder.parameters())
 
 
-def test_resuming_refuses_other_settings_and_starts_fresh_without_a_state(tmp_path, capsys):
+def test_resuming_refuses_other_settings_and_starts_fresh_without_a_state(
+    tmp_path, capsys, monkeypatch
+):
     data = _regression_data()
     state = tmp_path / "state.pt"
 
@@ -460,9 +462,6 @@ def test_resuming_refuses_other_settings_and_starts_fresh_without_a_state(tmp_pa
     class Stop(Exception):
         pass
 
-    def stop_after_first(*args, **kwargs):
-        raise Stop
-
     torch.manual_seed(0)
     predictor = MoleBlendPredictor(_tiny(), 1, "regression", "2d")
     original = finetune_module.evaluate
@@ -474,18 +473,11 @@ def test_resuming_refuses_other_settings_and_starts_fresh_without_a_state(tmp_pa
             raise Stop
         return original(*args, **kwargs)
 
-    finetune_module.evaluate = evaluate_then_stop
-    try:
-        with pytest.raises(Stop):
-            finetune(
-                predictor,
-                data[:6],
-                data[6:],
-                None,
-                _config(epochs=3, state_path=str(state), state_interval=0),
-            )
-    finally:
-        finetune_module.evaluate = original
+    monkeypatch.setattr(finetune_module, "evaluate", evaluate_then_stop)
+    with pytest.raises(Stop):
+        config = _config(epochs=3, state_path=str(state), state_interval=0)
+        finetune(predictor, data[:6], data[6:], None, config)
+    monkeypatch.undo()
     assert state.exists()
     with pytest.raises(ValueError, match=r"lr 0\.01 \(this run: 0\.02\)"):
         run(resume=True, lr=2e-2)
