@@ -55,6 +55,7 @@ from pyg_molblend.datasets import evaluate_ogb, load_ogb
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
 from pyg_molblend.training.checkpoint import load_encoder
 from pyg_molblend.training.finetune import FinetuneConfig, finetune, predict
+from pyg_molblend.training.io import write_json
 from pyg_molblend.training.utils import seed_everything
 from pyg_molblend.transforms import AddShortestPath
 
@@ -111,13 +112,6 @@ def earlier_runs(path: str | None, settings: dict) -> list[dict]:
         )
         raise SystemExit(2)
     return recorded.get("runs", [])
-
-
-def write_json(path: str, data: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 def main() -> int:
@@ -294,7 +288,7 @@ def main() -> int:
             args=vars(args),
             settings=settings,
             finished=finished,
-            seeds=seeds,
+            seeds=sorted({r["seed"] for r in runs} | set(seeds)),
             epochs=epochs,
             max_train=max_train,
             protocol=protocol,
@@ -311,7 +305,7 @@ def main() -> int:
         )
 
     # ---- runs
-    runs = [r for r in previous if r["seed"] in seeds]
+    runs = list(previous)  # every seed of the file stays in it, and in the report
     checks_ok = all(r["package_metric_agrees"] for r in runs)
     y_valid = subsets["valid"]._data.y[subsets["valid"].indices()].numpy()
     y_test = subsets["test"]._data.y[subsets["test"].indices()].numpy()
@@ -368,7 +362,7 @@ def main() -> int:
     elapsed = time.perf_counter() - run_start
 
     # ---- report
-    spread = f"mean ± sample std over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
+    spread = f"mean ± sample std over {len(runs)} seeds" if len(runs) > 1 else "one seed"
     print()
     print(
         table(
@@ -387,7 +381,7 @@ def main() -> int:
                     model_name,
                     sizes["train"],
                     epochs,
-                    len(seeds),
+                    len(runs),
                     mean_std([r["valid_rocauc"] for r in runs]),
                     mean_std([r["test_rocauc"] for r in runs]),
                     ",".join(str(r["best_epoch"]) for r in runs),
