@@ -128,11 +128,7 @@ def naive_edge_bias(self: EdgePathBias, path_edge: Tensor, edge_attr: Tensor, sp
 
 def naive_basis(self: GaussianDistanceBias, dist: Tensor, atom_type: Tensor) -> Tensor:
     """(iv) the reference's Gaussian basis: six elementwise passes over ``[B, N, N, K]``."""
-    row = atom_type.unsqueeze(2)
-    col = atom_type.unsqueeze(1) + self.num_types
-    mul = (self.mul(row) + self.mul(col)).squeeze(-1)
-    shift = (self.bias(row) + self.bias(col)).squeeze(-1)
-    x = (mul * dist.float() + shift).unsqueeze(-1)
+    x = self.scaled_distance(dist, atom_type)
     std = self.std.abs() + 0.01
     return torch.exp(-0.5 * ((x - self.mean) / std) ** 2) / (math.sqrt(2 * math.pi) * std)
 

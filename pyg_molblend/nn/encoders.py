@@ -324,13 +324,18 @@ class GaussianDistanceBias(nn.Module):
             f"channels={self.atom_proj.out_features}, num_kernels={self.num_kernels})"
         )
 
-    def basis(self, dist: Tensor, atom_type: Tensor) -> Tensor:
-        """Gaussian features ``[B, N, N, K]`` (fp32)."""
+    def scaled_distance(self, dist: Tensor, atom_type: Tensor) -> Tensor:
+        r""":math:`x_{ij}`, the distance scaled and shifted per atom-type pair,
+        ``[B, N, N, 1]`` (fp32)."""
         row = atom_type.unsqueeze(2)
         col = atom_type.unsqueeze(1) + self.num_types
         mul = (self.mul(row) + self.mul(col)).squeeze(-1)
         shift = (self.bias(row) + self.bias(col)).squeeze(-1)
-        x = (mul * dist.float() + shift).unsqueeze(-1)
+        return (mul * dist.float() + shift).unsqueeze(-1)
+
+    def basis(self, dist: Tensor, atom_type: Tensor) -> Tensor:
+        """Gaussian features ``[B, N, N, K]`` (fp32)."""
+        x = self.scaled_distance(dist, atom_type)
         std = self.std.abs() + 0.01
         # exp(-z^2 / 2 - log(sqrt(2 pi) std)) with z = x / std - mean / std: three passes
         # over [B, N, N, K] instead of six (forward + backward of a batch of 64 ZINC
