@@ -56,7 +56,7 @@ from pyg_molblend.models import MoleBlend, MoleBlendPredictor
 from pyg_molblend.training.checkpoint import load_encoder
 from pyg_molblend.training.finetune import FinetuneConfig, finetune, predict
 from pyg_molblend.training.io import write_json
-from pyg_molblend.training.utils import seed_everything
+from pyg_molblend.training.utils import seed_everything, setting_differences
 from pyg_molblend.transforms import AddShortestPath
 
 NAME = "ogbg-molhiv"
@@ -99,11 +99,7 @@ def earlier_runs(path: str | None, settings: dict) -> list[dict]:
         return []
     recorded = json.loads(Path(path).read_text())
     stored = recorded.get("settings", {})
-    differences = [
-        f"{key} {stored.get(key)!r} (this run: {value!r})"
-        for key, value in settings.items()
-        if stored.get(key) != value
-    ]
+    differences = setting_differences(stored, settings, keys=settings)
     if differences:
         print(
             f"--json {path} holds runs of other settings: {'; '.join(differences)}; "

@@ -363,11 +363,12 @@ def per_epoch(times: dict[str, float], short: int, long: int) -> float:
 REUSE_KEYS = ("threads", "timing_epochs", "metric_epochs")
 
 
-def load_previous(args: argparse.Namespace) -> dict[str, Any]:
-    """The results of an earlier run recorded in ``--json`` (empty if none), after
-    checking it measured the same thing; exits with status 2 otherwise."""
+def load_previous(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The results of an earlier run recorded in ``--json`` and the weights of its labels
+    (both empty if none), after checking it measured the same thing; exits with status 2
+    otherwise."""
     if not args.json or not Path(args.json).exists():
-        return {}
+        return {}, {}
     payload = json.loads(Path(args.json).read_text())
     old = payload.get("args", {})
     for key in REUSE_KEYS:
@@ -386,9 +387,7 @@ def load_previous(args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
             )
             raise SystemExit(2)
-    # Labels run before and not named now stay recorded (and reported) with their weights.
-    args.weights_recorded = {**old.get("weights", {}), **args.weights}
-    return payload.get("results", {})
+    return payload.get("results", {}), old.get("weights", {})
 
 
 def recorded(entry: dict[str, Any], tool: str, kind: str, epochs: int | None, seed: int) -> bool:
@@ -529,8 +528,9 @@ def main() -> int:
 
     env = child_env(args.threads)
     args.weights = parse_weights(args.checkpoints)
-    args.weights_recorded = dict(args.weights)
-    previous = load_previous(args)
+    previous, previous_weights = load_previous(args)
+    # Labels run before and not named now stay recorded (and reported) with their weights.
+    all_weights = {**previous_weights, **args.weights}
     args.chemprop = resolve_chemprop(args.chemprop)
     if args.chemprop is not None or args.dry_run:
         for option, epochs in (("--timing-epochs", short), ("--metric-epochs", args.metric_epochs)):
@@ -583,12 +583,8 @@ def main() -> int:
     results: dict[str, Any] = dict(previous)  # other datasets of the file stay in it
     payload: dict[str, Any] = dict(
         args={
-            **{
-                k: (str(v) if isinstance(v, Path) else v)
-                for k, v in vars(args).items()
-                if k != "weights_recorded"
-            },
-            "weights": args.weights_recorded,  # every label in the file, not just this run's
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "weights": all_weights,  # every label in the file, not just this run's
         },
         environment=environment(),
         load_average_at_start=load_at_start,
@@ -717,7 +713,7 @@ def main() -> int:
         return 0
 
     # ---- report
-    tools = [*args.weights_recorded, "chemprop"]
+    tools = [*all_weights, "chemprop"]
     rows = []
     for name, entry in results.items():
         ours_epoch = entry.get("pyg-molblend_s_per_epoch")
@@ -761,8 +757,8 @@ def main() -> int:
             align="lrrrrll" + "r" * len(tools) + "r",
         )
     )
-    if len(args.weights_recorded) > 1:
-        print("\n" + validation_ranking(results, list(args.weights_recorded)))
+    if len(all_weights) > 1:
+        print("\n" + validation_ranking(results, list(all_weights)))
     print(
         f"\ns/epoch = (t{long} - t{short}) / {long - short}, wall clock of whole commands "
         "(mean over the seeds recorded); ratio = pyg-molblend / chemprop; target "
