@@ -44,6 +44,7 @@ Usage::
         [--datasets esol bbbp freesolv tox21] [--seeds 0] [--threads 2]
         [--metric-epochs N | --no-metric] [--json results.json] [--dry-run]
         [--checkpoints scratch=scratch old=pretrained new=runs/pretrain-5m/checkpoint.pt]
+    python benchmarks/vs_chemprop.py --json results.json --report-only
 """
 
 from __future__ import annotations
@@ -413,8 +414,11 @@ def cell(records: list[dict[str, Any]], key: str) -> str:
 
 def validation_ranking(results: dict[str, Any], tools: list[str]) -> str:
     """The pyg-molblend weights ranked on each dataset by their mean validation metric
-    (test scores play no part), and their mean rank: the pick is the lowest."""
+    (test scores play no part), and their mean rank: the pick is the lowest. A tie in mean
+    rank goes to the lower mean normalised score: per dataset, 0 for the best entry's
+    validation metric, 1 for the worst, linear in between."""
     ranks: dict[str, list[float]] = {tool: [] for tool in tools}
+    scores: dict[str, list[float]] = {tool: [] for tool in tools}
     rows = []
     for name, entry in results.items():
         means = {
@@ -426,19 +430,91 @@ def validation_ranking(results: dict[str, Any], tools: list[str]) -> str:
         order = sorted(tools, key=lambda t: sign * means[t])
         for rank, tool in enumerate(order, start=1):
             ranks[tool].append(rank)
+        best, worst = means[order[0]], means[order[-1]]
+        for tool in tools:
+            spread = abs(worst - best)
+            scores[tool].append(abs(means[tool] - best) / spread if spread > 0 else 0.0)
         rows.append([name, entry["metric"], *[fmt(means[t], 3) for t in tools]])
     if not rows:
         return "validation ranking: no dataset has validation results for every entry yet"
     mean_rank = {t: float(np.mean(r)) for t, r in ranks.items()}
+    mean_score = {t: float(np.mean(v)) for t, v in scores.items()}
     rows.append(["mean rank", "", *[f"{mean_rank[t]:.2f}" for t in tools]])
-    best = min(mean_rank.values())
-    picks = [t for t in tools if mean_rank[t] == best]
-    pick = picks[0] if len(picks) == 1 else "a tie between " + ", ".join(picks)
+    rows.append(["mean normalised", "", *[f"{mean_score[t]:.3f}" for t in tools]])
+    best_rank = min(mean_rank.values())
+    tied = [t for t in tools if mean_rank[t] == best_rank]
+    pick = min(tied, key=lambda t: mean_score[t])
+    why = (
+        f" (a tie in mean rank between {', '.join(tied)}, broken by the mean normalised score)"
+        if len(tied) > 1
+        else ""
+    )
     return (
         markdown_table(
             ["dataset (validation)", "metric", *tools], rows, align="ll" + "r" * len(tools)
         )
-        + f"\npicked by validation alone (lowest mean rank over {len(rows) - 1} datasets): {pick}"
+        + f"\npicked by validation alone (lowest mean rank over {len(rows) - 2} datasets): "
+        + pick
+        + why
+    )
+
+
+def report(
+    results: dict[str, Any],
+    weights: list[str],
+    short: int,
+    long: int,
+    load_at_start: list[float],
+) -> str:
+    """The comparison table of every dataset (seconds per epoch, their ratio and target,
+    each entry's test metric) and, with several weights, their validation ranking; sets
+    each dataset's ``ratio`` and ``target``."""
+    tools = [*weights, "chemprop"]
+    rows = []
+    for name, entry in results.items():
+        ours_epoch = entry.get("pyg-molblend_s_per_epoch")
+        their_epoch = entry.get("chemprop_s_per_epoch")
+        ratio = ours_epoch / their_epoch if ours_epoch and their_epoch else None
+        entry["ratio"] = ratio
+        if name in TARGET_DATASETS and ratio is not None:
+            entry["target"] = verdict(ratio <= TARGET)
+        arrow = "↑" if higher_is_better(entry["metric"]) else "↓"
+        rows.append(
+            [
+                name,
+                "/".join(str(v) for v in entry["sizes"].values()),
+                fmt(ours_epoch),
+                fmt(their_epoch),
+                "-" if ratio is None else f"{ratio:.2f}x",
+                entry.get("target", "-"),
+                f"{entry['metric']} {arrow}",
+                *[cell(entry["metrics"].get(tool, []), "value") for tool in tools],
+                " ".join(f"{x:.2f}" for x in entry["load_average"]),
+            ]
+        )
+    text = markdown_table(
+        [
+            "dataset",
+            "train/valid/test",
+            "pyg-molblend s/epoch",
+            "chemprop s/epoch",
+            "ratio",
+            f"<= {TARGET:.1f}x",
+            "metric",
+            *[f"{tool} test" for tool in tools],
+            "load avg at start",
+        ],
+        rows,
+        align="lrrrrll" + "r" * len(tools) + "r",
+    )
+    if len(weights) > 1:
+        text += "\n\n" + validation_ranking(results, weights)
+    return text + (
+        f"\n\ns/epoch = (t{long} - t{short}) / {long - short}, wall clock of whole commands "
+        "(mean over the seeds recorded); ratio = pyg-molblend / chemprop; target "
+        f"<= {TARGET:.1f}x on {', '.join(sorted(TARGET_DATASETS))} (informational). Load "
+        "average (1/5/15 min) when the dataset started; at the start of the run "
+        f"{' '.join(f'{x:.2f}' for x in load_at_start)}."
     )
 
 
@@ -514,7 +590,25 @@ def main() -> int:
     parser.add_argument(
         "--dry-run", action="store_true", help="prepare the splits, print the commands, stop"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="print the report of the runs recorded in --json and stop (nothing is run)",
+    )
     args = parser.parse_args()
+    if args.report_only:
+        if not args.json or not Path(args.json).exists():
+            parser.error(f"--report-only reads an existing --json file, got {args.json!r}")
+        payload = json.loads(Path(args.json).read_text())
+        recorded_short, recorded_long = payload["args"]["timing_epochs"]
+        weights = list(payload["args"]["weights"])
+        results = payload["results"]
+        print(
+            report(
+                results, weights, recorded_short, recorded_long, payload["load_average_at_start"]
+            )
+        )
+        return 0
 
     names = [n.lower() for n in args.datasets]
     unknown = sorted(set(names) - set(MoleculeNet.names))
@@ -712,60 +806,12 @@ def main() -> int:
             tmp.cleanup()
         return 0
 
-    # ---- report
-    tools = [*all_weights, "chemprop"]
-    rows = []
-    for name, entry in results.items():
-        ours_epoch = entry.get("pyg-molblend_s_per_epoch")
-        their_epoch = entry.get("chemprop_s_per_epoch")
-        ratio = ours_epoch / their_epoch if ours_epoch and their_epoch else None
-        entry["ratio"] = ratio
-        if name in TARGET_DATASETS and ratio is not None:
-            entry["target"] = verdict(ratio <= TARGET)
-        arrow = "↑" if higher_is_better(entry["metric"]) else "↓"
-        rows.append(
-            [
-                name,
-                "/".join(str(v) for v in entry["sizes"].values()),
-                fmt(ours_epoch),
-                fmt(their_epoch),
-                "-" if ratio is None else f"{ratio:.2f}x",
-                entry.get("target", "-"),
-                f"{entry['metric']} {arrow}",
-                *[cell(entry["metrics"].get(tool, []), "value") for tool in tools],
-                " ".join(f"{x:.2f}" for x in entry["load_average"]),
-            ]
-        )
+    text = report(results, list(all_weights), short, long, load_at_start)  # sets ratios
     payload["finished"] = True
     if args.json:
         write_json(args.json, payload)
     print()
-    print(
-        markdown_table(
-            [
-                "dataset",
-                "train/valid/test",
-                "pyg-molblend s/epoch",
-                "chemprop s/epoch",
-                "ratio",
-                f"<= {TARGET:.1f}x",
-                "metric",
-                *[f"{tool} test" for tool in tools],
-                "load avg at start",
-            ],
-            rows,
-            align="lrrrrll" + "r" * len(tools) + "r",
-        )
-    )
-    if len(all_weights) > 1:
-        print("\n" + validation_ranking(results, list(all_weights)))
-    print(
-        f"\ns/epoch = (t{long} - t{short}) / {long - short}, wall clock of whole commands "
-        "(mean over the seeds recorded); ratio = pyg-molblend / chemprop; target "
-        f"<= {TARGET:.1f}x on {', '.join(sorted(TARGET_DATASETS))} (informational). Load "
-        "average (1/5/15 min) when the dataset started; at the start of the run "
-        f"{' '.join(f'{x:.2f}' for x in load_at_start)}."
-    )
+    print(text)
     if args.json:
         print(f"wrote {args.json}")
     if tmp is not None:
