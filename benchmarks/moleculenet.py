@@ -38,6 +38,8 @@ if "--progress" not in sys.argv:  # before tqdm is imported: no dataset-processi
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +53,13 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.nn import GINEConv, global_mean_pool
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
-from pyg_molblend.data import scaffold_split
+from pyg_molblend.data import DenseMolBatch, SizeBucketBatchSampler, scaffold_split
 from pyg_molblend.datasets import MoleculeNet
 from pyg_molblend.models import MoleBlend, MoleBlendPredictor
 from pyg_molblend.training.checkpoint import load_encoder
-from pyg_molblend.training.finetune import FinetuneConfig, finetune
+from pyg_molblend.training.finetune import FinetuneConfig, finetune, train_step
 from pyg_molblend.training.metrics import higher_is_better, primary_metric
-from pyg_molblend.training.utils import seed_everything
+from pyg_molblend.training.utils import FiniteGuard, dense_batch, make_optimizer, seed_everything
 from pyg_molblend.transforms import AddShortestPath
 
 DEFAULT_DATASETS = ("bbbp", "esol", "freesolv", "sider", "tox21")
@@ -84,7 +86,12 @@ class _BatchNorm(nn.BatchNorm1d):
 
 class GINE(nn.Module):
     """GIN with bond features (Hu et al. 2020; ``ogb/examples/graphproppred/mol``,
-    ``gnn_type="gin"``, no virtual node), last-layer node states mean-pooled."""
+    ``gnn_type="gin"``, no virtual node), last-layer node states mean-pooled. It reads the
+    sparse graph that a :class:`~pyg_molblend.data.DenseMolBatch` carries (what
+    :func:`finetune` passes) or a PyG batch."""
+
+    #: Path bonds :func:`finetune` densifies for it: none (it reads no pair tensor).
+    max_hops = 0
 
     def __init__(
         self, out_channels: int, num_layers: int = 5, hidden: int = 300, dropout: float = 0.5
@@ -111,7 +118,11 @@ class GINE(nn.Module):
         self.head = nn.Linear(hidden, out_channels)
 
     def forward(self, batch: Any) -> Tensor:
-        h = self.atom_encoder(batch.x)
+        if isinstance(batch, DenseMolBatch):
+            x, num_graphs = batch.x[batch.mask], batch.batch_size
+        else:
+            x, num_graphs = batch.x, batch.num_graphs
+        h = self.atom_encoder(x)
         last = len(self.convs) - 1
         for i, (conv, norm, bond) in enumerate(
             zip(self.convs, self.norms, self.bond_encoders, strict=True)
@@ -120,29 +131,35 @@ class GINE(nn.Module):
             if i < last:
                 h = F.relu(h)
             h = F.dropout(h, self.dropout, self.training)
-        return self.head(global_mean_pool(h, batch.batch, batch.num_graphs))
+        return self.head(global_mean_pool(h, batch.batch, num_graphs))
 
 
 class GINPredictor(nn.Module):
     """The GIN baseline behind the interface :func:`finetune` uses. ``fit_targets``,
     ``loss`` and ``predict`` are *the very methods* of :class:`MoleBlendPredictor`, so the
     losses (``masked_bce_loss`` / ``masked_mse_loss`` in standard units), the regression
-    standardisation and the predictions are the same code for both models."""
+    standardisation and the predictions are the same code for both models. Binary and
+    regression tasks, no class weights and no descriptors: what this benchmark runs."""
 
     fit_targets = MoleBlendPredictor.fit_targets
     loss = MoleBlendPredictor.loss
     predict = MoleBlendPredictor.predict
+    num_descriptors = 0
 
     def __init__(self, num_tasks: int, task_type: str, dropout: float = 0.5) -> None:
         super().__init__()
+        if task_type not in ("classification", "regression"):
+            raise ValueError(f"the GIN baseline does binary or regression tasks, not {task_type!r}")
         self.num_tasks = num_tasks
+        self.num_outputs = num_tasks
         self.task_type = task_type
-        self.gnn = GINE(num_tasks, dropout=dropout)
+        self.encoder = GINE(num_tasks, dropout=dropout)
         self.register_buffer("target_mean", torch.zeros(num_tasks))
         self.register_buffer("target_std", torch.ones(num_tasks))
+        self.register_buffer("pos_weight", None)  # unweighted, as MoleBlendPredictor's default
 
     def forward(self, batch: Any) -> Tensor:
-        return self.gnn(batch)
+        return self.encoder(batch)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -182,103 +199,120 @@ def graph_sizes(dataset: Any) -> np.ndarray:
     return sizes[np.asarray(dataset.indices(), dtype=np.int64)]
 
 
-def batch_work(model_name: str, sizes: np.ndarray) -> float:
-    """What a batch costs, up to a constant: MoleBLEND pads every molecule to the batch's
-    largest (plus the graph token) and its time follows the padded atom pairs,
-    ``B (N_max + 1)^2``; GIN's follows the number of atoms. (On ogbg-molhiv batches of 32,
-    both correlate with the step time at r = 0.98.)"""
-    if model_name == "moleblend":
+def batch_work(pairs: bool, sizes: np.ndarray) -> float:
+    """What a batch costs, up to a constant and a fixed cost per batch: MoleBLEND
+    (``pairs``) pads every molecule to the batch's largest (plus the graph token), so its
+    time follows the padded atom pairs ``B (N_max + 1)^2``; GIN's follows the atoms."""
+    if pairs:
         return float(len(sizes) * (int(sizes.max()) + 1) ** 2)
     return float(sizes.sum())
 
 
-def epoch_work(
-    model_name: str, sizes: np.ndarray, batch_size: int, shuffle: bool, repeats: int = 5
-) -> float:
-    """Total :func:`batch_work` of one pass in batches of ``batch_size`` (the mean over
-    ``repeats`` random orders when shuffled)."""
-    rng = np.random.default_rng(0)
-    orders = [rng.permutation(len(sizes)) for _ in range(repeats)] if shuffle else [None]
-    totals = []
-    for order in orders:
-        ordered = sizes if order is None else sizes[order]
-        totals.append(
-            sum(
-                batch_work(model_name, ordered[i : i + batch_size])
-                for i in range(0, len(ordered), batch_size)
-            )
-        )
-    return float(np.mean(totals))
+def pass_works(pairs: bool, dataset: Any, batch_size: int, shuffle: bool) -> np.ndarray:
+    """:func:`batch_work` of each batch :func:`finetune` forms in one pass over
+    :obj:`dataset`: its training epochs and its evaluation passes both take batches of
+    molecules of similar size from :class:`~pyg_molblend.data.SizeBucketBatchSampler`
+    (shuffled in training; the first epoch's draw)."""
+    sizes = graph_sizes(dataset)
+    batches = SizeBucketBatchSampler(dataset, batch_size, shuffle=shuffle, seed=0)
+    return np.array([batch_work(pairs, sizes[np.asarray(b)]) for b in batches])
+
+
+@dataclass
+class StepCost:
+    """Seconds of a batch as ``fixed + per_work * work`` (least squares over timed batches):
+    the fixed part is what every step costs whatever its size (small operations, the
+    optimizer), which dominates the many small batches of a set of small molecules."""
+
+    fixed: float
+    per_work: float
+
+    @classmethod
+    def fit(cls, works: list[float], seconds: list[float]) -> StepCost:
+        works_arr, seconds_arr = np.asarray(works), np.asarray(seconds)
+        if len(works_arr) > 1 and np.ptp(works_arr) > 0:
+            per_work, fixed = np.polyfit(works_arr, seconds_arr, 1)
+            if per_work >= 0 and fixed >= 0:
+                return cls(float(fixed), float(per_work))
+        # one size of batch, or a noisy fit: proportional to the work
+        return cls(0.0, float(seconds_arr.sum() / max(works_arr.sum(), 1.0)))
+
+    def seconds(self, works: np.ndarray) -> float:
+        return float(np.sum(self.fixed + self.per_work * works))
 
 
 def time_batches(
     model: nn.Module,
-    model_name: str,
     train_set: Any,
     valid_set: Any,
     batch_size: int,
     device: str,
-    steps: int = 5,
-) -> tuple[float, float]:
-    """Seconds per unit of :func:`batch_work` of a training step (forward, backward,
-    clipping, AdamW) and of a prediction batch, from ``steps`` of each on random batches
-    after one warm-up step. ``model`` is a throwaway copy: its weights change."""
+    steps: int = 6,
+) -> tuple[StepCost, StepCost]:
+    """:class:`StepCost` of a training step (loading the batch, then :func:`train_step`:
+    densifying, forward, backward, clipping, AdamW) and of a prediction batch, each fitted
+    to ``steps`` batches that a run forms (:func:`pass_works`), picked at evenly spaced
+    quantiles of their work, after one warm-up step. ``model`` is a throwaway copy: its
+    weights change."""
+    pairs = not isinstance(model, GINPredictor)
+    max_hops = model.encoder.max_hops
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    generator = torch.Generator().manual_seed(12345)
+    optimizer = make_optimizer(model.parameters(), lr=1e-6, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    guard = FiniteGuard(optimizer, device)
 
-    def work(batch: Any) -> float:
-        return batch_work(model_name, batch.ptr.diff().cpu().numpy())
+    def picked(dataset: Any, shuffle: bool) -> tuple[list[list[int]], list[float]]:
+        batches = list(SizeBucketBatchSampler(dataset, batch_size, shuffle=shuffle, seed=0))
+        sizes = graph_sizes(dataset)
+        works = [batch_work(pairs, sizes[np.asarray(b)]) for b in batches]
+        order = np.argsort(works, kind="stable")
+        at = np.unique(np.linspace(0, len(order) - 1, steps).round().astype(int))
+        median = order[len(order) // 2]
+        return [batches[median]] + [batches[order[i]] for i in at], [works[median]] + [
+            works[order[i]] for i in at
+        ]
 
-    loader = iter(DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator))
-    train_time = train_work = 0.0
-    for i in range(steps + 1):
-        batch = next(loader, None)
-        if batch is None:
-            break
-        batch = batch.to(device)
-        start = time.perf_counter()
-        optimizer.zero_grad()
-        model.loss(batch).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        synchronize(device)
-        if i or len(train_set) <= batch_size:  # the warm-up step, unless it is the only one
-            train_time += time.perf_counter() - start
-            train_work += work(batch)
-    model.eval()
-    loader = iter(DataLoader(valid_set, batch_size=batch_size, shuffle=True, generator=generator))
-    eval_time = eval_work = 0.0
-    with torch.no_grad():
-        for _ in range(steps):
-            batch = next(loader, None)
-            if batch is None:
-                break
-            batch = batch.to(device)
+    def timed(dataset: Any, shuffle: bool, step: Callable[[Any], object]) -> StepCost:
+        chosen, works = picked(dataset, shuffle)
+        loader = iter(DataLoader(dataset, batch_sampler=chosen))
+        seconds = []
+        for _ in chosen:  # the first (a median batch) warms up and is not kept
             start = time.perf_counter()
-            model.predict(batch)
+            step(next(loader))
             synchronize(device)
-            eval_time += time.perf_counter() - start
-            eval_work += work(batch)
-    return train_time / max(train_work, 1.0), eval_time / max(eval_work, 1.0)
+            seconds.append(time.perf_counter() - start)
+        if len(chosen) > 1:
+            works, seconds = works[1:], seconds[1:]
+        return StepCost.fit(works, seconds)
+
+    train_cost = timed(
+        train_set,
+        True,
+        lambda batch: train_step(
+            model, batch, optimizer, scheduler, guard, 5.0, device, "nothing (a timing probe)"
+        ),
+    )
+    model.eval()
+    eval_cost = timed(
+        valid_set, False, lambda batch: model.predict(dense_batch(batch, device, max_hops))
+    )
+    return train_cost, eval_cost
 
 
 def estimate_epoch_seconds(
     model: nn.Module,
-    model_name: str,
     train_set: Any,
     valid_set: Any,
     batch_size: int,
     device: str,
 ) -> float:
-    """Seconds of one :func:`finetune` epoch (training + validation pass): the cost per
-    unit of work measured by :func:`time_batches` times the epoch's work."""
-    train_rate, eval_rate = time_batches(
-        model, model_name, train_set, valid_set, batch_size, device
+    """Seconds of one :func:`finetune` epoch (training + validation pass), from the step
+    costs of :func:`time_batches` summed over the batches the epoch forms."""
+    train_cost, eval_cost = time_batches(model, train_set, valid_set, batch_size, device)
+    pairs = not isinstance(model, GINPredictor)
+    return train_cost.seconds(pass_works(pairs, train_set, batch_size, True)) + eval_cost.seconds(
+        pass_works(pairs, valid_set, batch_size, False)
     )
-    return train_rate * epoch_work(
-        model_name, graph_sizes(train_set), batch_size, True
-    ) + eval_rate * epoch_work(model_name, graph_sizes(valid_set), batch_size, False)
 
 
 def mean_std(values: list[float], digits: int = 4) -> str:
@@ -493,8 +527,9 @@ def main() -> int:
 
     # ---- time estimate from a few timed steps of throwaway models
     print(
-        "\nestimate (5 timed training steps and 5 forward passes per model and dataset, "
-        "scaled by the batches' padded atom pairs (MoleBLEND) or atoms (GIN)):"
+        "\nestimate (per model and dataset, 6 training steps and 6 forward passes on batches "
+        "the run forms, from small to large, fitted as a fixed cost per batch plus a cost per "
+        "padded atom pair (MoleBLEND) or atom (GIN)):"
     )
     estimate_rows, total = [], 0.0
     for name, item in prepared.items():
@@ -504,7 +539,7 @@ def main() -> int:
             seed_everything(1000)
             model = build_model(model_name, ds.num_tasks, ds.task_type, args)
             seconds = estimate_epoch_seconds(
-                model, model_name, subsets["train"], subsets["valid"], args.batch_size, args.device
+                model, subsets["train"], subsets["valid"], args.batch_size, args.device
             )
             item[f"estimate_{model_name}"] = seconds
             total += seconds * args.epochs * len(args.seeds)

@@ -43,10 +43,9 @@ import numpy as np
 import torch
 from _common import environment, table
 from moleculenet import (
-    epoch_work,
     fmt_seconds,
-    graph_sizes,
     mean_std,
+    pass_works,
     single_thread,
     time_batches,
 )
@@ -253,21 +252,21 @@ def main() -> int:
     # ---- time estimate from a few timed steps of a throwaway model
     seed_everything(1000)
     probe = MoleBlendPredictor(make_encoder(), 1)
-    train_rate, eval_rate = time_batches(
-        probe, "moleblend", subsets["train"], subsets["valid"], args.batch_size, args.device
+    train_cost, eval_cost = time_batches(
+        probe, subsets["train"], subsets["valid"], args.batch_size, args.device
     )
     del probe
     bs = args.batch_size
-    valid_pass = eval_rate * epoch_work("moleblend", graph_sizes(subsets["valid"]), bs, False)
-    test_pass = eval_rate * epoch_work("moleblend", graph_sizes(subsets["test"]), bs, False)
+    valid_pass = eval_cost.seconds(pass_works(True, subsets["valid"], bs, False))
+    test_pass = eval_cost.seconds(pass_works(True, subsets["test"], bs, False))
     final = 2 * valid_pass + test_pass
-    epoch_s = train_rate * epoch_work("moleblend", graph_sizes(subsets["train"]), bs, True)
-    full_epoch_s = train_rate * epoch_work("moleblend", graph_sizes(dataset[full_train]), bs, True)
+    epoch_s = train_cost.seconds(pass_works(True, subsets["train"], bs, True))
+    full_epoch_s = train_cost.seconds(pass_works(True, dataset[full_train], bs, True))
     epoch_s, full_epoch_s = epoch_s + valid_pass, full_epoch_s + valid_pass
     total = len(seeds) * (epochs * epoch_s + final)
     print(
-        f"\nestimate (5 timed training steps and 5 forward passes, scaled by the batches' "
-        f"padded atom pairs):\n"
+        f"\nestimate (6 training steps and 6 forward passes on batches the run forms, from "
+        f"small to large, fitted as a fixed cost per batch plus a cost per padded atom pair):\n"
         f"  one epoch on {sizes['train']} molecules + the validation pass: "
         f"{fmt_seconds(epoch_s)} (on all {len(full_train)}: {fmt_seconds(full_epoch_s)});\n"
         f"  this run: {fmt_seconds(total)} ({len(seeds)} seed(s) x {epochs} epoch(s) + "

@@ -47,6 +47,10 @@ class DenseMolBatch:
         descriptors: ``[B, D]`` per-molecule features carried over from the sparse batch's
             ``descriptors`` (see :class:`~pyg_molblend.transforms.AddDescriptors`), or
             :obj:`None` when it has none.
+        edge_index: ``[2, E]`` the sparse batch's bonds (atom ids as in :attr:`batch`,
+            features in :attr:`edge_attr`), for a message-passing model on the same batch:
+            ``x[mask]``, :attr:`edge_index`, :attr:`edge_attr` and :attr:`batch` are the
+            sparse batch. :obj:`None` in a batch built without it.
 
     Examples:
         >>> from torch_geometric.data import Batch
@@ -67,6 +71,7 @@ class DenseMolBatch:
     dist: Tensor | None
     batch: Tensor
     descriptors: Tensor | None = None
+    edge_index: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -206,6 +211,7 @@ def to_dense(
         dist=dist_dense,
         batch=node_batch,
         descriptors=getattr(batch, "descriptors", None),
+        edge_index=edge_index,
     )
 
 

@@ -96,3 +96,21 @@ def test_to_device_roundtrip():
     moved = dense.to("cpu")
     assert torch.equal(moved.dist, dense.dist) and moved.batch_size == 1
     assert moved.max_num_nodes == 3
+
+
+def test_dense_batch_carries_the_sparse_graph(real_smiles):
+    batch = Batch.from_data_list([from_smiles(s) for s in real_smiles[:6]])
+    dense = to_dense(batch)
+    # x[mask], edge_index, edge_attr and batch are the sparse batch, for message passing.
+    assert torch.equal(dense.x[dense.mask], batch.x)
+    assert torch.equal(dense.edge_index, batch.edge_index)
+    assert torch.equal(dense.batch, batch.batch) and dense.edge_attr is batch.edge_attr
+    # And they agree with the pair tensors: each bond joins a pair at distance 1, whose
+    # first path bond is that very bond.
+    src, dst = dense.edge_index
+    graph = dense.batch[src]
+    row, col = src - batch.ptr[graph], dst - batch.ptr[graph]
+    assert (dense.spd[graph, row, col] == 1).all()
+    assert torch.equal(dense.path_edge[graph, row, col, 0], torch.arange(src.numel()))
+    moved = dense.to("cpu")
+    assert torch.equal(moved.edge_index, batch.edge_index)
