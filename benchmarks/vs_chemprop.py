@@ -412,11 +412,12 @@ def cell(records: list[dict[str, Any]], key: str) -> str:
     return f"{mean_std(values, 3)} ({len(values)})" if values else "-"
 
 
-def validation_ranking(results: dict[str, Any], tools: list[str]) -> str:
-    """The pyg-molblend weights ranked on each dataset by their mean validation metric
-    (test scores play no part), and their mean rank: the pick is the lowest. A tie in mean
-    rank goes to the lower mean normalised score: per dataset, 0 for the best entry's
-    validation metric, 1 for the worst, linear in between."""
+def _validation_table(
+    results: dict[str, Any], tools: list[str]
+) -> tuple[list[list[str]], dict[str, float], dict[str, float]]:
+    """Per dataset run for every entry: the mean validation metric of each entry (rows),
+    and over those datasets each entry's mean rank and mean normalised score (0 for a
+    dataset's best entry, 1 for its worst, linear in between)."""
     ranks: dict[str, list[float]] = {tool: [] for tool in tools}
     scores: dict[str, list[float]] = {tool: [] for tool in tools}
     rows = []
@@ -431,19 +432,36 @@ def validation_ranking(results: dict[str, Any], tools: list[str]) -> str:
         for rank, tool in enumerate(order, start=1):
             ranks[tool].append(rank)
         best, worst = means[order[0]], means[order[-1]]
+        spread = abs(worst - best)
         for tool in tools:
-            spread = abs(worst - best)
             scores[tool].append(abs(means[tool] - best) / spread if spread > 0 else 0.0)
         rows.append([name, entry["metric"], *[fmt(means[t], 3) for t in tools]])
-    if not rows:
-        return "validation ranking: no dataset has validation results for every entry yet"
-    mean_rank = {t: float(np.mean(r)) for t, r in ranks.items()}
-    mean_score = {t: float(np.mean(v)) for t, v in scores.items()}
-    rows.append(["mean rank", "", *[f"{mean_rank[t]:.2f}" for t in tools]])
-    rows.append(["mean normalised", "", *[f"{mean_score[t]:.3f}" for t in tools]])
+    mean_rank = {t: float(np.mean(r)) for t, r in ranks.items() if r}
+    mean_score = {t: float(np.mean(v)) for t, v in scores.items() if v}
+    return rows, mean_rank, mean_score
+
+
+def pick_by_validation(results: dict[str, Any], tools: list[str]) -> tuple[str | None, list[str]]:
+    """The entry with the lowest mean validation rank over the datasets run for every
+    entry (test scores play no part), a tie going to the lower mean normalised score; and
+    the entries tied in mean rank. ``(None, [])`` when no dataset has every entry."""
+    _, mean_rank, mean_score = _validation_table(results, tools)
+    if not mean_rank:
+        return None, []
     best_rank = min(mean_rank.values())
     tied = [t for t in tools if mean_rank[t] == best_rank]
-    pick = min(tied, key=lambda t: mean_score[t])
+    return min(tied, key=lambda t: mean_score[t]), tied
+
+
+def validation_ranking(results: dict[str, Any], tools: list[str]) -> str:
+    """The pyg-molblend weights ranked on each dataset by their mean validation metric,
+    their mean rank and mean normalised score, and the pick (:func:`pick_by_validation`)."""
+    rows, mean_rank, mean_score = _validation_table(results, tools)
+    if not rows:
+        return "validation ranking: no dataset has validation results for every entry yet"
+    rows.append(["mean rank", "", *[f"{mean_rank[t]:.2f}" for t in tools]])
+    rows.append(["mean normalised", "", *[f"{mean_score[t]:.3f}" for t in tools]])
+    pick, tied = pick_by_validation(results, tools)
     why = (
         f" (a tie in mean rank between {', '.join(tied)}, broken by the mean normalised score)"
         if len(tied) > 1
@@ -454,8 +472,7 @@ def validation_ranking(results: dict[str, Any], tools: list[str]) -> str:
             ["dataset (validation)", "metric", *tools], rows, align="ll" + "r" * len(tools)
         )
         + f"\npicked by validation alone (lowest mean rank over {len(rows) - 2} datasets): "
-        + pick
-        + why
+        + f"{pick}{why}"
     )
 
 
