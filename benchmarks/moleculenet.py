@@ -208,14 +208,16 @@ def batch_work(pairs: bool, sizes: np.ndarray) -> float:
     return float(sizes.sum())
 
 
-def pass_works(pairs: bool, dataset: Any, batch_size: int, shuffle: bool) -> np.ndarray:
-    """:func:`batch_work` of each batch :func:`finetune` forms in one pass over
-    :obj:`dataset`: its training epochs and its evaluation passes both take batches of
-    molecules of similar size from :class:`~pyg_molblend.data.SizeBucketBatchSampler`
-    (shuffled in training; the first epoch's draw)."""
+def pass_batches(
+    pairs: bool, dataset: Any, batch_size: int, shuffle: bool
+) -> tuple[list[list[int]], np.ndarray]:
+    """The batches :func:`finetune` forms in one pass over :obj:`dataset`, and the
+    :func:`batch_work` of each: its training epochs and its evaluation passes both take
+    molecules of similar size together (:class:`~pyg_molblend.data.SizeBucketBatchSampler`;
+    shuffled in training, the first epoch's draw)."""
     sizes = graph_sizes(dataset)
-    batches = SizeBucketBatchSampler(dataset, batch_size, shuffle=shuffle, seed=0)
-    return np.array([batch_work(pairs, sizes[np.asarray(b)]) for b in batches])
+    batches = list(SizeBucketBatchSampler(dataset, batch_size, shuffle=shuffle, seed=0))
+    return batches, np.array([batch_work(pairs, sizes[np.asarray(b)]) for b in batches])
 
 
 @dataclass
@@ -251,7 +253,7 @@ def time_batches(
 ) -> tuple[StepCost, StepCost]:
     """:class:`StepCost` of a training step (loading the batch, then :func:`train_step`:
     densifying, forward, backward, clipping, AdamW) and of a prediction batch, each fitted
-    to ``steps`` batches that a run forms (:func:`pass_works`), picked at evenly spaced
+    to ``steps`` batches that a run forms (:func:`pass_batches`), picked at evenly spaced
     quantiles of their work, after one warm-up step. ``model`` is a throwaway copy: its
     weights change."""
     pairs = not isinstance(model, GINPredictor)
@@ -261,29 +263,23 @@ def time_batches(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     guard = FiniteGuard(optimizer, device)
 
-    def picked(dataset: Any, shuffle: bool) -> tuple[list[list[int]], list[float]]:
-        batches = list(SizeBucketBatchSampler(dataset, batch_size, shuffle=shuffle, seed=0))
-        sizes = graph_sizes(dataset)
-        works = [batch_work(pairs, sizes[np.asarray(b)]) for b in batches]
-        order = np.argsort(works, kind="stable")
-        at = np.unique(np.linspace(0, len(order) - 1, steps).round().astype(int))
-        median = order[len(order) // 2]
-        return [batches[median]] + [batches[order[i]] for i in at], [works[median]] + [
-            works[order[i]] for i in at
-        ]
-
     def timed(dataset: Any, shuffle: bool, step: Callable[[Any], object]) -> StepCost:
-        chosen, works = picked(dataset, shuffle)
-        loader = iter(DataLoader(dataset, batch_sampler=chosen))
+        batches, works = pass_batches(pairs, dataset, batch_size, shuffle)
+        order = np.argsort(works, kind="stable")
+        # a median batch to warm up (not kept), then batches from the smallest to the largest
+        at = [
+            order[len(order) // 2],
+            *order[np.linspace(0, len(order) - 1, steps).round().astype(int)],
+        ]
+        loader = iter(DataLoader(dataset, batch_sampler=[batches[i] for i in at]))
         seconds = []
-        for _ in chosen:  # the first (a median batch) warms up and is not kept
+        for _ in at:
             start = time.perf_counter()
             step(next(loader))
             synchronize(device)
             seconds.append(time.perf_counter() - start)
-        if len(chosen) > 1:
-            works, seconds = works[1:], seconds[1:]
-        return StepCost.fit(works, seconds)
+        kept = slice(1 if len(at) > 1 else 0, None)
+        return StepCost.fit(list(works[at][kept]), seconds[kept])
 
     train_cost = timed(
         train_set,
@@ -310,9 +306,9 @@ def estimate_epoch_seconds(
     costs of :func:`time_batches` summed over the batches the epoch forms."""
     train_cost, eval_cost = time_batches(model, train_set, valid_set, batch_size, device)
     pairs = not isinstance(model, GINPredictor)
-    return train_cost.seconds(pass_works(pairs, train_set, batch_size, True)) + eval_cost.seconds(
-        pass_works(pairs, valid_set, batch_size, False)
-    )
+    _, train_works = pass_batches(pairs, train_set, batch_size, True)
+    _, valid_works = pass_batches(pairs, valid_set, batch_size, False)
+    return train_cost.seconds(train_works) + eval_cost.seconds(valid_works)
 
 
 def mean_std(values: list[float], digits: int = 4) -> str:
