@@ -278,8 +278,7 @@ def time_batches(
             step(next(loader))
             synchronize(device)
             seconds.append(time.perf_counter() - start)
-        kept = slice(1 if len(at) > 1 else 0, None)
-        return StepCost.fit(list(works[at][kept]), seconds[kept])
+        return StepCost.fit(list(works[at][1:]), seconds[1:])
 
     train_cost = timed(
         train_set,
