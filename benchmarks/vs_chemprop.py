@@ -446,6 +446,13 @@ def pick_by_validation(results: dict[str, Any], tools: list[str]) -> tuple[str |
     entry (test scores play no part), a tie going to the lower mean normalised score; and
     the entries tied in mean rank. ``(None, [])`` when no dataset has every entry."""
     _, mean_rank, mean_score = _validation_table(results, tools)
+    return _pick(tools, mean_rank, mean_score)
+
+
+def _pick(
+    tools: list[str], mean_rank: dict[str, float], mean_score: dict[str, float]
+) -> tuple[str | None, list[str]]:
+    """:func:`pick_by_validation` from the ranks and scores of :func:`_validation_table`."""
     if not mean_rank:
         return None, []
     best_rank = min(mean_rank.values())
@@ -461,7 +468,7 @@ def validation_ranking(results: dict[str, Any], tools: list[str]) -> str:
         return "validation ranking: no dataset has validation results for every entry yet"
     rows.append(["mean rank", "", *[f"{mean_rank[t]:.2f}" for t in tools]])
     rows.append(["mean normalised", "", *[f"{mean_score[t]:.3f}" for t in tools]])
-    pick, tied = pick_by_validation(results, tools)
+    pick, tied = _pick(tools, mean_rank, mean_score)
     why = (
         f" (a tie in mean rank between {', '.join(tied)}, broken by the mean normalised score)"
         if len(tied) > 1
