@@ -226,20 +226,23 @@ class StepCost:
     the fixed part is what every step costs whatever its size (small operations, the
     optimizer), which dominates the many small batches of a set of small molecules."""
 
+    pairs: bool  # the work of a batch: padded atom pairs (MoleBLEND) or atoms (GIN)
     fixed: float
     per_work: float
 
     @classmethod
-    def fit(cls, works: list[float], seconds: list[float]) -> StepCost:
+    def fit(cls, pairs: bool, works: list[float], seconds: list[float]) -> StepCost:
         works_arr, seconds_arr = np.asarray(works), np.asarray(seconds)
         if len(works_arr) > 1 and np.ptp(works_arr) > 0:
             per_work, fixed = np.polyfit(works_arr, seconds_arr, 1)
             if per_work >= 0 and fixed >= 0:
-                return cls(float(fixed), float(per_work))
+                return cls(pairs, float(fixed), float(per_work))
         # one size of batch, or a noisy fit: proportional to the work
-        return cls(0.0, float(seconds_arr.sum() / max(works_arr.sum(), 1.0)))
+        return cls(pairs, 0.0, float(seconds_arr.sum() / max(works_arr.sum(), 1.0)))
 
-    def seconds(self, works: np.ndarray) -> float:
+    def pass_seconds(self, dataset: Any, batch_size: int, shuffle: bool) -> float:
+        """Seconds of one pass over :obj:`dataset` in the batches :func:`pass_batches` forms."""
+        _, works = pass_batches(self.pairs, dataset, batch_size, shuffle)
         return float(np.sum(self.fixed + self.per_work * works))
 
 
@@ -278,7 +281,7 @@ def time_batches(
             step(next(loader))
             synchronize(device)
             seconds.append(time.perf_counter() - start)
-        return StepCost.fit(list(works[at][1:]), seconds[1:])
+        return StepCost.fit(pairs, list(works[at][1:]), seconds[1:])
 
     train_cost = timed(
         train_set,
@@ -304,10 +307,9 @@ def estimate_epoch_seconds(
     """Seconds of one :func:`finetune` epoch (training + validation pass), from the step
     costs of :func:`time_batches` summed over the batches the epoch forms."""
     train_cost, eval_cost = time_batches(model, train_set, valid_set, batch_size, device)
-    pairs = not isinstance(model, GINPredictor)
-    _, train_works = pass_batches(pairs, train_set, batch_size, True)
-    _, valid_works = pass_batches(pairs, valid_set, batch_size, False)
-    return train_cost.seconds(train_works) + eval_cost.seconds(valid_works)
+    return train_cost.pass_seconds(train_set, batch_size, True) + eval_cost.pass_seconds(
+        valid_set, batch_size, False
+    )
 
 
 def mean_std(values: list[float], digits: int = 4) -> str:

@@ -45,7 +45,6 @@ from _common import environment, table
 from moleculenet import (
     fmt_seconds,
     mean_std,
-    pass_batches,
     single_thread,
     time_batches,
 )
@@ -257,11 +256,11 @@ def main() -> int:
     )
     del probe
     bs = args.batch_size
-    valid_pass = eval_cost.seconds(pass_batches(True, subsets["valid"], bs, False)[1])
-    test_pass = eval_cost.seconds(pass_batches(True, subsets["test"], bs, False)[1])
+    valid_pass = eval_cost.pass_seconds(subsets["valid"], bs, False)
+    test_pass = eval_cost.pass_seconds(subsets["test"], bs, False)
     final = 2 * valid_pass + test_pass
-    epoch_s = train_cost.seconds(pass_batches(True, subsets["train"], bs, True)[1])
-    full_epoch_s = train_cost.seconds(pass_batches(True, dataset[full_train], bs, True)[1])
+    epoch_s = train_cost.pass_seconds(subsets["train"], bs, True)
+    full_epoch_s = train_cost.pass_seconds(dataset[full_train], bs, True)
     epoch_s, full_epoch_s = epoch_s + valid_pass, full_epoch_s + valid_pass
     total = len(seeds) * (epochs * epoch_s + final)
     print(
