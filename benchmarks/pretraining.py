@@ -590,10 +590,14 @@ def plot_pretraining(log: Path, out: Path) -> None:
     plt.close(fig)
 
 
+FOUR_K_WEIGHTS = Path(__file__).parent / "weights" / "pretrained_small_4k.pt"
+
+
 def report_pretraining(log: Path) -> list[str]:
-    """The shipped checkpoint's provenance and the losses at the start and the end of its
-    run (means over the first and last 5% of the logged steps)."""
-    payload = load_checkpoint("pretrained", kind="pretrain")
+    """The 4,000-step checkpoint's provenance (the weights sections 1-5 of RESULTS.md measure,
+    shipped as ``pretrained`` before the 5M-visit run's pick replaced them) and the losses at
+    the start and the end of its run (means over the first and last 5% of the logged steps)."""
+    payload = load_checkpoint(FOUR_K_WEIGHTS, kind="pretrain")
     records = [json.loads(line) for line in log.read_text().splitlines()]
     span = max(1, len(records) // 20)
     keys = ("loss", "spd", "edge", "3d", "denoise", "spd_acc", "edge_acc")
@@ -609,7 +613,9 @@ def report_pretraining(log: Path) -> list[str]:
     config, data = payload["config"], payload["data"]
     sources = ", ".join(f"{n:,} {name}" for name, n in data["sources"].items())
     return [
-        f"Shipped checkpoint: step {payload['step']} of {config['steps']}, batch "
+        f"Checkpoint `benchmarks/weights/{FOUR_K_WEIGHTS.name}` (shipped as `pretrained` "
+        f"until the 70k-step pick of section 10b): step {payload['step']} of "
+        f"{config['steps']}, batch "
         f"{config['batch_size']}, lr {config['lr']} (warm-up {config['warmup_steps']}, cosine), "
         f"mode `{config['mode']}`, blend ratio "
         f"{':'.join(f'{r:g}' for r in payload['encoder_config']['blend']['ratio'])}, "

@@ -22,6 +22,7 @@ from pyg_molblend.training.checkpoint import (
 from pyg_molblend.transforms import AddConformer
 
 DATA = Path(__file__).parents[1] / "assets"
+WEIGHTS = Path(__file__).parents[2] / "benchmarks" / "weights"
 
 
 def test_shipped_checkpoint_and_its_contract():
@@ -34,7 +35,14 @@ def test_shipped_checkpoint_and_its_contract():
     for key, value in PRESETS["small"].items():
         assert payload["encoder_config"][key] == value
     assert "optimizer" not in payload and "rng" not in payload  # weights only
-    assert payload["step"] == payload["config"]["steps"]  # a finished run
+    # the validation pick of the 5M-visit run (benchmarks/RESULTS.md, section 10b): the weights
+    # of its 70,000-step snapshot, exactly, with the run's configuration and corpus
+    assert payload["step"] == 70_000 and payload["config"]["steps"] == 80_000
+    picked = load_checkpoint(WEIGHTS / "pretrain5m_step_0070000.pt", kind="pretrain")
+    assert picked["encoder_state"].keys() == payload["encoder_state"].keys()
+    for key, value in picked["encoder_state"].items():
+        assert torch.equal(value, payload["encoder_state"][key]), key
+    assert payload["data"]["molecules"] == picked["data"]["molecules"] == 503_643
     assert payload["data"]["sources"]["qm9"] > 0 and payload["data"]["sources"]["smiles"] > 0
     # the README's main command fine-tunes from it by default
     assert default_checkpoint() == "pretrained"
@@ -49,9 +57,10 @@ def _batch(real_smiles, conformers=False):
 
 
 def test_shipped_weights_recover_relations_an_untrained_model_cannot(real_smiles):
-    # BBBP molecules, larger than most of the pretraining corpus (MOSES + QM9) and not in
-    # it. The numbers are modest (see benchmarks/RESULTS.md: 4,000 steps on a CPU), but
-    # far from an untrained model's on every pretraining target.
+    # BBBP molecules, not in the pretraining corpus (ZINC/MOSES, ChEMBL, QM9). Measured:
+    # 2D SPD accuracy 0.51, edge accuracy 0.83; 3D denoising 0.31, 3D loss 0.74 (the 4,000-step
+    # weights shipped before: 0.19, 0.73, 0.55, 0.96); far from an untrained model's on every
+    # pretraining target.
     batch = _batch(real_smiles, conformers=True)
     trained = load_encoder("pretrained").eval()
     torch.manual_seed(0)
@@ -63,12 +72,12 @@ def test_shipped_weights_recover_relations_an_untrained_model_cannot(real_smiles
                 generator = torch.Generator().manual_seed(0)  # the same noise for both
                 parts[name, mode] = model.pretrain_loss(batch, mode, generator).parts
     ours, base = parts["trained", "2d"], parts["untrained", "2d"]
-    assert ours["edge_acc"] > 0.6 > 0.1 > base["edge_acc"]
-    assert ours["spd_acc"] > 0.15 > 0.12 > base["spd_acc"]
+    assert ours["edge_acc"] > 0.8 > 0.1 > base["edge_acc"]
+    assert ours["spd_acc"] > 0.45 > 0.12 > base["spd_acc"]
     # 3D mode: the denoising head finds the noise (1 - cos, chance 1.0)
     ours, base = parts["trained", "3d"], parts["untrained", "3d"]
-    assert ours["denoise"] < 0.7 < 0.95 < base["denoise"]
-    assert ours["3d"] < 0.98 < base["3d"]
+    assert ours["denoise"] < 0.4 < 0.95 < base["denoise"]
+    assert ours["3d"] < 0.8 < 0.98 < base["3d"]
 
 
 def test_cli_uses_the_shipped_weights(tmp_path, real_smiles):
