@@ -13,7 +13,9 @@
 # weights and the snapshots) and its evidence follows, each stage marked done in DONE:
 # the pick on SIDER, Tox21 and ToxCast (3 seeds), the low-data protocol
 # (`results/lowdata_pretrain5m_pick.json`), and ogbg-molhiv (3 seeds x 30 epochs,
-# `results/ogbg_molhiv_pretrained.json`, resumable through MOLHIV/state_<label>).
+# `results/ogbg_molhiv_pretrained.json`, resumable through MOLHIV/state_<label>), then the
+# 2D-only and 3D-only arms of `ablation_arms.sh` as their 70k and 80k snapshots appear
+# (ESOL, FreeSolv, BBBP; 3 seeds each, into the same JSON file).
 #
 #   TREE=/work/eval nohup benchmarks/weights_queue.sh > /work/weights_queue.log 2>&1 &
 #
@@ -32,6 +34,7 @@ RESULTS=${RESULTS:-$REPO/benchmarks/results}
 JSON=${JSON:-$RESULTS/vs_chemprop_weights.json}
 DONE=${DONE:-$WORK/queue_done}
 MOLHIV=${MOLHIV:-/work/molhiv}
+ARMS=${ARMS:-/work/pretrain-5m}  # the ablation arms are ARMS-2d and ARMS-3d
 OLD=benchmarks/weights/pretrained_small_4k.pt
 mkdir -p "$DONE"
 cd "$TREE" || exit 1
@@ -106,7 +109,23 @@ while true; do
         --state-dir "$MOLHIV/state_$label" \
         --json "$RESULTS/ogbg_molhiv_pretrained.json"
     fi
-    exit 0
+    # The ablation at this budget (ablation_arms.sh trains the arms): each arm's 70k and 80k
+    # snapshots, the steps of the blend run's pick and end, on the fast sets, as s70k/s80k.
+    waiting=0
+    for arm in 2d 3d; do
+      for k in 70 80; do
+        snapshot=$ARMS-$arm/snapshots/step_00${k}000.pt
+        if [ -f "$snapshot" ]; then
+          stage "${arm}_s$k" run --seeds 0 1 2 --datasets esol freesolv bbbp \
+            --checkpoints "${arm}${k}k=$snapshot"
+        else
+          waiting=1
+        fi
+      done
+    done
+    [ $waiting = 0 ] && exit 0
+    sleep 600
+    continue
   fi
   [[ $failed == *" 80 "* ]] && exit 0
   sleep 60

@@ -1,0 +1,35 @@
+#!/bin/bash
+# Issue 14, item 4: the 2D-only and 3D-only arms of the pretraining ablation at the budget of
+# the 5M-visit blend run (RESULTS.md section 10b): the same store, model, schedule and seed,
+# only `--mode` differs. The arms run one after the other, each continued from its checkpoint
+# (`--resume`), so re-running this script after a session ends goes on where it stopped; an arm
+# whose 80,000-step snapshot exists is done. `weights_queue.sh` fine-tunes the arms' 70k and
+# 80k snapshots (the blend run's pick and its end) on ESOL, FreeSolv and BBBP once they exist.
+#
+#   TREE=/work/eval nohup /work/eval/benchmarks/ablation_arms.sh >> /work/ablation_arms.log 2>&1 &
+#
+# One thread, niced: it shares the 2 cores with the evaluation queue. STORE must be the blend
+# run's prepared store (its cache key covers these inputs and options, so the arms read the
+# same molecules and conformers without preparing anything).
+set -eu
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+TREE=${TREE:-$REPO}
+PYTHON=${PYTHON:-/work/main/.venv/bin/python}
+SHARED=${SHARED:-/work/shared/data}
+QM9=${QM9:-/work/qm9-pretrain}
+STORE=${STORE:-/work/pretrain-5m/data}
+PREFIX=${PREFIX:-/work/pretrain-5m}
+cd /work
+export PYTHONPATH=$TREE OMP_NUM_THREADS=1
+for mode in 2d 3d; do
+  out=$PREFIX-$mode
+  if [ -f "$out/snapshots/step_0080000.pt" ]; then
+    echo "$mode arm: done ($out)"
+    continue
+  fi
+  echo "$mode arm: $out ($(date -u +%H:%M) UTC)"
+  nice -n 19 "$PYTHON" -m pyg_molblend pretrain --smiles "$SHARED"/pretrain/*.csv.gz \
+    --skip-invalid --qm9 "$QM9" --root "$STORE" --preset small --steps 80000 --batch-size 64 \
+    --lr 2e-4 --warmup-steps 1000 --save-every 1000 --keep-every 10000 --num-workers 2 \
+    --seed 0 --mode "$mode" --out "$out" --resume
+done
