@@ -13,7 +13,8 @@
 # weights and the snapshots) and its evidence follows, each stage marked done in DONE:
 # the pick on SIDER, Tox21 and ToxCast (3 seeds), the low-data protocol
 # (`results/lowdata_pretrain5m_pick.json`), and ogbg-molhiv (3 seeds x 30 epochs,
-# `results/ogbg_molhiv_pretrained.json`, resumable through MOLHIV/state_<label>), then the
+# `results/ogbg_molhiv_pretrained.json`, resumable through MOLHIV/state_<label>), the same
+# from scratch (`results/ogbg_molhiv_scratch.json`), then the
 # 2D-only and 3D-only arms of `ablation_arms.sh` as their 70k and 80k snapshots appear
 # (ESOL, FreeSolv, BBBP; 3 seeds each, into the same JSON file).
 #
@@ -109,6 +110,10 @@ while true; do
         --state-dir "$MOLHIV/state_$label" \
         --json "$RESULTS/ogbg_molhiv_pretrained.json"
     fi
+    # the same protocol without pretraining, the baseline that says what the weights add
+    stage scratch_molhiv nice -n 19 "$PYTHON" benchmarks/ogbg_molhiv.py --root "$MOLHIV" \
+      --max-train 0 --epochs 30 --seeds 0 1 2 --threads 1 --state-dir "$MOLHIV/state_scratch" \
+      --json "$RESULTS/ogbg_molhiv_scratch.json"
     # The ablation at this budget (ablation_arms.sh trains the arms): each arm's 70k and 80k
     # snapshots, the steps of the blend run's pick and end, on the fast sets, as s70k/s80k.
     waiting=0
