@@ -594,7 +594,7 @@ FOUR_K_WEIGHTS = Path(__file__).parent / "weights" / "pretrained_small_4k.pt"
 
 
 def report_pretraining(log: Path) -> list[str]:
-    """The 4,000-step checkpoint's provenance (the weights sections 1-5 of RESULTS.md measure,
+    """The 4,000-step checkpoint's provenance (the weights sections 1-9 of RESULTS.md measure,
     shipped as ``pretrained`` before the 5M-visit run's pick replaced them) and the losses at
     the start and the end of its run (means over the first and last 5% of the logged steps)."""
     payload = load_checkpoint(FOUR_K_WEIGHTS, kind="pretrain")

@@ -115,7 +115,7 @@ while true; do
       --max-train 0 --epochs 30 --seeds 0 1 2 --threads 1 --state-dir "$MOLHIV/state_scratch" \
       --json "$RESULTS/ogbg_molhiv_scratch.json"
     # The ablation at this budget (ablation_arms.sh trains the arms): each arm's 70k and 80k
-    # snapshots, the steps of the blend run's pick and end, on the fast sets, as s70k/s80k.
+    # snapshots (the steps of the blend run's pick and end) on the fast sets, as 2d70k etc.
     waiting=0
     for arm in 2d 3d; do
       for k in 70 80; do
