@@ -44,6 +44,10 @@ run() {
   nice -n 19 "$PYTHON" benchmarks/vs_chemprop.py --chemprop "$CHEMPROP" --no-timing --threads 1 \
     --work "$WORK" --root "$WORK/data" --json "$JSON" "$@"
 }
+molhiv() {  # ogbg-molhiv, 3 seeds x 30 epochs on all training molecules; ARGS name the run
+  nice -n 19 "$PYTHON" benchmarks/ogbg_molhiv.py --root "$MOLHIV" --max-train 0 --epochs 30 \
+    --seeds 0 1 2 --threads 1 "$@"
+}
 pick() {  # "LABEL WEIGHTS" of the validation pick
   "$PYTHON" - "$JSON" <<'PICK'
 import json, sys
@@ -105,14 +109,11 @@ while true; do
         --checkpoint "$label=$weights" --checkpoint "old=$OLD" --checkpoint random=random \
         --threads 1 --root "$WORK/lowdata_root" \
         --json "$RESULTS/lowdata_pretrain5m_pick.json"
-      stage pick_molhiv nice -n 19 "$PYTHON" benchmarks/ogbg_molhiv.py --root "$MOLHIV" \
-        --max-train 0 --epochs 30 --seeds 0 1 2 --threads 1 --checkpoint "$weights" \
-        --state-dir "$MOLHIV/state_$label" \
+      stage pick_molhiv molhiv --checkpoint "$weights" --state-dir "$MOLHIV/state_$label" \
         --json "$RESULTS/ogbg_molhiv_pretrained.json"
     fi
     # the same protocol without pretraining, the baseline that says what the weights add
-    stage scratch_molhiv nice -n 19 "$PYTHON" benchmarks/ogbg_molhiv.py --root "$MOLHIV" \
-      --max-train 0 --epochs 30 --seeds 0 1 2 --threads 1 --state-dir "$MOLHIV/state_scratch" \
+    stage scratch_molhiv molhiv --state-dir "$MOLHIV/state_scratch" \
       --json "$RESULTS/ogbg_molhiv_scratch.json"
     # The ablation at this budget (ablation_arms.sh trains the arms): each arm's 70k and 80k
     # snapshots (the steps of the blend run's pick and end) on the fast sets, as 2d70k etc.
