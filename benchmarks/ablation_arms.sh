@@ -8,6 +8,10 @@
 #
 #   TREE=/work/eval nohup /work/eval/benchmarks/ablation_arms.sh >> /work/ablation_arms.log 2>&1 &
 #
+# MODES picks the arms (default "2d 3d"); two instances may run different arms side by side
+# (MODES=3d beside the 2D arm's instance), and an arm another instance is training is skipped
+# (a lock file beside its output folder), never trained twice at once.
+#
 # One thread, niced: it shares the 2 cores with the evaluation queue. STORE must be the blend
 # run's prepared store (its cache key covers these inputs and options, so the arms read the
 # same molecules and conformers without preparing anything).
@@ -19,12 +23,18 @@ SHARED=${SHARED:-/work/shared/data}
 QM9=${QM9:-/work/qm9-pretrain}
 STORE=${STORE:-/work/pretrain-5m/data}
 PREFIX=${PREFIX:-/work/pretrain-5m}
+MODES=${MODES:-2d 3d}
 cd /work
 export PYTHONPATH=$TREE OMP_NUM_THREADS=1
-for mode in 2d 3d; do
+for mode in $MODES; do
   out=$PREFIX-$mode
   if [ -f "$out/snapshots/step_0080000.pt" ]; then
     echo "$mode arm: done ($out)"
+    continue
+  fi
+  exec 9>"$out.lock"
+  if ! flock -n 9; then
+    echo "$mode arm: another instance is training it ($out.lock); skipped"
     continue
   fi
   echo "$mode arm: $out ($(date -u +%H:%M) UTC)"
@@ -32,4 +42,5 @@ for mode in 2d 3d; do
     --skip-invalid --qm9 "$QM9" --root "$STORE" --preset small --steps 80000 --batch-size 64 \
     --lr 2e-4 --warmup-steps 1000 --save-every 1000 --keep-every 10000 --num-workers 2 \
     --seed 0 --mode "$mode" --out "$out" --resume
+  exec 9>&-
 done
