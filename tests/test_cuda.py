@@ -104,8 +104,16 @@ def test_finetune_from_shipped_weights_on_cuda():
     assert all(math.isfinite(v) for v in result.valid.values())
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
-def test_finetune_step_on_cuda_never_waits_for_the_device(task):
+@pytest.mark.parametrize(
+    "task, precision",
+    [
+        ("classification", "fp32"),
+        ("regression", "fp32"),
+        ("regression", "tf32"),
+        ("classification", "bf16"),
+    ],
+)
+def test_finetune_step_on_cuda_never_waits_for_the_device(task, precision):
     """The training step (densify, forward, loss, backward, clipping, the finiteness
     guard, the fused optimizer and the schedule) runs without a host synchronisation."""
     from torch_geometric.loader import DataLoader
@@ -123,15 +131,30 @@ def test_finetune_step_on_cuda_never_waits_for_the_device(task):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     guard = FiniteGuard(optimizer, "cuda")
     batches = list(DataLoader(graphs, batch_size=8, pin_memory=True))
-    train_step(predictor, batches[0], optimizer, scheduler, guard, 5.0, "cuda", "")  # warm-up
+    args = (optimizer, scheduler, guard, 5.0, "cuda", "", precision)
+    train_step(predictor, batches[0], *args)  # warm-up
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        losses = [
-            train_step(predictor, batch, optimizer, scheduler, guard, 5.0, "cuda", "")
-            for batch in batches[1:]
-        ]
+        losses = [train_step(predictor, batch, *args) for batch in batches[1:]]
     finally:
         torch.cuda.set_sync_debug_mode("default")
     guard.flush()
     assert all(math.isfinite(loss.item()) for loss in losses)
+
+
+def test_bf16_and_tf32_predictions_on_cuda_follow_fp32():
+    from pyg_molblend.training.finetune import predict
+
+    torch.manual_seed(0)
+    predictor = MoleBlendPredictor(load_encoder(str(PRETRAINED_PATH)), 1, "regression")
+    with torch.no_grad():
+        predictor.head[-1].weight.mul_(50.0)
+    graphs = [AddShortestPath()(g) for g in _graphs()] * 4
+    predictor.cuda()
+    fp32 = predict(predictor, graphs, 8, "cuda")
+    spread = fp32.std()
+    for precision, bound in (("tf32", 0.02), ("bf16", 0.05)):
+        other = predict(predictor, graphs, 8, "cuda", precision=precision)
+        assert abs(other - fp32).max() < bound * spread, precision
+    assert not torch.backends.cuda.matmul.allow_tf32  # the scope restored torch's default

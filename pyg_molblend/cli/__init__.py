@@ -136,6 +136,10 @@ def config_options(parser: argparse.ArgumentParser, path: str) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "precision", None) is not None:  # before any data is read
+            from pyg_molblend.training.utils import check_precision
+
+            check_precision(args.precision, args.device)
         importlib.import_module(f"pyg_molblend.cli.{args.command}").run(args)
     except (ValueError, OSError) as error:  # user errors; CheckpointError is a ValueError
         print(f"pyg-molblend {args.command}: error: {cli_wording(str(error))}", file=sys.stderr)
@@ -146,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
 #: Library messages name Python keywords (``skip_invalid=True``); on the command line the
 #: same advice names the flag.
 _KEYWORD = re.compile(r"\b(skip_invalid|force_reload|overwrite|resume)=True\b")
-_OPTION = re.compile(r"\b(max_atoms|lr|batch_size)\b(?=[ =)])")
+_OPTION = re.compile(r"\b(max_atoms|lr|batch_size|precision)\b(?=[ =)])")
 
 
 def cli_wording(message: str) -> str:

@@ -24,6 +24,7 @@ from pyg_molblend.datasets.csv_dataset import SmilesTableDataset
 from pyg_molblend.models import output_names
 from pyg_molblend.training.checkpoint import PRETRAINED_NAME, CheckpointError
 from pyg_molblend.training.io import atomic_write
+from pyg_molblend.training.utils import PRECISIONS
 from pyg_molblend.transforms import (
     AddConformer,
     AddDescriptors,
@@ -103,11 +104,21 @@ def positive_int(text: str) -> int:
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision``, the two options of where and in what arithmetic a
+    command computes (the pair is checked before any data is read)."""
     parser.add_argument(
         "--device",
         type=device_type,
         default="auto",
         help="cpu, cuda, cuda:N, or auto: CUDA when present (default: auto)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="arithmetic: fp32; tf32 (CUDA matrix products on TF32 tensor cores); bf16 "
+        "(autocast to bfloat16, weights and losses in fp32; slower than fp32 on CPUs "
+        "without bf16 units) (default: fp32)",
     )
 
 

@@ -31,12 +31,14 @@ def embed_smiles(
     skip_invalid: bool = False,
     device: str = "cpu",
     *,
+    precision: str = "fp32",
     max_atoms: int | None = DEFAULT_MAX_ATOMS,
     source: str = "the SMILES file",
     lines: list[int] | None = None,
 ) -> np.ndarray:
     """Graph embeddings ``[len(smiles), C]`` (float32) from a checkpoint's encoder, in
-    eval mode, so the same input always gives the same rows. With :obj:`skip_invalid` an
+    eval mode, so the same input always gives the same rows (computed in :obj:`precision`,
+    :data:`~pyg_molblend.training.utils.PRECISIONS`). With :obj:`skip_invalid` an
     invalid SMILES, or a molecule above :obj:`max_atoms` heavy atoms, gets a row of NaN
     (and is counted in a warning); otherwise it raises a :class:`ValueError` naming
     :obj:`source` and the line (from :obj:`lines`) or row.
@@ -67,6 +69,7 @@ def embed_smiles(
         batch_size,
         device,
         max_hops=encoder.max_hops,
+        precision=precision,
     )
     valid = np.zeros((0, encoder.channels), np.float32) if rows is None else rows.numpy()
     out = np.full((len(smiles), encoder.channels), np.nan, dtype=np.float32)
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> np.ndarray:
         args.batch_size,
         args.skip_invalid,
         args.device,
+        precision=args.precision,
         max_atoms=args.max_atoms,
         source=args.smiles,
         lines=[line for line, _ in records],

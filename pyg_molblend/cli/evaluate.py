@@ -60,7 +60,7 @@ def add_arguments(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Score a fine-tuned model.pt; write metrics.json and predictions.csv."""
     out = check_writable(args.out)
-    models = ModelSet(args.checkpoint, args.device)
+    models = ModelSet(args.checkpoint, args.device, args.precision)
     models.check_uncertainty(args.uncertainty, args.samples)
     meta = models.meta
     dataset, name = load_labelled(args, meta["mode"])

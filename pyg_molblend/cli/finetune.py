@@ -333,6 +333,7 @@ def train_member(
         weight_decay=args.weight_decay,
         seed=seed,
         device=args.device,
+        precision=args.precision,
         num_workers=args.num_workers,
         progress=progress,
         freeze_encoder=args.freeze_encoder,
@@ -381,7 +382,12 @@ def _ensemble(
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Metrics of the members' mean prediction on :obj:`subset`, the mean and the
     members' standard deviation."""
-    runs = np.stack([predict(p, subset, args.batch_size, args.device) for p, _, _ in members])
+    runs = np.stack(
+        [
+            predict(p, subset, args.batch_size, args.device, precision=args.precision)
+            for p, _, _ in members
+        ]
+    )
     mean = runs.mean(axis=0)
     task_type = members[0][0].task_type
     targets = stack_targets(subset, members[0][0].num_tasks)

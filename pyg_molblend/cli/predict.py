@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
     out = Path(args.out)
     check_writable(out.parent)
     # A wrong checkpoint or uncertainty fails before any molecule is read.
-    models = ModelSet(args.checkpoint, args.device)
+    models = ModelSet(args.checkpoint, args.device, args.precision)
     models.check_uncertainty(args.uncertainty, args.samples)
     descriptors = read_descriptors(args.descriptors) if args.descriptors else None
     models.check_descriptors(descriptors, None)

@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed,
             mode=args.mode,
             device=device,
+            precision=args.precision,
             num_workers=args.num_workers,
         )
         extra = {

@@ -37,9 +37,12 @@ from pyg_molblend.training.metrics import (
 )
 from pyg_molblend.training.utils import (
     FiniteGuard,
+    autocast,
+    check_precision,
     dense_batch,
     make_optimizer,
     pin_memory_for,
+    precision_scope,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -89,6 +92,11 @@ class FinetuneConfig:
             :data:`~pyg_molblend.training.metrics.METRICS` for the task type; :obj:`None`
             is :func:`~pyg_molblend.training.metrics.primary_metric` (ROC-AUC or RMSE).
             (default: :obj:`None`)
+        precision (str): the arithmetic of training and evaluation, one of
+            :data:`~pyg_molblend.training.utils.PRECISIONS`: ``"fp32"``, ``"tf32"`` (CUDA
+            only) or ``"bf16"`` (autocast; on CPUs without bf16 units slower than fp32).
+            Like :obj:`device`, it changes the rounding, not the settings a resumed run
+            must share. (default: :obj:`"fp32"`)
         state_path (str, optional): a file the training state (weights, optimizer,
             schedule, random states, the selection so far) is written to, atomically,
             at the end of an epoch once :obj:`state_interval` seconds have passed since the
@@ -129,6 +137,7 @@ class FinetuneConfig:
     clip_norm: float = 5.0
     seed: int = 0
     device: str = "cpu"
+    precision: str = "fp32"
     num_workers: int = 0
     progress: bool = True
     freeze_encoder: bool = False
@@ -161,6 +170,7 @@ class FinetuneConfig:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        check_precision(self.precision, self.device)
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not isinstance(self.freeze_encoder, bool):
@@ -247,11 +257,13 @@ def map_batches(
     progress: bool = False,
     desc: str = "predict",
     max_hops: int = DEFAULT_MAX_HOPS,
+    precision: str = "fp32",
 ) -> torch.Tensor | None:
     """``fn(dense)`` over :obj:`dataset` in batches of molecules of similar size
     (:class:`~pyg_molblend.data.SizeBucketBatchSampler`, densified by
     :func:`dense_batch`), rows put back in dataset order and concatenated on the CPU;
-    :obj:`None` for an empty dataset.
+    :obj:`None` for an empty dataset. :obj:`fn` runs in :obj:`precision`
+    (:data:`~pyg_molblend.training.utils.PRECISIONS`; its rows keep the dtype it returns).
 
     Examples:
         >>> from pyg_molblend.data import from_smiles
@@ -263,10 +275,12 @@ def map_batches(
     """
     batches = list(SizeBucketBatchSampler(dataset, batch_size, shuffle=False))
     loader = DataLoader(dataset, batch_sampler=batches, pin_memory=pin_memory_for(device))
-    outputs = [
-        fn(dense_batch(batch, device, max_hops)).cpu()
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False)
-    ]
+    outputs = []
+    with precision_scope(precision, device):
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            dense = dense_batch(batch, device, max_hops)
+            with autocast(precision, device):
+                outputs.append(fn(dense).cpu())
     if not outputs:
         return None
     order = torch.tensor([i for index in batches for i in index])
@@ -280,9 +294,11 @@ def predict(
     device: str = "cpu",
     progress: bool = False,
     desc: str = "predict",
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Predictions ``[len(dataset), num_outputs]`` in dataset order (probabilities or
-    values; multiclass: the probabilities of each task's classes side by side).
+    values; multiclass: the probabilities of each task's classes side by side), as
+    float32 whatever the :obj:`precision` they were computed in.
 
     Examples:
         >>> from pyg_molblend.data import from_smiles
@@ -293,7 +309,14 @@ def predict(
     """
     predictor.eval()
     rows = map_batches(
-        predictor.predict, dataset, batch_size, device, progress, desc, predictor.encoder.max_hops
+        predictor.predict,
+        dataset,
+        batch_size,
+        device,
+        progress,
+        desc,
+        predictor.encoder.max_hops,
+        precision,
     )
     if rows is None:
         return np.zeros((0, predictor.num_outputs), dtype=np.float32)
@@ -338,9 +361,10 @@ def evaluate(
     device: str = "cpu",
     progress: bool = False,
     desc: str = "evaluate",
+    precision: str = "fp32",
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics of :obj:`predictor` on :obj:`dataset`, and its predictions."""
-    pred = predict(predictor, dataset, batch_size, device, progress, desc)
+    pred = predict(predictor, dataset, batch_size, device, progress, desc, precision)
     targets = stack_targets(dataset, predictor.num_tasks)
     return compute_metrics(predictor.task_type, targets, pred), pred
 
@@ -354,8 +378,11 @@ def train_step(
     clip_norm: float,
     device: str | torch.device,
     kept: str,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """One optimizer step on a loader's batch; returns the detached loss. On a CUDA
+    """One optimizer step on a loader's batch; returns the detached loss. It runs in
+    :obj:`precision` (:func:`~pyg_molblend.training.utils.precision_scope`; the forward
+    pass and the loss under :func:`~pyg_molblend.training.utils.autocast`). On a CUDA
     device nothing in it waits for the device (``tests/test_cuda.py`` runs it under
     ``torch.cuda.set_sync_debug_mode("error")``).
 
@@ -375,13 +402,15 @@ def train_step(
         >>> loss.requires_grad, scheduler.last_epoch
         (False, 1)
     """
-    dense = dense_batch(batch, device, predictor.encoder.max_hops)
-    optimizer.zero_grad()
-    loss = predictor.loss(batch, predictor(dense))
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(predictor.parameters(), clip_norm)
-    guard.check(loss, grad_norm, scheduler.last_epoch + 1, scheduler.get_last_lr()[0], kept)
-    optimizer.step()
+    with precision_scope(precision, device):
+        dense = dense_batch(batch, device, predictor.encoder.max_hops)
+        optimizer.zero_grad()
+        with autocast(precision, device):
+            loss = predictor.loss(batch, predictor(dense))
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(predictor.parameters(), clip_norm)
+        guard.check(loss, grad_norm, scheduler.last_epoch + 1, scheduler.get_last_lr()[0], kept)
+        optimizer.step()
     scheduler.step()
     return loss.detach()
 
@@ -523,6 +552,10 @@ def finetune(
         optimizer, warmup_cosine(warmup * len(loader), total)
     )
     better = higher_is_better(metric)
+
+    def assess(dataset: Dataset | Sequence) -> tuple[dict[str, float], np.ndarray]:
+        return evaluate(predictor, dataset, config.batch_size, device, precision=config.precision)
+
     best_score, best_epoch, best_state = None, 0, None
     stale = 0  # epochs since the score last improved to a defined value
     history: list[dict[str, Any]] = []
@@ -561,12 +594,13 @@ def finetune(
                     config.clip_norm,
                     device,
                     f"epoch {epoch}; nothing was saved",
+                    config.precision,
                 )
                 total_loss += loss * batch.num_graphs
                 count += batch.num_graphs
             guard.flush()
             mean_loss = total_loss.item() / count
-            valid_metrics, _ = evaluate(predictor, valid_set, config.batch_size, device)
+            valid_metrics, _ = assess(valid_set)
             score = valid_metrics[metric]
             history.append({"epoch": epoch, "loss": mean_loss, **valid_metrics})
             if math.isnan(score) and epoch == 1:
@@ -620,11 +654,11 @@ def finetune(
             param.requires_grad_(grad)
     assert best_state is not None
     predictor.load_state_dict(best_state)
-    valid_metrics, _ = evaluate(predictor, valid_set, config.batch_size, device)
+    valid_metrics, _ = assess(valid_set)
     test_metrics: dict[str, float] = {}
     test_pred = None
     if test_set is not None:
-        test_metrics, test_pred = evaluate(predictor, test_set, config.batch_size, device)
+        test_metrics, test_pred = assess(test_set)
     if state_path is not None:
         state_path.unlink(missing_ok=True)  # the run has ended: nothing to resume
     return FinetuneResult(

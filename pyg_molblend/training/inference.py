@@ -28,6 +28,7 @@ from pyg_molblend.training.checkpoint import (
 )
 from pyg_molblend.training.finetune import map_batches
 from pyg_molblend.training.io import atomic_path
+from pyg_molblend.training.utils import check_precision
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
 if TYPE_CHECKING:
@@ -105,8 +106,12 @@ class ModelSet:
     Args:
         path (str or Path): a ``model.pt`` or a folder (see :func:`ensemble_files`).
         device (str, optional): where to run. (default: :obj:`"cpu"`)
+        precision (str, optional): the arithmetic, one of
+            :data:`~pyg_molblend.training.utils.PRECISIONS`; predictions come back as
+            float32 either way. (default: :obj:`"fp32"`)
 
     Raises:
+        ValueError: for an unknown precision, or one :obj:`device` cannot run.
         CheckpointError: for a file that is not a fine-tuned model (a pretraining
             checkpoint has no task head), another feature contract, or members that do
             not predict the same tasks in the same mode.
@@ -129,10 +134,14 @@ class ModelSet:
         (2, ['logS'], (2, 1), True)
     """
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
+    def __init__(
+        self, path: str | os.PathLike, device: str = "cpu", precision: str = "fp32"
+    ) -> None:
+        check_precision(precision, device)
         self.path = Path(path)
         self.files = ensemble_files(path)
         self.device = device
+        self.precision = precision
         self.members: list[MoleBlendPredictor] = []
         self.meta: dict[str, Any] = {}
         for file in self.files:
@@ -272,6 +281,7 @@ class ModelSet:
                         self.device,
                         progress=progress,
                         max_hops=predictor.encoder.max_hops,
+                        precision=self.precision,
                     )
                 finally:
                     predictor.eval()

@@ -25,9 +25,12 @@ from pyg_molblend.training.checkpoint import data_fingerprint, load_checkpoint, 
 from pyg_molblend.training.io import append_jsonl, atomic_write, json_safe, read_jsonl
 from pyg_molblend.training.utils import (
     FiniteGuard,
+    autocast,
+    check_precision,
     dense_batch,
     make_optimizer,
     pin_memory_for,
+    precision_scope,
     rng_state,
     set_rng_state,
     setting_differences,
@@ -53,6 +56,9 @@ class PretrainConfig:
 
     ``keep_every`` (default :obj:`None`: none) also keeps the weights every that many
     steps, so that a checkpoint can be picked by validation results afterwards.
+    ``precision`` (default ``"fp32"``) is the arithmetic of the steps, one of
+    :data:`~pyg_molblend.training.utils.PRECISIONS` (``"tf32"`` on CUDA only); like
+    ``device``, a resumed run may change it.
     """
 
     steps: int = 1000
@@ -66,6 +72,7 @@ class PretrainConfig:
     seed: int = 0
     mode: str = "blend"
     device: str = "cpu"
+    precision: str = "fp32"
     num_workers: int = 0
     progress: bool = True
 
@@ -75,9 +82,11 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.keep_every is not None and self.keep_every < 1:
             raise ValueError(f"keep_every must be positive or None, got {self.keep_every}")
+        check_precision(self.precision, self.device)
 
     #: Settings a resumed run must share with its checkpoint (the others, such as
-    #: ``save_every``, ``keep_every`` or ``device``, do not change what is computed).
+    #: ``save_every``, ``keep_every``, ``device`` or ``precision``, do not change what is
+    #: computed, only where and how it is rounded).
     RESUME_KEYS = (
         "steps",
         "batch_size",
@@ -296,19 +305,22 @@ class _Run:
     def train_step(self, batch: Batch) -> dict[str, Any]:
         """One optimizer step; returns its log record."""
         model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
-        dense = dense_batch(batch, self.device, model.max_hops)
-        optimizer.zero_grad()
-        loss, parts = self.step_module(dense, self.generator)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
-        self.guard.check(
-            loss,
-            grad_norm,
-            self.step + 1,
-            scheduler.get_last_lr()[0],
-            f"the last checkpoint ({self.checkpoint_path}) is unchanged",
-        )
-        optimizer.step()
+        precision = self.config.precision
+        with precision_scope(precision, self.device):
+            dense = dense_batch(batch, self.device, model.max_hops)
+            optimizer.zero_grad()
+            with autocast(precision, self.device):
+                loss, parts = self.step_module(dense, self.generator)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
+            self.guard.check(
+                loss,
+                grad_norm,
+                self.step + 1,
+                scheduler.get_last_lr()[0],
+                f"the last checkpoint ({self.checkpoint_path}) is unchanged",
+            )
+            optimizer.step()
         scheduler.step()
         self.guard.flush()  # the log line reads the loss anyway
         loss_value, grad_value = loss.item(), grad_norm.item()

@@ -3,9 +3,10 @@ schedule, the optimizer, the non-finite step guard and the dense batch of a load
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,15 @@ from pyg_molblend.data import DenseMolBatch, to_dense
 from pyg_molblend.training.io import json_safe
 
 __all__ = [
+    "PRECISIONS",
     "FiniteGuard",
+    "autocast",
     "check_finite_step",
+    "check_precision",
     "dense_batch",
     "make_optimizer",
     "pin_memory_for",
+    "precision_scope",
     "rng_state",
     "seed_everything",
     "set_rng_state",
@@ -245,3 +250,71 @@ def pin_memory_for(device: str | torch.device) -> bool:
         (False, True)
     """
     return torch.device(device).type == "cuda"
+
+
+#: Arithmetic of training and inference (``--precision``): ``"fp32"`` everywhere (the
+#: default); ``"tf32"``, CUDA matrix products on TF32 tensor cores (10-bit mantissa
+#: inputs, fp32 accumulation; the rest fp32); ``"bf16"``, :func:`torch.autocast` to
+#: bfloat16 (products and attention in bf16, normalisation, softmax-based losses and the
+#: weights in fp32).
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def check_precision(precision: str, device: str | torch.device) -> None:
+    """Refuse a precision that is not one of :data:`PRECISIONS` or that the device cannot
+    run (TF32 is a CUDA mode).
+
+    Examples:
+        >>> check_precision("bf16", "cpu")
+        >>> try:
+        ...     check_precision("tf32", "cpu")
+        ... except ValueError as error:
+        ...     print(str(error)[:72])
+        precision 'tf32' is a mode of CUDA matrix products, not available on dev
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "tf32" and torch.device(device).type != "cuda":
+        raise ValueError(
+            f"precision 'tf32' is a mode of CUDA matrix products, not available on device "
+            f"{str(device)!r}; use 'fp32' or 'bf16' there"
+        )
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str, device: str | torch.device) -> Iterator[None]:
+    """Matrix products in :obj:`precision` within the scope, forward and backward
+    (``"tf32"``: TF32 on CUDA; torch's global flags are restored on exit); wrap a whole
+    loop in it, and each forward pass in :func:`autocast`.
+
+    Examples:
+        >>> with precision_scope("fp32", "cpu"):
+        ...     torch.backends.cuda.matmul.allow_tf32
+        False
+    """
+    check_precision(precision, device)
+    if precision != "tf32":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def autocast(precision: str, device: str | torch.device) -> torch.autocast:
+    """:func:`torch.autocast` to bfloat16 on :obj:`device` for ``"bf16"``, disabled
+    otherwise: wrap the forward pass and the loss, not the backward pass.
+
+    Examples:
+        >>> layer = torch.nn.Linear(4, 2)
+        >>> with autocast("bf16", "cpu"):
+        ...     layer(torch.ones(1, 4)).dtype
+        torch.bfloat16
+        >>> with autocast("fp32", "cpu"):
+        ...     layer(torch.ones(1, 4)).dtype
+        torch.float32
+    """
+    return torch.autocast(torch.device(device).type, torch.bfloat16, enabled=precision == "bf16")

@@ -1,0 +1,147 @@
+"""``precision``: fp32, TF32 (CUDA) and bf16 autocast in training and inference."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from pyg_molblend.cli import main
+from pyg_molblend.data import from_smiles
+from pyg_molblend.models import MoleBlendPredictor
+from pyg_molblend.training import FinetuneConfig, PretrainConfig
+from pyg_molblend.training.checkpoint import load_encoder
+from pyg_molblend.training.finetune import predict, train_step
+from pyg_molblend.training.inference import ModelSet
+from pyg_molblend.training.utils import (
+    FiniteGuard,
+    make_optimizer,
+    precision_scope,
+    warmup_cosine,
+)
+from pyg_molblend.transforms import AddShortestPath
+
+
+def _graphs(smiles: list[str]) -> list:
+    return [AddShortestPath()(from_smiles(s)) for s in smiles]
+
+
+def _predictor() -> MoleBlendPredictor:
+    torch.manual_seed(0)
+    encoder = load_encoder("pretrained")
+    return MoleBlendPredictor(encoder, 1, "regression")
+
+
+def test_tf32_scope_sets_and_restores_torchs_flags():
+    # The flags are plain settings, so this runs without a GPU: only the device name
+    # says CUDA.
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with precision_scope("tf32", "cuda"):
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        with pytest.raises(RuntimeError, match="inside"):
+            with precision_scope("tf32", "cuda:1"):
+                raise RuntimeError("inside")
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        with precision_scope("bf16", "cuda"):  # bf16 is autocast's business, not the flags'
+            assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: FinetuneConfig(precision=p),
+        lambda p: PretrainConfig(precision=p),
+        lambda p: ModelSet("no/such/model.pt", "cpu", p),  # refused before the file is read
+    ],
+    ids=["finetune", "pretrain", "model-set"],
+)
+def test_unknown_or_unrunnable_precision_is_refused_by_name(make):
+    with pytest.raises(ValueError, match="precision 'tf32' is a mode of CUDA"):
+        make("tf32")
+    with pytest.raises(ValueError, match="got 'fp16'"):
+        make("fp16")
+
+
+def test_cli_refuses_tf32_on_the_cpu_before_reading_anything(tmp_path, capsys):
+    args = ["predict", "--checkpoint", "no/such.pt", "--smiles", "no/such.csv"]
+    args += ["--out", str(tmp_path / "p.csv"), "--device", "cpu", "--precision", "tf32"]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "predict: error: --precision 'tf32' is a mode of CUDA" in err
+    assert "no/such" not in err  # the precision is checked first
+
+
+def test_bf16_predictions_follow_fp32_on_real_molecules(real_smiles):
+    graphs = _graphs(real_smiles[:96])
+    predictor = _predictor()
+    with torch.no_grad():  # a head that spreads the predictions over a few units
+        predictor.head[-1].weight.mul_(50.0)
+    fp32 = predict(predictor, graphs, batch_size=32)
+    bf16 = predict(predictor, graphs, batch_size=32, precision="bf16")
+    assert fp32.dtype == bf16.dtype == np.float32
+    spread = fp32.std()
+    assert spread > 0.1
+    error = np.abs(bf16 - fp32)
+    assert 0 < error.max() < 0.05 * spread  # bf16 really ran, and rounded only (measured 2.5%)
+    assert np.corrcoef(fp32[:, 0], bf16[:, 0])[0, 1] > 0.999
+
+
+def test_bf16_training_step_keeps_fp32_weights_and_a_close_gradient(real_smiles):
+    batch = Batch.from_data_list(_graphs(real_smiles[:32]))
+    batch.y = torch.linspace(-3.0, 1.0, 32).view(-1, 1)
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        predictor = _predictor()
+        predictor.fit_targets(batch.y)
+        optimizer = make_optimizer(predictor.parameters(), lr=1e-4, weight_decay=0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(1, 10))
+        guard = FiniteGuard(optimizer, "cpu")
+        predictor.train()
+        torch.manual_seed(1)  # the same dropout masks in both runs
+        before = copy.deepcopy(predictor.state_dict())
+        loss = train_step(predictor, batch, optimizer, scheduler, guard, 5.0, "cpu", "-", precision)
+        # (the 3D relation and the pretraining heads take no part in a 2D fine-tuning step)
+        grad = torch.cat([p.grad.reshape(-1) for p in predictor.parameters() if p.grad is not None])
+        step = torch.cat(
+            [(predictor.state_dict()[k] - v).reshape(-1).float() for k, v in before.items()]
+        )
+        assert all(p.dtype == torch.float32 for p in predictor.parameters())
+        assert grad.dtype == torch.float32 and loss.dtype == torch.float32
+        runs[precision] = loss, grad, step
+    (loss32, grad32, step32), (loss16, grad16, step16) = runs["fp32"], runs["bf16"]
+    assert loss16 != loss32 and abs(loss16 - loss32) < 0.01 * loss32
+    cosine = torch.nn.functional.cosine_similarity
+    assert cosine(grad16, grad32, dim=0) > 0.98
+    assert cosine(step16, step32, dim=0) > 0.9  # AdamW's first step is sign-like
+
+
+def test_finetune_and_pretrain_commands_run_in_bf16(tmp_path):
+    from pathlib import Path
+
+    assets = Path(__file__).parents[1] / "assets"
+    args = ["finetune", "--csv", str(assets / "tiny_esol.csv"), "--targets", "logS"]
+    args += ["--task", "regression", "--root", str(tmp_path / "data"), "--epochs", "2"]
+    args += ["--batch-size", "16", "--device", "cpu", "--precision", "bf16"]
+    assert main([*args, "--out", str(tmp_path / "ft")]) == 0
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert metrics["settings"]["precision"] == "bf16" and np.isfinite(metrics["test"])
+    smiles = tmp_path / "corpus.smi"
+    smiles.write_text("\n".join(["CCO", "CCN", "c1ccccc1O", "CC(=O)O", "CCCl", "CCOC"]))
+    args = ["pretrain", "--smiles", str(smiles), "--steps", "2", "--batch-size", "3"]
+    args += ["--warmup-steps", "1", "--device", "cpu", "--precision", "bf16"]
+    assert main([*args, "--out", str(tmp_path / "pt")]) == 0
+    log = [json.loads(line) for line in (tmp_path / "pt" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(np.isfinite(r["loss"]) for r in log)
+    payload = torch.load(tmp_path / "pt" / "checkpoint.pt", weights_only=True)
+    assert payload["config"]["precision"] == "bf16"
+    assert all(v.dtype != torch.bfloat16 for v in payload["encoder_state"].values())
