@@ -127,6 +127,8 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 
         seed_everything(spec["seed"])  # as the CLI does, before the model exists
         model = MoleBlend.from_preset(spec["preset"])
+        # Trees before --precision know no such setting: fp32 is passed as nothing.
+        precision = {} if spec["precision"] == "fp32" else {"precision": spec["precision"]}
         config = PretrainConfig(
             steps=spec["steps"],
             batch_size=spec["batch_size"],
@@ -134,6 +136,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
             mode=spec["mode"],
             device=spec["device"],
             progress=False,
+            **precision,
         )
         run_dir = Path(out) / "run"
         started = time.perf_counter()
@@ -245,6 +248,13 @@ def main() -> int:
     parser.add_argument("--mode", default="blend")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "tf32", "bf16"],
+        help="the new tree is timed in each (sides 'new', 'new-bf16', ...); the baseline in fp32",
+    )
     parser.add_argument("--num-workers", type=int, default=2, help="for building the cache")
     parser.add_argument("--json", type=Path, help="write the results here (as they come)")
     parser.add_argument("--progress", action="store_true", help="show the workers' output")
@@ -264,6 +274,14 @@ def main() -> int:
     if args.baseline is not None:
         sides["baseline"] = args.baseline.resolve()
     labels = {side: tree_label(tree) for side, tree in sides.items()}
+    # The new tree once per precision (fp32 as "new"), timed beside the others.
+    timed_sides = {
+        ("new" if p == "fp32" else f"new-{p}"): (sides["new"], p) for p in args.precisions
+    }
+    if args.baseline is not None:
+        timed_sides["baseline"] = (sides["baseline"], "fp32")
+    for side, (tree, _) in timed_sides.items():
+        labels.setdefault(side, labels["new"] if tree == sides["new"] else tree_label(tree))
 
     results: dict[str, Any] = {
         "settings": {
@@ -294,6 +312,7 @@ def main() -> int:
         "seed": args.seed,
         "mode": args.mode,
         "device": args.device,
+        "precision": "fp32",
     }
 
     # The corpus, described (and built if needed) by each tree's own code.
@@ -327,10 +346,11 @@ def main() -> int:
     rates: dict[tuple[str, str], list[float]] = {}
     for preset in args.presets:
         for repeat in range(args.repeats):
-            for side, tree in sides.items():
+            for side, (tree, precision) in timed_sides.items():
                 times = {}
                 for steps in (s1, s2):
                     spec = {**base_spec, "tree": str(tree), "steps": steps, "preset": preset}
+                    spec["precision"] = precision
                     try:  # the tree may be mid-edit: note the failure, go on with the others
                         info = run_worker(spec, args.progress)
                     except WorkerError as error:
@@ -356,7 +376,7 @@ def main() -> int:
 
     rows, summary = [], []
     for preset in args.presets:
-        for side in sides:
+        for side in timed_sides:
             values = rates.get((preset, side))
             if not values:
                 rows.append([preset, side, labels[side], "failed", "", ""])
@@ -371,16 +391,21 @@ def main() -> int:
                     " ".join(f"{v:.1f}" for v in values),
                 ]
             )
-        if "baseline" in sides and rates.get((preset, "new")) and rates.get((preset, "baseline")):
-            new, old = rates[(preset, "new")], rates[(preset, "baseline")]
+        for side in timed_sides:
+            if side == "baseline" or not rates.get((preset, side)):
+                continue
+            if not rates.get((preset, "baseline")):
+                continue
+            new, old = rates[(preset, side)], rates[(preset, "baseline")]
             best = max(new) / max(old)
             median = statistics.median(new) / statistics.median(old)
             target = TARGET.get(preset)
-            line = f"{preset}: new/baseline {best:.2f}x (best), {median:.2f}x (median)"
+            line = f"{preset}: {side}/baseline {best:.2f}x (best), {median:.2f}x (median)"
             if target is not None:
                 line += f"; target >= {target:g}x: {verdict(best >= target)}"
             summary.append(line)
-            results.setdefault("ratios", {})[preset] = {
+            key = preset if side == "new" else f"{preset}/{side}"
+            results.setdefault("ratios", {})[key] = {
                 "best": best,
                 "median": median,
                 "target": target,
