@@ -195,6 +195,8 @@ def ours_command(
     ]  # fmt: skip
     if epochs is not None:
         command += ["--epochs", str(epochs)]
+    if args.precision != "fp32":
+        command += ["--precision", args.precision]
     if weights == "scratch":
         command += ["--from-scratch"]
     elif weights != DEFAULT_WEIGHTS:
@@ -360,8 +362,10 @@ def per_epoch(times: dict[str, float], short: int, long: int) -> float:
     return (times[str(long)] - times[str(short)]) / (long - short)
 
 
-#: Arguments that must match for runs recorded in an earlier ``--json`` to be reused.
-REUSE_KEYS = ("threads", "timing_epochs", "metric_epochs")
+#: Arguments that must match for runs recorded in an earlier ``--json`` to be reused (a
+#: file from before ``--precision`` existed was measured in fp32).
+REUSE_KEYS = ("threads", "timing_epochs", "metric_epochs", "precision")
+_RECORDED_DEFAULTS = {"precision": "fp32"}
 
 
 def load_previous(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
@@ -373,9 +377,10 @@ def load_previous(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, s
     payload = json.loads(Path(args.json).read_text())
     old = payload.get("args", {})
     for key in REUSE_KEYS:
-        if old.get(key) != getattr(args, key):
+        recorded = old.get(key, _RECORDED_DEFAULTS.get(key))
+        if recorded != getattr(args, key):
             print(
-                f"--json {args.json}: its runs used --{key.replace('_', '-')} {old.get(key)}, "
+                f"--json {args.json}: its runs used --{key.replace('_', '-')} {recorded}, "
                 f"this one {getattr(args, key)}; pass another --json to start afresh",
                 file=sys.stderr,
             )
@@ -595,6 +600,12 @@ def main() -> int:
         default=None,
         help="epochs of the test-metric runs of both tools (default: each tool's own, "
         "pyg-molblend 30, chemprop 50)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="pyg-molblend's --precision (chemprop always runs fp32) (default fp32)",
     )
     parser.add_argument("--no-metric", action="store_true", help="timing runs only")
     parser.add_argument("--no-timing", action="store_true", help="test-metric runs only")
