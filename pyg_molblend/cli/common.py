@@ -117,8 +117,8 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         default="fp32",
         help="arithmetic: fp32; tf32 (CUDA matrix products on TF32 tensor cores); bf16 "
-        "(autocast to bfloat16, weights and losses in fp32; slower than fp32 on CPUs "
-        "without bf16 units) (default: fp32)",
+        "(autocast to bfloat16, weights and losses in fp32; on a CPU often slower than "
+        "fp32, so time it first) (default: fp32)",
     )
 
 

@@ -94,7 +94,7 @@ class FinetuneConfig:
             (default: :obj:`None`)
         precision (str): the arithmetic of training and evaluation, one of
             :data:`~pyg_molblend.training.utils.PRECISIONS`: ``"fp32"``, ``"tf32"`` (CUDA
-            only) or ``"bf16"`` (autocast; on CPUs without bf16 units slower than fp32).
+            only) or ``"bf16"`` (autocast; on a CPU often slower than fp32: time it).
             Like :obj:`device`, it changes the rounding, not the settings a resumed run
             must share. (default: :obj:`"fp32"`)
         state_path (str, optional): a file the training state (weights, optimizer,
