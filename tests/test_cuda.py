@@ -75,12 +75,17 @@ def test_encoder_on_cuda_matches_cpu(mode):
     assert torch.allclose(cuda.node.cpu(), cpu.node, atol=1e-4, rtol=1e-3)
 
 
-def test_pretraining_step_on_cuda_has_finite_loss_and_gradients():
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_pretraining_step_on_cuda_has_finite_loss_and_gradients(precision):
+    from pyg_molblend.training.utils import autocast, precision_scope
+
     torch.manual_seed(0)
     model = MoleBlend.from_preset("small").cuda().train()
     batch = Batch.from_data_list([AddShortestPath()(g) for g in _graphs(conformers=True)])
     generator = torch.Generator(device="cuda").manual_seed(0)
-    out = model.pretrain_loss(batch.to("cuda"), "blend", generator=generator)
+    with precision_scope(precision, "cuda"), autocast(precision, "cuda"):
+        out = model.pretrain_loss(batch.to("cuda"), "blend", generator=generator)
+    assert out.loss.dtype == torch.float32
     loss, terms = out.loss, out.parts
     assert loss.is_cuda and math.isfinite(loss.item())
     assert all(t is None or math.isfinite(float(t)) for t in terms.values())
