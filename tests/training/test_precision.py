@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,8 +127,6 @@ def test_bf16_training_step_keeps_fp32_weights_and_a_close_gradient(real_smiles)
 
 
 def test_finetune_and_pretrain_commands_run_in_bf16(tmp_path):
-    from pathlib import Path
-
     assets = Path(__file__).parents[1] / "assets"
     args = ["finetune", "--csv", str(assets / "tiny_esol.csv"), "--targets", "logS"]
     args += ["--task", "regression", "--root", str(tmp_path / "data"), "--epochs", "2"]
