@@ -145,10 +145,10 @@ def main() -> int:
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     precisions = args.precisions or (["fp32", "tf32", "bf16"] if cuda else ["fp32", "bf16"])
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    if cuda and not torch.cuda.is_available():
         print("no CUDA device visible", file=sys.stderr)
         return 2
-    if args.device.startswith("cuda"):
+    if cuda:
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     data = Path(args.data)
     results = {}

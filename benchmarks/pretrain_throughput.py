@@ -280,8 +280,8 @@ def main() -> int:
     }
     if args.baseline is not None:
         timed_sides["baseline"] = (sides["baseline"], "fp32")
-    for side, (tree, _) in timed_sides.items():
-        labels.setdefault(side, labels["new"] if tree == sides["new"] else tree_label(tree))
+    for side in timed_sides:  # new-bf16 etc. are the new tree's commit
+        labels.setdefault(side, labels["new"])
 
     results: dict[str, Any] = {
         "settings": {
