@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -13,6 +15,8 @@ __all__ = ["pair_index", "shortest_path"]
 
 # Up to this many nodes in a batch the propagation operator is a dense matrix (one small
 # GEMM per step beats sparse kernels); above it, a sparse CSR matrix over the edge list.
+# A single graph this small on the CPU (a molecule in AddShortestPath) runs the same
+# steps in numpy, whose calls cost a fraction of torch's on arrays of a few hundred entries.
 _DENSE_MAX_NODES = 128
 
 
@@ -65,6 +69,11 @@ def shortest_path(
     compares ids within a graph, a graph gets the same path whether it is processed alone
     or in any batch.
 
+    One graph of at most 128 nodes on the CPU (the per-molecule case of
+    :class:`~pyg_molblend.transforms.AddShortestPath`) takes the same steps in numpy, with
+    the same results: on arrays this small most of the cost is per call, and numpy's is a
+    fraction of torch's.
+
     Args:
         edge_index (Tensor): ``[2, E]`` edges of an undirected graph batch, both
             directions present (as :func:`~pyg_molblend.data.from_smiles` stores them).
@@ -89,9 +98,11 @@ def shortest_path(
         raise ValueError(f"max_distance must be in [0, {MAX_SPD}], got {max_distance}")
     if max_hops < 0:
         raise ValueError(f"max_hops must be non-negative, got {max_hops}")
-    # Inference mode: no autograd bookkeeping in the ~70 small operations a molecule
-    # takes (the kernel per molecule 317 -> 270 us on one CPU thread). The results are
-    # cloned out of it, so they are ordinary tensors (usable as indices under autograd).
+    if ptr.numel() == 2:
+        return one_graph_shortest_path(edge_index, int(ptr[-1]), max_distance, max_hops)
+    # Inference mode: no autograd bookkeeping in the kernel's many small operations. The
+    # results are cloned out of it, so they are ordinary tensors (usable as indices under
+    # autograd).
     with torch.inference_mode():
         ptr = ptr.to(edge_index.device)
         buckets = _size_buckets(ptr.diff()) if ptr.numel() > 2 else []
@@ -100,6 +111,38 @@ def shortest_path(
         else:
             spd, path = _shortest_path(edge_index, ptr, max_distance, max_hops)
     return spd.clone(), path.clone()
+
+
+def one_graph_shortest_path(
+    edge_index: Tensor,
+    num_nodes: int,
+    max_distance: int = MAX_SPD,
+    max_hops: int = DEFAULT_MAX_HOPS,
+    spd_dtype: torch.dtype = torch.long,
+    path_dtype: torch.dtype = torch.long,
+) -> tuple[Tensor, Tensor]:
+    """:func:`shortest_path` of one graph (arguments checked by the caller), its outputs
+    in the given dtypes (``AddShortestPath`` stores them as uint8 and int16): in numpy
+    when the graph is small and on the CPU, else by the torch kernel."""
+    if edge_index.device.type == "cpu" and num_nodes <= _DENSE_MAX_NODES:
+        spd, path = _one_graph_numpy(
+            edge_index.numpy(),
+            num_nodes,
+            max_distance,
+            max_hops,
+            _numpy_dtype(spd_dtype),
+            _numpy_dtype(path_dtype),
+        )
+        return torch.from_numpy(spd), torch.from_numpy(path)
+    ptr = torch.tensor([0, num_nodes], device=edge_index.device)
+    with torch.inference_mode():
+        spd, path = _shortest_path(edge_index, ptr, max_distance, max_hops)
+    return spd.to(spd_dtype, copy=True), path.to(path_dtype, copy=True)
+
+
+@functools.cache
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty(0, dtype=dtype).numpy().dtype
 
 
 def _size_buckets(size: Tensor) -> list[Tensor]:
@@ -160,7 +203,6 @@ def _shortest_path(
     """The kernel for graphs of similar size; ``edge_ids`` names the edges in the output
     (default: their positions in ``edge_index``)."""
     device = edge_index.device
-    single = ptr.numel() == 2
     num_nodes = int(ptr[-1])
     num_edges = edge_index.size(1)
     if num_nodes == 0:
@@ -171,21 +213,15 @@ def _shortest_path(
     src, dst = edge_index[0], edge_index[1]
 
     # reach[v, s]: node v is reached from the local source s of v's graph.
-    if single:
-        width = num_nodes
-        batch = cols = torch.arange(width, device=device)
-        reach = torch.eye(width, device=device)
-        num_pairs = width * width
-    else:
-        size = ptr.diff()
-        width = int(size.max())
-        batch = torch.repeat_interleave(
-            torch.arange(size.numel(), device=device), size, output_size=num_nodes
-        )
-        cols = torch.arange(width, device=device)
-        local = torch.arange(num_nodes, device=device) - ptr[:-1][batch]
-        reach = (local.unsqueeze(1) == cols).to(torch.float)
-        num_pairs = int((size * size).sum())
+    size = ptr.diff()
+    width = int(size.max())
+    batch = torch.repeat_interleave(
+        torch.arange(size.numel(), device=device), size, output_size=num_nodes
+    )
+    cols = torch.arange(width, device=device)
+    local = torch.arange(num_nodes, device=device) - ptr[:-1][batch]
+    reach = (local.unsqueeze(1) == cols).to(torch.float)
+    num_pairs = int((size * size).sum())
     if num_nodes <= _DENSE_MAX_NODES:
         step = torch.eye(num_nodes, device=device)
         step[dst, src] = 1.0
@@ -210,13 +246,12 @@ def _shortest_path(
     spd = dist.clamp(max=max_distance).masked_fill_(reached_sum == 0, SPD_UNREACHABLE)
 
     if max_hops == 0 or num_edges == 0:
-        (spd,) = _compact(single, ptr, batch, cols, spd)
+        (spd,) = _compact(ptr, batch, cols, spd)
         path = torch.full((num_pairs, max_hops), NO_EDGE, dtype=torch.long, device=device)
         return spd.to(torch.long), path
 
     # first[i, j]: lowest edge id (i -> k) with d(k, j) = d(i, j) - 1, else num_edges.
-    # index_select / take rather than advanced indexing: same result, a fraction of the
-    # per-call overhead, which dominates for one small molecule (AddShortestPath).
+    # index_select / take rather than advanced indexing: same result, less per-call overhead.
     closer = dist.index_select(0, dst) == dist.index_select(0, src) - 1
     candidate = torch.where(closer, torch.arange(num_edges, device=device).unsqueeze(1), num_edges)
     first = torch.full((num_nodes, width), num_edges, dtype=torch.long, device=device)
@@ -230,13 +265,10 @@ def _shortest_path(
         none = NO_EDGE
     else:
         none = num_edges
-    if single:
-        nxt = node * width + cols
-    else:
-        start = torch.cumsum(size * size, 0) - size * size - ptr[:-1] * size
-        nxt = (start[batch] + node.T * size[batch]).T + cols
+    start = torch.cumsum(size * size, 0) - size * size - ptr[:-1] * size
+    nxt = (start[batch] + node.T * size[batch]).T + cols
     nxt.masked_fill_(node < 0, num_pairs)
-    spd, first, nxt = _compact(single, ptr, batch, cols, spd, first, nxt)
+    spd, first, nxt = _compact(ptr, batch, cols, spd, first, nxt)
 
     first = torch.cat([first, first.new_full((1,), none)])
     nxt = torch.cat([nxt, nxt.new_full((1,), num_pairs)])
@@ -267,11 +299,70 @@ def _sparse_step(dst: Tensor, src: Tensor, loops: Tensor, num_nodes: int) -> Ten
     )
 
 
-def _compact(
-    single: bool, ptr: Tensor, batch: Tensor, cols: Tensor, *tensors: Tensor
-) -> list[Tensor]:
+def _compact(ptr: Tensor, batch: Tensor, cols: Tensor, *tensors: Tensor) -> list[Tensor]:
     """Flatten ``[|V|, n_max]`` tensors to the ``[P]`` real pairs, row-major per graph."""
-    if single:
+    if ptr.numel() == 2:  # one graph: every column is real
         return [t.reshape(-1) for t in tensors]
     valid = (cols.unsqueeze(0) < ptr.diff()[batch].unsqueeze(1)).view(-1).nonzero().view(-1)
     return [t.reshape(-1).index_select(0, valid) for t in tensors]
+
+
+def _one_graph_numpy(
+    edge_index: np.ndarray,
+    num_nodes: int,
+    max_distance: int,
+    max_hops: int,
+    spd_dtype: np.dtype,
+    path_dtype: np.dtype,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_shortest_path`'s steps for one graph in numpy: the same distances and the
+    same paths (lowest-id first bonds), ``[n * n]`` and ``[n * n, max_hops]``."""
+    src, dst = edge_index[0], edge_index[1]
+    n, num_edges, num_pairs = num_nodes, edge_index.shape[1], num_nodes * num_nodes
+    step = np.zeros((n, n), dtype=np.float32)
+    step.flat[:: n + 1] = 1.0
+    step[dst, src] = 1.0
+    reach = np.zeros((n, n), dtype=np.float32)
+    reach.flat[:: n + 1] = 1.0
+    reached_sum = reach.copy()
+    rounds, count = 0, n
+    while True:
+        nxt = step @ reach
+        np.minimum(nxt, 1.0, out=nxt)
+        rounds += 1
+        # Reach only grows (the step includes I): an unchanged count is the fixed point.
+        grown = np.count_nonzero(nxt)
+        if grown == count:
+            break
+        count = grown
+        reached_sum += nxt
+        reach = nxt
+    dist = rounds - reached_sum  # unreached: rounds, above every distance (as the kernel)
+    spd = np.minimum(dist, max_distance).astype(spd_dtype)
+    spd[reached_sum == 0] = SPD_UNREACHABLE
+    spd = spd.reshape(-1)
+    if max_hops == 0 or num_edges == 0:
+        return spd, np.full((num_pairs, max_hops), NO_EDGE, dtype=path_dtype)
+    # first[i, j]: lowest edge id (i -> k) with d(k, j) = d(i, j) - 1, NO_EDGE if none.
+    # Each table ends with a sentinel: the first edge NO_EDGE, whose index (-1) reads the
+    # end of a table again, and the pair num_pairs, whose next pair is itself.
+    candidate = np.where(dist[dst] == dist[src] - 1, np.arange(num_edges)[:, None], num_edges)
+    first = np.full(num_pairs + 1, num_edges, dtype=np.int64)
+    np.minimum.at(first[:num_pairs].reshape(n, n), src, candidate)
+    first[first == num_edges] = NO_EDGE
+    hop_dst = np.empty(num_edges + 1, dtype=np.int64)
+    hop_dst[:num_edges] = dst
+    hop_dst[num_edges] = NO_EDGE
+    node = hop_dst[first[:num_pairs]]
+    nxt_pair = np.empty(num_pairs + 1, dtype=np.int64)
+    np.add(node.reshape(n, n) * n, np.arange(n), out=nxt_pair[:num_pairs].reshape(n, n))
+    nxt_pair[:num_pairs][node == NO_EDGE] = num_pairs
+    nxt_pair[num_pairs] = num_pairs
+    path = np.empty((max_hops, num_pairs), dtype=path_dtype)
+    path[0] = first[:num_pairs]
+    pair = nxt_pair[:num_pairs]
+    for hop in range(1, max_hops):
+        path[hop] = first.take(pair)
+        if hop + 1 < max_hops:
+            pair = nxt_pair.take(pair)
+    return spd, np.ascontiguousarray(path.T)

@@ -6,7 +6,7 @@ from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
 from pyg_molblend.constants import DEFAULT_MAX_HOPS, MAX_SPD, MAX_STORED_EDGES
-from pyg_molblend.functional import shortest_path
+from pyg_molblend.functional.shortest_path import one_graph_shortest_path
 
 __all__ = ["AddShortestPath"]
 
@@ -55,18 +55,17 @@ class AddShortestPath(BaseTransform):
         self.max_hops = max_hops
 
     def forward(self, data: Data) -> Data:
-        num_nodes = data.num_nodes
-        if data.edge_index is None or num_nodes is None:
+        num_nodes, edge_index = data.num_nodes, data.edge_index
+        if edge_index is None or num_nodes is None:
             raise ValueError("AddShortestPath needs 'edge_index' and a node count")
-        if data.edge_index.size(1) > MAX_STORED_EDGES:
+        if edge_index.size(1) > MAX_STORED_EDGES:
             raise ValueError(
-                f"Molecule too large for stored paths: {data.edge_index.size(1)} directed "
+                f"Molecule too large for stored paths: {edge_index.size(1)} directed "
                 f"bonds (at most {MAX_STORED_EDGES}) in {getattr(data, 'smiles', 'a molecule')!r}"
             )
-        ptr = torch.tensor([0, num_nodes], device=data.edge_index.device)
-        spd, path = shortest_path(data.edge_index, ptr, self.max_distance, self.max_hops)
-        data.spd = spd.to(torch.uint8)
-        data.path_edge = path.to(torch.int16)
+        data.spd, data.path_edge = one_graph_shortest_path(
+            edge_index, num_nodes, self.max_distance, self.max_hops, torch.uint8, torch.int16
+        )
         return data
 
     def __repr__(self) -> str:

@@ -1,4 +1,5 @@
 import networkx as nx
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -137,6 +138,29 @@ def test_batched_equals_per_molecule(real_smiles):
         start += n * n
         edge_offset += data.edge_index.size(1)
     assert start == spd.numel()
+
+
+def test_one_graph_routes_agree(real_smiles):
+    # A molecule of at most 128 atoms on the CPU takes the numpy steps; larger graphs and
+    # batches the torch kernel. Both must give the same outputs, either way round.
+    from pyg_molblend.functional.shortest_path import _one_graph_numpy, _shortest_path
+
+    ring = from_smiles("C1" + "C" * 198 + "C1")  # 200 atoms: the torch kernel's sparse route
+    spd, path = _run(ring)
+    n = ring.num_nodes
+    expected = [[min(abs(i - j), n - abs(i - j)) for j in range(n)] for i in range(n)]
+    assert spd.tolist() == expected
+    _check_paths(ring.edge_index, spd, path, 5)
+    for data in [ring] + [from_smiles(s) for s in real_smiles[:60]]:
+        n = data.num_nodes
+        for max_distance, max_hops in ((254, 5), (3, 2), (254, 0)):
+            ptr = torch.tensor([0, n])
+            spd, path = _shortest_path(data.edge_index, ptr, max_distance, max_hops)
+            np_spd, np_path = _one_graph_numpy(
+                data.edge_index.numpy(), n, max_distance, max_hops, np.int64, np.int64
+            )
+            assert torch.equal(spd, torch.from_numpy(np_spd))
+            assert torch.equal(path, torch.from_numpy(np_path))
 
 
 @st.composite
