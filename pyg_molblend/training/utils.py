@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "autocast",
     "check_finite_step",
     "check_precision",
+    "cpu_has_bf16_kernels",
     "dense_batch",
     "make_optimizer",
     "pin_memory_for",
@@ -260,9 +262,25 @@ def pin_memory_for(device: str | torch.device) -> bool:
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
+_bf16_warned = False
+
+
+def cpu_has_bf16_kernels() -> bool:
+    """Whether torch has bf16 matrix-product kernels for this CPU (oneDNN's check: AVX-512
+    or newer). Without them (an AVX2 CPU) bf16 autocast falls back to slow generic code:
+    on an AVX2 AMD EPYC an ESOL fine-tuning epoch took 11.4 s in bf16 against 1.0 s in
+    fp32. :obj:`True` where torch cannot say (nothing is then reported)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def check_precision(precision: str, device: str | torch.device) -> None:
     """Refuse a precision that is not one of :data:`PRECISIONS` or that the device cannot
-    run (TF32 is a CUDA mode).
+    run (TF32 is a CUDA mode); warn (once) when ``"bf16"`` is asked of a CPU
+    without bf16 kernels (:func:`cpu_has_bf16_kernels`), where it runs about 10x slower
+    than ``"fp32"``.
 
     Examples:
         >>> check_precision("bf16", "cpu")
@@ -278,6 +296,18 @@ def check_precision(precision: str, device: str | torch.device) -> None:
         raise ValueError(
             f"precision 'tf32' is a mode of CUDA matrix products, not available on device "
             f"{str(device)!r}; use 'fp32' or 'bf16' there"
+        )
+    global _bf16_warned
+    bf16_cpu = precision == "bf16" and torch.device(device).type == "cpu"
+    if bf16_cpu and not _bf16_warned and not cpu_has_bf16_kernels():
+        _bf16_warned = True  # once per process (warnings' own registry is reset by filters)
+        warnings.warn(
+            f"precision 'bf16': torch has no bf16 matrix kernels for this CPU (instruction "
+            f"set {torch.backends.cpu.get_cpu_capability()}), so it runs about 10x slower "
+            "than 'fp32' here (an ESOL fine-tuning epoch on an AVX2 CPU: 11.4 s against "
+            "1.0 s); use precision 'fp32'",
+            UserWarning,
+            stacklevel=2,
         )
 
 

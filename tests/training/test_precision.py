@@ -72,6 +72,37 @@ def test_unknown_or_unrunnable_precision_is_refused_by_name(make):
         make("fp16")
 
 
+def test_bf16_on_a_cpu_without_bf16_kernels_warns_and_runs(monkeypatch):
+    import warnings
+
+    from pyg_molblend.training import utils
+
+    monkeypatch.setattr(utils, "cpu_has_bf16_kernels", lambda: True)
+    monkeypatch.setattr(utils, "_bf16_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FinetuneConfig(precision="bf16")  # a CPU with bf16 kernels: nothing to say
+        monkeypatch.setattr(utils, "cpu_has_bf16_kernels", lambda: False)
+        FinetuneConfig(precision="fp32")
+        utils.check_precision("bf16", "meta")  # not a CPU
+    with pytest.warns(UserWarning, match=r"no bf16 matrix kernels .* about 10x slower"):
+        config = FinetuneConfig(precision="bf16")
+    assert config.precision == "bf16"  # a warning, not a refusal
+    with warnings.catch_warnings():  # once per process, not once per step
+        warnings.simplefilter("error")
+        utils.check_precision("bf16", "cpu")
+
+
+def test_bf16_kernel_check_follows_the_cpu_instruction_set():
+    from pyg_molblend.training.utils import cpu_has_bf16_kernels
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("DEFAULT", "AVX2", "AVX512"):
+        pytest.skip(f"not an x86 CPU ({capability})")
+    # oneDNN has bf16 kernels from AVX-512 on; AVX2 machines fall back to slow code.
+    assert cpu_has_bf16_kernels() == (capability == "AVX512")
+
+
 def test_cli_refuses_tf32_on_the_cpu_before_reading_anything(tmp_path, capsys):
     args = ["predict", "--checkpoint", "no/such.pt", "--smiles", "no/such.csv"]
     args += ["--out", str(tmp_path / "p.csv"), "--device", "cpu", "--precision", "tf32"]
