@@ -559,6 +559,50 @@ def report_qm9(data: dict[str, Any], plots: Path) -> list[str]:
     return lines
 
 
+#: ogbg-molhiv leaderboard entries placed beside ours (test ROC-AUC %, mean and std of 10
+#: seeds, from the OGB leaderboard page).
+MOLHIV_LEADERBOARD = (
+    ("GIN-virtual (OGB leaderboard, from scratch, 10 seeds)", 77.07, 1.49),
+    ("Graphormer (OGB leaderboard, pretrained on PCQM4M)", 80.51, 0.53),
+)
+
+
+def report_molhiv(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The ogbg-molhiv table: one row per ``benchmarks/ogbg_molhiv.py`` JSON file (label ->
+    its contents), then the leaderboard entries."""
+
+    def percent(values: list[float]) -> str:
+        mean, std = _stats([100 * v for v in values])
+        return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+    rows = []
+    for label, data in runs.items():
+        done = sorted(data["runs"], key=lambda r: r["seed"])
+        rows.append(
+            [
+                f"{label}, {data['settings']['epochs']} epochs",
+                percent([r["test_rocauc"] for r in done]),
+                percent([r["valid_rocauc"] for r in done]),
+                str(len(done)),
+                ", ".join(
+                    f"{100 * r['test_rocauc']:.2f} (seed {r['seed']}, epoch {r['best_epoch']})"
+                    for r in done
+                ),
+            ]
+        )
+    rows += [
+        [name, f"{mean:.2f} ± {std:.2f}", "", "10", ""] for name, mean, std in MOLHIV_LEADERBOARD
+    ]
+    header = [
+        "model",
+        "test ROC-AUC (%)",
+        "valid ROC-AUC (%)",
+        "seeds",
+        "per seed (test, selected epoch)",
+    ]
+    return markdown_table(header, rows, align="lrrrl").splitlines()
+
+
 def plot_pretraining(log: Path, out: Path) -> None:
     import matplotlib
 
@@ -652,6 +696,16 @@ def run_report(args: argparse.Namespace) -> dict[str, Any]:
     data = _load(results, "qm9_gap.json")
     if data is not None:
         sections["qm9"] = report_qm9(data, plots)
+    molhiv = {
+        label: data
+        for label, name in (
+            ("MoleBLEND `small`, shipped weights (70k steps)", "ogbg_molhiv_pretrained.json"),
+            ("MoleBLEND `small`, from scratch", "ogbg_molhiv_scratch.json"),
+        )
+        if (data := _load(results, name)) is not None and data["runs"]
+    }
+    if molhiv:
+        sections["molhiv"] = report_molhiv(molhiv)
     log = results / "pretrain_blend_log.jsonl"
     if log.exists():
         plot_pretraining(log, plots / "pretraining.png")
