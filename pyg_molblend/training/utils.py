@@ -298,8 +298,13 @@ def check_precision(precision: str, device: str | torch.device) -> None:
             f"{str(device)!r}; use 'fp32' or 'bf16' there"
         )
     global _bf16_warned
-    bf16_cpu = precision == "bf16" and torch.device(device).type == "cpu"
-    if bf16_cpu and not _bf16_warned and not cpu_has_bf16_kernels():
+    # Cheapest test first: precision_scope calls this once per training step.
+    if (
+        precision == "bf16"
+        and not _bf16_warned
+        and torch.device(device).type == "cpu"
+        and not cpu_has_bf16_kernels()
+    ):
         _bf16_warned = True  # once per process (warnings' own registry is reset by filters)
         warnings.warn(
             f"precision 'bf16': torch has no bf16 matrix kernels for this CPU (instruction "
