@@ -103,6 +103,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """A dropout rate: a number in [0, 1).
+
+    Examples:
+        >>> probability("0.1")
+        0.1
+        >>> try:
+        ...     probability("1")
+        ... except argparse.ArgumentTypeError as error:
+        ...     print(error)
+        must be in [0, 1), got 1.0
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--precision``, the two options of where and in what arithmetic a
     command computes (the pair is checked before any data is read)."""

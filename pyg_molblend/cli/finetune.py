@@ -20,6 +20,7 @@ from pyg_molblend.cli.common import (
     make_split,
     num_descriptors,
     positive_int,
+    probability,
     task_classes,
     write_predictions,
     write_split,
@@ -73,7 +74,7 @@ def add_arguments(subparsers: Any) -> None:
     ft.add_argument("--lr", type=float, default=3e-4)
     ft.add_argument("--weight-decay", type=float, default=0.0)
     ft.add_argument(
-        "--dropout", type=float, default=0.0, help="dropout before the task head (default: 0)"
+        "--dropout", type=probability, default=0.0, help="dropout before the task head (default: 0)"
     )
     ft.add_argument(
         "--freeze-encoder",
@@ -118,7 +119,7 @@ def add_arguments(subparsers: Any) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model's options (``--mode``, ``--checkpoint``, ``--from-scratch``,
-    ``--preset``), shared with ``hpopt``."""
+    ``--num-conformers``, ``--preset``, ``--attn-dropout``), shared with ``hpopt``."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--mode",
@@ -147,6 +148,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default="small",
         choices=sorted(PRESETS),
         help="model size when training from scratch (default: small)",
+    )
+    group.add_argument(
+        "--attn-dropout",
+        type=probability,
+        default=0.1,
+        help="dropout on the encoder's attention weights (default: 0.1, as in pretraining)",
     )
 
 
@@ -313,10 +320,11 @@ def train_member(
     one (``hpopt`` gives none); the training state goes to :obj:`state` (every
     ``args.state_interval`` seconds, at the end of an epoch), and ``args.resume`` continues
     from it."""
+    rates = {"attn_dropout": args.attn_dropout, "activation_dropout": 0.0, "drop_path": 0.0}
     if args.checkpoint:
-        encoder = load_encoder(args.checkpoint, activation_dropout=0.0, drop_path=0.0)
+        encoder = load_encoder(args.checkpoint, **rates)
     else:
-        encoder = MoleBlend.from_preset(args.preset, activation_dropout=0.0, drop_path=0.0)
+        encoder = MoleBlend.from_preset(args.preset, **rates)
     predictor = MoleBlendPredictor(
         encoder,
         dataset.num_tasks,

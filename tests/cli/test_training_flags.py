@@ -87,6 +87,20 @@ def test_freeze_encoder_keeps_the_pretrained_encoder(tmp_path):
     assert bool(changed) == (_metrics(out)["best_epoch"] == 2)
 
 
+def test_attention_dropout_reaches_every_layer_and_is_stored(tmp_path):
+    rates = {}
+    for value in ("0", "0.2"):
+        code, out = _finetune(
+            tmp_path, value, "--checkpoint", "pretrained", "--attn-dropout", value, "--epochs", "1"
+        )
+        assert code == 0
+        predictor, _ = load_predictor(out / "model.pt")
+        rates[value] = {layer.attn_dropout for layer in predictor.encoder.layers}
+        assert _metrics(out)["settings"]["attn_dropout"] == float(value)
+    assert rates == {"0": {0.0}, "0.2": {0.2}}
+    assert load_encoder("pretrained").layers[0].attn_dropout == 0.1  # the default's value
+
+
 def test_patience_stops_early_and_metric_selects(tmp_path):
     code, out = _finetune(
         tmp_path, "p", "--from-scratch", "--epochs", "8", "--patience", "1", "--metric", "mae"
@@ -108,6 +122,8 @@ def test_patience_stops_early_and_metric_selects(tmp_path):
         (["--class-weights", "balanced"], "class_weights='balanced' weights classification"),
         (["--unfreeze-after", "3", "--epochs", "3"], "unfreeze_after must be an integer"),
         (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+        (["--attn-dropout", "1"], "argument --attn-dropout: must be in [0, 1), got 1.0"),
+        (["--dropout", "-0.1"], "argument --dropout: must be in [0, 1), got -0.1"),
     ],
 )
 def test_controls_that_do_not_fit_exit_2(tmp_path, capsys, extra, message):
