@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyg_molblend.constants import (
@@ -163,7 +164,12 @@ class SPDBias(nn.Module):
         index = spd.clamp(max=self.max_distance) + 1
         index = torch.where(spd == SPD_UNREACHABLE, self.max_distance + 2, index)
         index = index.masked_fill(spd == SPD_PAD, 0)
-        return self.table(index).permute(0, 3, 1, 2)
+        # Padded pairs read zeros and pass no gradient back, as with padding_idx.
+        weight = self.table.weight
+        table = torch.cat([weight.new_zeros(1, self.heads), weight[1:]])
+        if index.device.type == "cpu":  # a cheaper backward there (gather_rows)
+            return gather_rows(table, index).permute(0, 3, 1, 2)
+        return F.embedding(index, table).permute(0, 3, 1, 2)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(heads={self.heads}, max_distance={self.max_distance})"
@@ -227,6 +233,30 @@ class EdgePathBias(nn.Module):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(heads={self.heads}, max_hops={self.max_hops})"
+
+
+def gather_rows(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]`` (``table`` ``[R, W]``, ``index`` any shape, out ``[*index.shape,
+    W]``) as a gather of single entries from the flattened table.
+
+    For narrow rows this is a CPU speed-up of the backward pass: the gradient of a
+    row-wise lookup (``nn.Embedding``, ``index_select(0, ...)``) is an ``index_add_``
+    that calls a vector kernel per index, about 25 ns for a row of 8; the gradient of
+    a flat gather is a 1-D ``index_add_``, a plain loop over the entries. :class:`SPDBias`
+    (rows of 8 heads), forward + backward on 2 threads: 1.7 against 3.1 ms for 32
+    molecules of 30 atoms, 20 against 44 ms for 31 of 132 (the forward alone is slower,
+    the backward much faster). Not for :func:`hop_sum`: its rows are gathered from
+    thousands of (hop, bond) rows and summed per pair, and both flat there measured
+    slower (4.2 against 5.5 ms for 32 BBBP molecules of 22 atoms).
+
+    Examples:
+        >>> table = torch.arange(6.0).view(3, 2)
+        >>> gather_rows(table, torch.tensor([[2, 0]])).tolist()
+        [[[4.0, 5.0], [0.0, 1.0]]]
+    """
+    width = table.size(-1)
+    flat = index.unsqueeze(-1) * width + torch.arange(width, device=index.device)
+    return table.reshape(-1).index_select(0, flat.view(-1)).view(*index.shape, width)
 
 
 def hop_sum(per_hop: Tensor, path: Tensor, compact: bool) -> Tensor:

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch_geometric.data import Batch
 
 from pyg_molblend import BlendedGraphTransformer
@@ -31,6 +32,45 @@ def test_spd_bias_by_hand():
     assert out.shape == (1, 2, 2, 3)
     assert out[0, 0].tolist() == [[2, 4, 8], [10, 6, 0]]
     assert out[0, 1].tolist() == [[3, 5, 9], [11, 7, 0]]
+
+
+def test_spd_bias_flat_gather_equals_embedding_lookup_and_gradient():
+    # On the CPU SPDBias gathers single entries (a cheaper backward); the values and the
+    # gradient must be nn.Embedding's, the padding row included (no gradient, output 0).
+    torch.manual_seed(0)
+    enc = SPDBias(heads=8, max_distance=20)
+    with torch.no_grad():
+        enc.table.weight[0] = 5.0  # even a non-zero padding row must not show
+    dense = to_dense(
+        Batch.from_data_list([from_smiles(s) for s in ["CCO", "c1ccccc1O", "[Na+].[Cl-]"]])
+    )
+    assert (dense.spd == SPD_PAD).any() and (dense.spd == SPD_UNREACHABLE).any()
+    grad = torch.randn(3, 8, *dense.spd.shape[1:])
+    out = enc(dense.spd)
+    (got,) = torch.autograd.grad(out, enc.table.weight, grad)
+    index = dense.spd.clamp(max=20) + 1
+    index = torch.where(dense.spd == SPD_UNREACHABLE, 22, index).masked_fill(
+        dense.spd == SPD_PAD, 0
+    )
+    weight = enc.table.weight.detach().clone().requires_grad_()
+    expected = F.embedding(index, weight, padding_idx=0).permute(0, 3, 1, 2)
+    expected = expected * (index != 0).unsqueeze(1)  # padded pairs: 0, as documented
+    (expected_grad,) = torch.autograd.grad(expected, weight, grad)
+    assert torch.equal(out, expected)
+    assert torch.allclose(got, expected_grad, atol=1e-5) and (got[0] == 0).all()
+
+
+def test_gather_rows_equals_indexing_and_its_gradient():
+    from pyg_molblend.nn.encoders import gather_rows
+
+    torch.manual_seed(0)
+    table = torch.randn(7, 3, requires_grad=True)
+    index = torch.randint(0, 7, (4, 5))
+    grad = torch.randn(4, 5, 3)
+    (got,) = torch.autograd.grad(gather_rows(table, index), table, grad)
+    (expected,) = torch.autograd.grad(table[index], table, grad)
+    assert torch.equal(gather_rows(table, index), table[index])
+    assert torch.allclose(got, expected, atol=1e-6)
 
 
 def test_edge_path_bias_by_hand():
