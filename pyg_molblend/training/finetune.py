@@ -39,6 +39,7 @@ from pyg_molblend.training.utils import (
     FiniteGuard,
     autocast,
     check_precision,
+    clip_gradients,
     dense_batch,
     make_optimizer,
     pin_memory_for,
@@ -408,7 +409,7 @@ def train_step(
         with autocast(precision, device):
             loss = predictor.loss(batch, predictor(dense))
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(predictor.parameters(), clip_norm)
+        grad_norm = clip_gradients(optimizer, clip_norm)
         guard.check(loss, grad_norm, scheduler.last_epoch + 1, scheduler.get_last_lr()[0], kept)
         optimizer.step()
     scheduler.step()

@@ -27,6 +27,7 @@ from pyg_molblend.training.utils import (
     FiniteGuard,
     autocast,
     check_precision,
+    clip_gradients,
     dense_batch,
     make_optimizer,
     pin_memory_for,
@@ -312,7 +313,7 @@ class _Run:
             with autocast(precision, self.device):
                 loss, parts = self.step_module(dense, self.generator)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
+            grad_norm = clip_gradients(optimizer, self.config.clip_norm)
             self.guard.check(
                 loss,
                 grad_norm,
