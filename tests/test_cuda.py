@@ -70,9 +70,12 @@ def test_encoder_on_cuda_matches_cpu(mode):
     with torch.no_grad():
         cpu = model.encode(batch, mode)
         cuda = model.cuda().encode(batch.to("cuda"), mode)
+        # The graph token alone in the last layer (SDPA with one query row).
+        graph_only = model.encode(batch.to("cuda"), mode, nodes=False).graph
     assert cuda.graph.is_cuda
     assert torch.allclose(cuda.graph.cpu(), cpu.graph, atol=1e-4, rtol=1e-3)
     assert torch.allclose(cuda.node.cpu(), cpu.node, atol=1e-4, rtol=1e-3)
+    assert torch.allclose(graph_only.cpu(), cpu.graph, atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])

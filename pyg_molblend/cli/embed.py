@@ -64,7 +64,7 @@ def embed_smiles(
         data = AddShortestPath()(data)
         prepared.append(conformer(data) if conformer is not None else data)
     rows = map_batches(
-        lambda dense: encoder.encode(dense, mode).graph.float(),
+        lambda dense: encoder.encode(dense, mode, nodes=False).graph.float(),
         prepared,
         batch_size,
         device,

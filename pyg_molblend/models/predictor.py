@@ -304,7 +304,7 @@ class MoleBlendPredictor(nn.Module):
     def forward(self, batch: Batch | Data | DenseMolBatch) -> Tensor:
         """Raw outputs ``[B, num_outputs]``: logits (multiclass: :obj:`num_classes` per
         task, task after task), or standardised regression values."""
-        out = self.encoder.encode(batch, self.mode)
+        out = self.encoder.encode(batch, self.mode, nodes=False)
         if self.num_descriptors == 0:
             return self.head(out.graph)
         descriptors = out.dense.descriptors

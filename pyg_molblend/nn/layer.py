@@ -155,8 +155,9 @@ class BlendedGraphTransformer(nn.Module):
 
     Shapes:
         - **input:** ``x`` ``[B, N, C]``, ``attn_bias`` ``[B, H, N, N]``, ``mask``
-          ``[B, N]`` (True = real atom)
-        - **output:** ``[B, N, C]``, zero at padded positions.
+          ``[B, N]`` (True = real atom), optional ``num_queries`` (int)
+        - **output:** ``[B, N, C]``, zero at padded positions (``[B, num_queries, C]``,
+          its first rows, when :obj:`num_queries` is given).
 
     Examples:
         >>> layer = BlendedGraphTransformer(16, heads=4)
@@ -203,14 +204,24 @@ class BlendedGraphTransformer(nn.Module):
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
-    def attention(self, x: Tensor, attn_bias: Tensor, mask: Tensor) -> Tensor:
+    def attention(
+        self, x: Tensor, attn_bias: Tensor, mask: Tensor, num_queries: int | None = None
+    ) -> Tensor:
+        """Multi-head attention of ``x`` over itself, ``[B, N, C]``; with
+        :obj:`num_queries`, only the first that many positions ask (``[B, num_queries, C]``)
+        while every position is still a key."""
         batch, num_nodes, _ = x.shape
         head_dim = self.channels // self.heads
+        queries = x if num_queries is None else x[:, :num_queries]
+        num_rows = queries.size(1)
 
-        def split(t: Tensor) -> Tensor:
-            return t.view(batch, num_nodes, self.heads, head_dim).transpose(1, 2)
+        def split(t: Tensor, rows: int) -> Tensor:
+            return t.view(batch, rows, self.heads, head_dim).transpose(1, 2)
 
-        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        q = split(self.q_proj(queries), num_rows)
+        k, v = split(self.k_proj(x), num_nodes), split(self.v_proj(x), num_nodes)
+        if num_queries is not None:
+            attn_bias = attn_bias[:, :, :num_queries]
         # A row whose keys are all padding (an all-padding sample) would softmax to NaN:
         # let it see every key; its output is zeroed below anyway.
         keys = mask | ~mask.any(-1, keepdim=True)
@@ -221,19 +232,32 @@ class BlendedGraphTransformer(nn.Module):
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0
             )
-        return self.out_proj(out.transpose(1, 2).reshape(batch, num_nodes, self.channels))
+        return self.out_proj(out.transpose(1, 2).reshape(batch, num_rows, self.channels))
 
     def feed_forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.activation_dropout(F.gelu(self.fc1(x))))
 
-    def forward(self, x: Tensor, attn_bias: Tensor, mask: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, attn_bias: Tensor, mask: Tensor, num_queries: int | None = None
+    ) -> Tensor:
+        """The layer's output ``[B, N, C]``, or with :obj:`num_queries` only that of the
+        first :obj:`num_queries` positions (``[B, num_queries, C]``, equal to the first
+        rows of the full output): the other positions are still keys and values of the
+        attention, but nothing else is computed for them. A readout of the graph token
+        (position 0) needs only ``num_queries=1`` in the last layer, which then costs
+        about a quarter of a full one (the key and value projections)."""
+        rows = x if num_queries is None else x[:, :num_queries]
+        kept = mask if num_queries is None else mask[:, :num_queries]
         if self.norm_first:
-            x = x + self.drop_path(self.dropout(self.attention(self.attn_norm(x), attn_bias, mask)))
+            normed = self.attn_norm(x)
+            attended = self.attention(normed, attn_bias, mask, num_queries)
+            x = rows + self.drop_path(self.dropout(attended))
             x = x + self.drop_path(self.dropout(self.feed_forward(self.ffn_norm(x))))
         else:
-            x = self.attn_norm(x + self.drop_path(self.dropout(self.attention(x, attn_bias, mask))))
+            attended = self.attention(x, attn_bias, mask, num_queries)
+            x = self.attn_norm(rows + self.drop_path(self.dropout(attended)))
             x = self.ffn_norm(x + self.drop_path(self.dropout(self.feed_forward(x))))
-        return x * mask.unsqueeze(-1).to(x.dtype)
+        return x * kept.unsqueeze(-1).to(x.dtype)
 
     def __repr__(self) -> str:
         return (

@@ -36,6 +36,26 @@ def test_output_independent_of_padding_and_batch_mates(mode):
     assert (b.node[1, 3:] == 0).all() and torch.isfinite(b.node).all()
 
 
+@pytest.mark.parametrize("mode", ["2d", "3d", "2d+3d", "blend"])
+def test_graph_only_encoding_equals_the_full_one(mode):
+    # nodes=False computes only the graph token in the last layer: the same graph states
+    # and the same gradients of a loss on them, and no atom states.
+    model = _tiny(num_layers=3).double().eval()
+    batch = Batch.from_data_list([_with_pos(s) for s in SMILES])
+    full = model.encode(batch, mode, generator=torch.Generator().manual_seed(1))
+    head = model.encode(batch, mode, generator=torch.Generator().manual_seed(1), nodes=False)
+    assert head.node is None and full.node is not None
+    assert torch.allclose(head.graph, full.graph, atol=1e-12)
+    if mode != "blend":  # forward() draws its own blend masks
+        assert torch.allclose(model(batch, mode), full.graph, atol=1e-12)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(head.graph.sin().sum(), params, allow_unused=True)
+    ref = torch.autograd.grad(full.graph.sin().sum(), params, allow_unused=True)
+    for a, b in zip(grads, ref, strict=True):
+        assert (a is None) == (b is None)
+        assert a is None or torch.allclose(a, b, atol=1e-12)
+
+
 def test_atom_permutation_equivariance():
     model = _tiny().eval()
     data = _with_pos("CC(=O)Oc1ccccc1C(=O)O")

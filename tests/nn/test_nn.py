@@ -248,6 +248,29 @@ def test_layer_matches_naive_attention_and_masks_padding():
         BlendedGraphTransformer(10, heads=4)
 
 
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_layer_queries_equal_the_first_rows_of_the_full_layer(norm_first):
+    # num_queries=q computes the first q positions only, every position still a key: the
+    # output and every parameter's gradient through it equal the full layer's first rows.
+    torch.manual_seed(0)
+    layer = BlendedGraphTransformer(16, heads=4, ffn_channels=32, norm_first=norm_first)
+    layer.eval()
+    x = torch.randn(3, 6, 16, dtype=torch.float64)
+    bias = torch.randn(3, 4, 6, 6, dtype=torch.float64)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] * 2 + [False] * 4])
+    layer.double()
+    for queries in (1, 2):
+        head = layer(x, bias, mask, num_queries=queries)
+        full = layer(x, bias, mask)
+        assert head.shape == (3, queries, 16)
+        assert torch.allclose(head, full[:, :queries], atol=1e-12)
+        grads = torch.autograd.grad(head.square().sum(), list(layer.parameters()))
+        ref = torch.autograd.grad(full[:, :queries].square().sum(), list(layer.parameters()))
+        assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, ref, strict=True))
+    # A padded query position is zero, as in the full layer.
+    assert (layer(x, bias, mask, num_queries=4)[2, 2:] == 0).all()
+
+
 def test_drop_path_is_per_sample():
     torch.manual_seed(3)
     drop = DropPath(0.5).train()
