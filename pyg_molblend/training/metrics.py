@@ -53,26 +53,60 @@ def _two_class_tasks(y_true: np.ndarray, y_score: np.ndarray):
             yield labels, y_score[valid, task]
 
 
+def _threshold_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives ``(tps, fps)`` at each distinct score taken as the
+    threshold, from the highest score down: the points of scikit-learn's
+    ``_binary_clf_curve``, which its ROC and precision-recall curves are made of."""
+    if not np.isfinite(scores).all():
+        raise ValueError(f"Scores must be finite, got {scores[~np.isfinite(scores)][0]}")
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    # The last position of each run of equal scores: a threshold counts all its ties.
+    ends = np.append(np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1)
+    tps = np.cumsum(labels[order])[ends]
+    return tps, ends + 1 - tps
+
+
+def _binary_roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of one task with both classes (the trapezoids through
+    every threshold, so a tie of a positive and a negative counts one half)."""
+    tps, fps = _threshold_counts(labels, scores)
+    tp, fp = np.append(0.0, tps), np.append(0.0, fps)
+    return float(np.sum(np.diff(fp) * (tp[1:] + tp[:-1])) / (2.0 * tps[-1] * fps[-1]))
+
+
+def _binary_average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision of one task with both classes: the precision at each threshold
+    weighted by the recall it adds (no interpolation)."""
+    tps, fps = _threshold_counts(labels, scores)
+    return float(np.sum(np.diff(np.append(0.0, tps)) * tps / (tps + fps)) / tps[-1])
+
+
 def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """ROC-AUC per task over present labels (NaN = missing), averaged over the tasks that
     have both classes (MoleculeNet / OGB convention); NaN if no task has both.
+
+    Equal to scikit-learn's ``roc_auc_score`` per task (a test compares them, ties
+    included), computed in numpy: about 50 us a task against several milliseconds, which
+    a validation pass of ToxCast's 617 tasks paid every epoch.
 
     Examples:
         >>> import numpy as np
         >>> y = np.array([[0.0, 1.0], [1.0, np.nan], [1.0, 1.0]])  # task 2 has one class only
         >>> roc_auc(y, np.array([[0.1, 0.5], [0.9, 0.5], [0.8, 0.5]]))
         1.0
+        >>> roc_auc(np.array([[0.0], [1.0], [1.0]]), np.array([[0.5], [0.5], [0.9]]))  # a tie
+        0.75
     """
-    from sklearn.metrics import roc_auc_score
-
-    scores = [roc_auc_score(labels, score) for labels, score in _two_class_tasks(y_true, y_score)]
+    scores = [_binary_roc_auc(labels, score) for labels, score in _two_class_tasks(y_true, y_score)]
     return float(np.mean(scores)) if scores else math.nan
 
 
 def pr_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """Average precision (area under the precision-recall curve) per task over present
     labels (NaN = missing), averaged over the tasks that have both classes (OGB's metric for
-    MUV and PCBA); NaN if no task has both.
+    MUV and PCBA); NaN if no task has both. Equal to scikit-learn's
+    ``average_precision_score`` per task, computed in numpy (see :func:`roc_auc`).
 
     Examples:
         >>> import numpy as np
@@ -80,10 +114,8 @@ def pr_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
         >>> round(pr_auc(y, np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.3], [0.1, 0.4]])), 4)
         0.8333
     """
-    from sklearn.metrics import average_precision_score
-
     scores = [
-        average_precision_score(labels, score)
+        _binary_average_precision(labels, score)
         for labels, score in _two_class_tasks(y_true, y_score)
     ]
     return float(np.mean(scores)) if scores else math.nan
