@@ -17,7 +17,7 @@ if [ "$#" -eq 0 ]; then
   exit 2
 fi
 for commit in "$@"; do
-  sha=$(git -C "$REPO" rev-parse --verify "$commit^{commit}") || {
+  sha=$(git -C "$REPO" rev-parse -q --verify "$commit^{commit}") || {
     echo "unknown commit: $commit" >&2
     exit 2
   }
