@@ -90,12 +90,10 @@ def test_roc_auc_and_pr_auc_equal_sklearn_per_task_with_ties(levels):
     # Scores rounded to a few levels tie across classes; float32 as predictions come.
     rng = np.random.default_rng(levels or 0)
     y = _with_missing(rng, (200, 40), "binary")
-    y[:, 0] = np.where(np.isnan(y[:, 0]), np.nan, 1.0)  # one class: left out
-    y[rng.random(y.shape) < 0.1] = 0.0
     score = rng.random((200, 40)).astype(np.float32)
     if levels is not None:
         score = np.round(score * levels) / levels
-    for task in range(1, 40):
+    for task in range(40):
         present = ~np.isnan(y[:, task])
         labels, scores = y[present, task : task + 1], score[present, task : task + 1]
         assert roc_auc(labels, scores) == pytest.approx(
