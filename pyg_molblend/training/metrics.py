@@ -67,19 +67,32 @@ def _threshold_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarra
     return tps, ends + 1 - tps
 
 
-def _binary_roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve of one task with both classes (the trapezoids through
-    every threshold, so a tie of a positive and a negative counts one half)."""
-    tps, fps = _threshold_counts(labels, scores)
+def _roc_area(tps: np.ndarray, fps: np.ndarray) -> float:
+    """Area under the ROC curve of one task from its :func:`_threshold_counts` (the
+    trapezoids through every threshold, so a tie of a positive and a negative counts one
+    half)."""
     tp, fp = np.append(0.0, tps), np.append(0.0, fps)
     return float(np.sum(np.diff(fp) * (tp[1:] + tp[:-1])) / (2.0 * tps[-1] * fps[-1]))
 
 
-def _binary_average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Average precision of one task with both classes: the precision at each threshold
-    weighted by the recall it adds (no interpolation)."""
-    tps, fps = _threshold_counts(labels, scores)
+def _average_precision(tps: np.ndarray, fps: np.ndarray) -> float:
+    """Average precision of one task from its :func:`_threshold_counts`: the precision at
+    each threshold weighted by the recall it adds (no interpolation)."""
     return float(np.sum(np.diff(np.append(0.0, tps)) * tps / (tps + fps)) / tps[-1])
+
+
+def _curve_means(
+    y_true: np.ndarray, y_score: np.ndarray, *areas: Callable[[np.ndarray, np.ndarray], float]
+) -> list[float]:
+    """Each of :obj:`areas` per task with both classes (:func:`_two_class_tasks`), averaged
+    over those tasks (NaN if there is none); one ranking of each task serves them all."""
+    values = [
+        [area(*_threshold_counts(labels, score)) for area in areas]
+        for labels, score in _two_class_tasks(y_true, y_score)
+    ]
+    if not values:
+        return [math.nan] * len(areas)
+    return [float(np.mean(column)) for column in zip(*values, strict=True)]
 
 
 def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -98,8 +111,7 @@ def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
         >>> roc_auc(np.array([[0.0], [1.0], [1.0]]), np.array([[0.5], [0.5], [0.9]]))  # a tie
         0.75
     """
-    scores = [_binary_roc_auc(labels, score) for labels, score in _two_class_tasks(y_true, y_score)]
-    return float(np.mean(scores)) if scores else math.nan
+    return _curve_means(y_true, y_score, _roc_area)[0]
 
 
 def pr_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -114,11 +126,7 @@ def pr_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
         >>> round(pr_auc(y, np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.3], [0.1, 0.4]])), 4)
         0.8333
     """
-    scores = [
-        _binary_average_precision(labels, score)
-        for labels, score in _two_class_tasks(y_true, y_score)
-    ]
-    return float(np.mean(scores)) if scores else math.nan
+    return _curve_means(y_true, y_score, _average_precision)[0]
 
 
 def _class_probabilities(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -342,7 +350,8 @@ def compute_metrics(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> d
         {'roc_auc': 1.0, 'pr_auc': 1.0}
     """
     if task_type == "classification":
-        return {"roc_auc": roc_auc(y_true, y_pred), "pr_auc": pr_auc(y_true, y_pred)}
+        roc, precision = _curve_means(y_true, y_pred, _roc_area, _average_precision)
+        return {"roc_auc": roc, "pr_auc": precision}
     if task_type == "multiclass":
         return {
             "cross_entropy": cross_entropy(y_true, y_pred),
