@@ -71,8 +71,15 @@ MEMORY_TARGET = 0.7  # optimised / naive peak memory, preset "base"
 
 
 # ---------------------------------------------------------------------- naive variants
-def naive_attention(self: BlendedGraphTransformer, x: Tensor, attn_bias: Tensor, mask: Tensor):
-    """(i) ``softmax(QK^T / sqrt(d) + bias) V`` with explicit logits."""
+def naive_attention(
+    self: BlendedGraphTransformer,
+    x: Tensor,
+    attn_bias: Tensor,
+    mask: Tensor,
+    num_queries: int | None = None,
+):
+    """(i) ``softmax(QK^T / sqrt(d) + bias) V`` with explicit logits (every position asks;
+    with ``num_queries`` the first rows of the result are kept, as the layer expects)."""
     batch, num_nodes, _ = x.shape
     head_dim = self.channels // self.heads
 
@@ -85,8 +92,8 @@ def naive_attention(self: BlendedGraphTransformer, x: Tensor, attn_bias: Tensor,
     logits = logits.masked_fill(~key_mask.view(batch, 1, 1, num_nodes), float("-inf"))
     prob = torch.softmax(logits, dim=-1)
     prob = F.dropout(prob, p=self.attn_dropout, training=self.training)
-    out = prob @ v
-    return self.out_proj(out.transpose(1, 2).reshape(batch, num_nodes, self.channels))
+    out = (prob @ v)[:, :, :num_queries]
+    return self.out_proj(out.transpose(1, 2).reshape(batch, out.size(2), self.channels))
 
 
 def naive_pair_head(self: PairHead, x: Tensor) -> Tensor:
