@@ -12,7 +12,7 @@ from pyg_molblend.constants import IGNORE_INDEX
 from pyg_molblend.nn.dropout import Dropout
 from pyg_molblend.nn.layer import key_padding_bias, pad_softmax_rows
 
-__all__ = ["DenoiseHead", "PairHead"]
+__all__ = ["DenoiseHead", "PairCrossEntropy", "PairHead"]
 
 
 class PairHead(nn.Module):
@@ -88,10 +88,10 @@ class PairHead(nn.Module):
         :data:`~pyg_molblend.constants.IGNORE_INDEX`; group :math:`g` is scored by
         outputs :math:`g C` to :math:`(g + 1) C - 1` (:math:`C` = ``num_classes``).
         Equal to ``cross_entropy`` over ``self(x)`` viewed as ``[B, N, N, -1, C]``, but
-        computed one group at a time: each ``[B, N, N, C]`` block is made, scored and
-        freed before the next (the edge head's five 60-class blocks instead of one
-        ``[B, N, N, 300]`` tensor: 2.3x faster on the CPU). :obj:`None` for both when
-        nothing is labelled.
+        computed one group at a time (each block is made, scored and freed before the
+        next: the edge head's five 60-class blocks instead of one ``[B, N, N, 300]``
+        tensor, 2.3x faster on the CPU) and class-major, ``[B, C, N, N]``, by
+        :class:`PairCrossEntropy`. :obj:`None` for both when nothing is labelled.
         """
         if labels.size(-1) * num_classes > self.out_channels:
             raise ValueError(
@@ -102,25 +102,19 @@ class PairHead(nn.Module):
         if not bool(count):
             return None, None
         row, col = self.factors(x)
+        m, (batch, num_nodes, _) = self.hidden_channels, row.shape
         total = correct = labels.new_zeros((), dtype=torch.float)
         for group in range(labels.size(-1)):
-            start = group * num_classes
-            logits = self._logits(row, col, start, start + num_classes)
-            target = labels[..., group]
-            # Fewer than 16 classes (the SPD head's 11) are padded on the CPU: 5.0 -> 1.7 ms
-            # forward + backward for 64 ZINC molecules (see pad_softmax_rows).
-            scored = pad_softmax_rows(logits.float())
-            total = total + F.cross_entropy(
-                scored.reshape(-1, scored.size(-1)),
-                target.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
+            start, stop = group * num_classes, (group + 1) * num_classes
+            # left[b, o, i, k] = sum_a row[b, i, a] W[o, a, k]: one [B N, m] x [m, C m]
+            # product, then class-major (a copy a fraction of the logits' size).
+            weight = self.head.weight[start:stop].view(num_classes, m, m)
+            weight = weight.permute(1, 0, 2).reshape(m, num_classes * m)
+            left = (row.reshape(-1, m) @ weight).view(batch, num_nodes, num_classes, m)
+            loss, hits = PairCrossEntropy.apply(
+                left.transpose(1, 2), col, self.head.bias[start:stop], labels[..., group]
             )
-            # Correct where the target's logit is the largest (a tie counts): half the cost
-            # of an argmax over the last dimension.
-            scores = logits.detach()
-            hit = scores.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            correct = correct + ((hit >= scores.amax(-1)) & (target != IGNORE_INDEX)).sum()
+            total, correct = total + loss, correct + hits
         return total / count, correct / count
 
     def __repr__(self) -> str:
@@ -128,6 +122,75 @@ class PairHead(nn.Module):
             f"{self.__class__.__name__}({self.row.in_features}, {self.out_channels}, "
             f"hidden_channels={self.hidden_channels})"
         )
+
+
+class PairCrossEntropy(torch.autograd.Function):
+    r"""Summed cross-entropy, and number of correct predictions, of pair logits
+    :math:`z_{boij} = \sum_k L_{boik} c_{bjk} + \beta_o` (:class:`PairHead`'s bilinear
+    form, one block of classes) against ``target`` ``[B, N, N]`` (class indices or
+    :data:`~pyg_molblend.constants.IGNORE_INDEX`), in one pass over class-major logits
+    ``[B, C, N, N]``.
+
+    Equal to ``F.cross_entropy(z, target, ignore_index=IGNORE_INDEX, reduction="sum")``
+    and to counting the labelled entries whose target logit is the largest (a tie
+    counts), with the same gradients for :math:`L`, :math:`c` and :math:`\beta`. Class-major
+    logits make the maximum over classes a reduction over an outer dimension, which the
+    CPU vectorises (7x faster than torch's ``amax`` over a last dimension of 60), and the
+    backward pass reuses the forward's exponentials instead of a log-softmax backward:
+    1.0 against 2.2 ms forward + backward per million logits on one AVX2 core (64 ZINC
+    molecules, the edge head's 60 classes). The logits exist only inside, never for
+    autograd.
+
+    Args (of :meth:`apply`):
+        left: ``[B, C, N, m]``; col: ``[B, N, m]``; bias: ``[C]``; target: ``[B, N, N]``.
+
+    Returns:
+        the summed loss (a differentiable scalar) and the count of correct entries.
+
+    Examples:
+        >>> left, col = torch.randn(2, 3, 4, 5), torch.randn(2, 4, 5)
+        >>> bias, target = torch.zeros(3), torch.randint(0, 3, (2, 4, 4))
+        >>> loss, correct = PairCrossEntropy.apply(left, col, bias, target)
+        >>> logits = torch.einsum("boik,bjk->boij", left, col)
+        >>> bool(torch.isclose(loss, F.cross_entropy(logits, target, reduction="sum")))
+        True
+        >>> correct.item() == (logits.argmax(1) == target).sum().item()
+        True
+    """
+
+    @staticmethod
+    def forward(ctx, left, col, bias, target):  # type: ignore[override]
+        batch, classes, num_nodes, m = left.shape
+        left = left.contiguous()
+        logits = torch.bmm(left.view(batch, classes * num_nodes, m), col.transpose(1, 2))
+        logits = logits.view(batch, classes, num_nodes, num_nodes).float()
+        logits.add_(bias.view(1, classes, 1, 1).float())
+        target = target.unsqueeze(1)
+        labelled = target != IGNORE_INDEX
+        index = target.clamp(min=0)
+        hit = logits.gather(1, index)
+        top = logits.amax(1, keepdim=True)
+        exp = logits.sub_(top).exp_()  # the logits are not needed after this
+        norm = exp.sum(1, keepdim=True)
+        loss = ((norm.log() + top - hit) * labelled).sum()
+        correct = ((hit >= top) & labelled).sum()
+        ctx.save_for_backward(left, col, exp, norm, index, labelled)
+        ctx.mark_non_differentiable(correct)
+        return loss, correct
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_correct):  # type: ignore[override]
+        left, col, exp, norm, index, labelled = ctx.saved_tensors
+        batch, classes, num_nodes, m = left.shape
+        weight = grad_loss * labelled
+        # softmax - one-hot, times the incoming gradient; in place over the saved
+        # exponentials (a second backward pass through this graph fails on them).
+        grad = exp.mul_(weight / norm).scatter_add_(1, index, -weight)
+        flat = grad.view(batch, classes * num_nodes, num_nodes)
+        grad_left = torch.bmm(flat.to(col.dtype), col).view(left.shape).to(left.dtype)
+        grad_col = torch.bmm(flat.transpose(1, 2).to(left.dtype), left.view(batch, -1, m))
+        grad_bias = grad.sum((0, 2, 3))
+        return grad_left, grad_col.to(col.dtype), grad_bias, None
 
 
 class DenoiseHead(nn.Module):

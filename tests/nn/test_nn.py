@@ -317,21 +317,31 @@ def test_hop_sum_routes_match_advanced_indexing():
 def test_pair_head_cross_entropy_equals_full_logits():
     torch.manual_seed(0)
     head = PairHead(channels=12, out_channels=3 * 4, hidden_channels=4)
+    with torch.no_grad():
+        head.head.bias.copy_(torch.randn(12))  # a bias that matters (it starts at zero)
     x = torch.randn(2, 5, 12, requires_grad=True)
     labels = torch.randint(0, 4, (2, 5, 5, 2))  # 2 of the 3 groups of 4 classes
     labels[0, :, :, 1] = -100
     labels[1, 3:] = -100
+    params = [x, *head.parameters()]
     loss, acc = head.cross_entropy(x, labels, num_classes=4)
-    (grad,) = torch.autograd.grad(loss, x)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
     logits = head(x)[..., :8].reshape(-1, 4)
     target = labels.reshape(-1)
     expected = torch.nn.functional.cross_entropy(logits, target, ignore_index=-100)
-    (expected_grad,) = torch.autograd.grad(expected, x)
+    expected_grads = torch.autograd.grad(expected, params, allow_unused=True)
     valid = target != -100
     expected_acc = (logits[valid].argmax(-1) == target[valid]).float().mean()
     assert torch.allclose(loss, expected, atol=1e-6)
-    assert torch.allclose(grad, expected_grad, atol=1e-6)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert torch.allclose(grad, expected_grad, atol=1e-6)
+    assert grads[-1][8:].abs().sum() == 0  # the unscored group's bias gets no gradient
     assert torch.allclose(acc, expected_acc)
+    # A second backward pass through the same graph is refused, not silently wrong.
+    loss, _ = head.cross_entropy(x, labels, num_classes=4)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
     assert head.cross_entropy(x, torch.full((2, 5, 5, 1), -100), 4) == (None, None)
     with pytest.raises(ValueError, match="4 groups of 4 classes need 16 outputs"):
         head.cross_entropy(x, labels.repeat(1, 1, 1, 2), 4)
