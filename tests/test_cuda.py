@@ -78,6 +78,29 @@ def test_encoder_on_cuda_matches_cpu(mode):
     assert torch.allclose(graph_only.cpu(), cpu.graph, atol=1e-4, rtol=1e-3)
 
 
+def test_pair_cross_entropy_on_cuda_matches_cpu():
+    from pyg_molblend.nn import PairHead
+
+    torch.manual_seed(0)
+    head = PairHead(channels=16, out_channels=2 * 60, hidden_channels=8)
+    with torch.no_grad():
+        head.head.bias.normal_()
+    x = torch.randn(4, 9, 16)
+    labels = torch.randint(0, 60, (4, 9, 9, 2))
+    labels[torch.rand(4, 9, 9, 2) < 0.3] = -100
+    results = []
+    for device in ("cpu", "cuda"):
+        head.to(device).zero_grad()
+        loss, acc = head.cross_entropy(x.to(device), labels.to(device), 60)
+        loss.backward()
+        grads = [p.grad.cpu() for p in head.parameters()]
+        results.append((loss.cpu(), acc.cpu(), grads))
+    (loss, acc, grads), (loss_cuda, acc_cuda, grads_cuda) = results
+    assert torch.allclose(loss_cuda, loss, atol=1e-5) and torch.equal(acc_cuda, acc)
+    for grad, grad_cuda in zip(grads, grads_cuda, strict=True):
+        assert torch.allclose(grad_cuda, grad, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_pretraining_step_on_cuda_has_finite_loss_and_gradients(precision):
     from pyg_molblend.training.utils import autocast, precision_scope
