@@ -135,11 +135,11 @@ class PairCrossEntropy(torch.autograd.Function):
     and to counting the labelled entries whose target logit is the largest (a tie
     counts), with the same gradients for :math:`L`, :math:`c` and :math:`\beta`. Class-major
     logits make the maximum over classes a reduction over an outer dimension, which the
-    CPU vectorises (7x faster than torch's ``amax`` over a last dimension of 60), and the
-    backward pass reuses the forward's exponentials instead of a log-softmax backward:
-    1.0 against 2.2 ms forward + backward per million logits on one AVX2 core (64 ZINC
-    molecules, the edge head's 60 classes). The logits exist only inside, never for
-    autograd.
+    CPU vectorises (0.35 against 2.5 ms for 64 x 26 x 26 rows of 60 on one AVX2 core), and
+    the backward pass reuses the forward's exponentials instead of a log-softmax backward.
+    The edge head's five 60-class blocks for 64 molecules of 26 atoms (13M logits),
+    forward + backward on that core: 106 against 149 ms with ``F.cross_entropy`` over
+    channels-last logits. The logits exist only inside, never for autograd.
 
     Args (of :meth:`apply`):
         left: ``[B, C, N, m]``; col: ``[B, N, m]``; bias: ``[C]``; target: ``[B, N, N]``.
