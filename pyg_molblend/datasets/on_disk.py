@@ -26,6 +26,7 @@ from pyg_molblend.datasets.utils import (
     _dumps,
     cache_key,
     describe,
+    file_content,
     input_files,
     shorten,
     worker_pool,
@@ -378,9 +379,13 @@ class OnDiskMoleculeDataset(Dataset):
     # ------------------------------------------------------------------ preparation
 
     def _key(self) -> str:
+        return cache_key(self.smiles_paths + self.sdf_paths, self._options())
+
+    def _options(self) -> dict[str, Any]:
+        """Every option that changes what the store holds (the inputs' paths included)."""
         from pyg_molblend.training.checkpoint import data_fingerprint
 
-        options = {
+        return {
             "class": type(self).__name__,
             "format": STORE_FORMAT,
             "smiles": self.smiles_paths,
@@ -394,7 +399,6 @@ class OnDiskMoleculeDataset(Dataset):
             "max_atoms": self.max_atoms,
             "shard_size": self.shard_size,
         }
-        return cache_key(self.smiles_paths + self.sdf_paths, options)
 
     def _tasks(self) -> Iterator[tuple[str, int, list[tuple]]]:
         """``(kind, shard, chunk)`` of every shard, in store order."""
@@ -606,6 +610,28 @@ class OnDiskMoleculeDataset(Dataset):
         the store or its inputs are, so a store rebuilt elsewhere from the same molecules
         resumes a pretraining run."""
         digest = hashlib.sha256(self.meta["digest"].encode())
+        if self._indices is not None:
+            digest.update(np.asarray(list(self.indices()), dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
+    def identity_digest(self) -> str:
+        """A digest of which molecules this dataset (or subset) holds, in order, but not
+        of their coordinates: the inputs' bytes (not their paths), the options, and each
+        molecule's source row, atom, bond and SMILES-byte counts, and the skipped rows.
+
+        Two stores prepared from the same inputs with the same options share it even when
+        RDKit's conformer timeout (wall-clock, so it depends on the machine's load) gave a
+        few molecules other coordinates or none, where :meth:`content_digest` differs: a
+        pretraining run resumes on such a rebuilt store with a warning
+        (:func:`~pyg_molblend.training.checkpoint.data_identity`)."""
+        options = {k: v for k, v in self._options().items() if k not in ("smiles", "sdf")}
+        files = [file_content(path) for path in self.smiles_paths + self.sdf_paths]
+        text = json.dumps({"options": options, "inputs": files}, sort_keys=True, default=repr)
+        digest = hashlib.sha256(text.encode())
+        skipped = [entry[:4] for entry in self.meta["skipped"]]  # not the messages (paths)
+        digest.update(json.dumps([self.meta["kinds"], self.meta["shards"], skipped]).encode())
+        for name in ("row", "num_nodes", "num_edges", "smiles_bytes"):
+            digest.update(self._index[name].tobytes())
         if self._indices is not None:
             digest.update(np.asarray(list(self.indices()), dtype=np.int64).tobytes())
         return digest.hexdigest()

@@ -32,6 +32,7 @@ __all__ = [
     "Rejections",
     "apply_transform",
     "cache_key",
+    "file_content",
     "merge_datasets",
     "num_without_pos",
 ]
@@ -114,16 +115,33 @@ def cache_key(inputs: Sequence[str | os.PathLike], options: Mapping[str, Any]) -
     files = []
     for path in inputs:
         path = osp.abspath(os.fspath(path))
-        if not osp.isfile(path):
-            raise FileNotFoundError(f"Input file not found: {path!r}")
-        stat = os.stat(path)
-        digest = _content_digest(
-            path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
-        )
-        files.append([path, stat.st_size, digest])
+        files.append([path, *file_content(path)])
     payload = {"format": CACHE_FORMAT, "inputs": files, "options": dict(options)}
     text = json.dumps(payload, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_content(path: str | os.PathLike) -> tuple[int, str]:
+    """The size and BLAKE2b digest of a file's bytes, wherever it lies (the part of
+    :func:`cache_key` that does not depend on the path; memoised the same way).
+
+    Raises:
+        FileNotFoundError: naming the path when it is not a file.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "a.csv").write_text("smiles\nCCO\n")
+        >>> _ = (folder / "b.csv").write_text("smiles\nCCO\n")
+        >>> file_content(folder / "a.csv") == file_content(folder / "b.csv")
+        True
+    """
+    path = osp.abspath(os.fspath(path))
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"Input file not found: {path!r}")
+    stat = os.stat(path)
+    digest = _content_digest(path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    return stat.st_size, digest
 
 
 def input_files(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:

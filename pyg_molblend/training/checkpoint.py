@@ -23,6 +23,7 @@ __all__ = [
     "PRETRAINED_PATH",
     "CheckpointError",
     "data_fingerprint",
+    "data_identity",
     "load_checkpoint",
     "load_encoder",
     "load_predictor",
@@ -89,6 +90,28 @@ def data_fingerprint(dataset: Sequence) -> str:
         if isinstance(labels, Tensor):
             digest.update(labels.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def data_identity(dataset: Sequence) -> str:
+    """Which molecules a model is trained on, in order, without their coordinates where
+    two builds of the same molecules can differ in them: for an on-disk store
+    (:meth:`~pyg_molblend.datasets.OnDiskMoleculeDataset.identity_digest`), whose RDKit
+    conformer timeout is wall-clock, so a store rebuilt on another machine may give a few
+    molecules other coordinates or none; :func:`data_fingerprint` for any other dataset
+    (which hashes no coordinates). A pretraining run whose :func:`data_fingerprint`
+    differs from its checkpoint's but whose identity does not resumes with a warning.
+
+    Examples:
+        >>> from pyg_molblend.data import from_smiles
+        >>> graphs = [from_smiles("CCO"), from_smiles("CCN")]
+        >>> data_identity(graphs) == data_fingerprint(graphs)  # an in-memory list
+        True
+    """
+    if hasattr(dataset, "identity_digest"):
+        digest = hashlib.sha256(f"{len(dataset)}\n".encode())
+        digest.update(dataset.identity_digest().encode())
+        return digest.hexdigest()
+    return data_fingerprint(dataset)
 
 
 def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:

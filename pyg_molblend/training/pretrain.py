@@ -7,6 +7,7 @@ import json
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,12 @@ from tqdm.auto import tqdm
 
 from pyg_molblend.data import DenseMolBatch, SizeBucketBatchSampler
 from pyg_molblend.models import MoleBlend
-from pyg_molblend.training.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
+from pyg_molblend.training.checkpoint import (
+    data_fingerprint,
+    data_identity,
+    load_checkpoint,
+    save_checkpoint,
+)
 from pyg_molblend.training.io import append_jsonl, atomic_write, json_safe, read_jsonl
 from pyg_molblend.training.utils import (
     FiniteGuard,
@@ -258,8 +264,12 @@ class _Run:
         self.checkpoint_path = out / CHECKPOINT_NAME
         self.snapshot_dir = out / SNAPSHOT_DIR
         self.log_path = out / "log.jsonl"
-        self.fingerprint = data_fingerprint(dataset)
-        self.extra = {**(extra or {}), "data_fingerprint": self.fingerprint}
+        self.fingerprint, self.identity = data_fingerprint(dataset), data_identity(dataset)
+        self.extra = {
+            **(extra or {}),
+            "data_fingerprint": self.fingerprint,
+            "data_identity": self.identity,
+        }
 
     def restore(self, resume: bool, overwrite: bool) -> None:
         """Continue from the checkpoint (with :obj:`resume`) or start afresh, removing
@@ -267,7 +277,9 @@ class _Run:
         path = self.checkpoint_path
         if resume and path.exists():
             payload = load_checkpoint(path, kind="pretrain")
-            _check_resumable(payload, path, self.model, self.config, self.world, self.fingerprint)
+            _check_resumable(
+                payload, path, self.model, self.config, self.world, self.fingerprint, self.identity
+            )
             self.model.load_state_dict(payload["encoder_state"])
             self.optimizer.load_state_dict(payload["optimizer"])
             self.scheduler.load_state_dict(payload["scheduler"])
@@ -425,8 +437,14 @@ def _check_resumable(
     config: PretrainConfig,
     world: int,
     fingerprint: str,
+    identity: str,
 ) -> None:
-    """Refuse to continue a checkpoint under other settings, naming each difference."""
+    """Refuse to continue a checkpoint under other settings, naming each difference.
+
+    Data whose fingerprint differs from the checkpoint's but whose identity does not
+    (:func:`~pyg_molblend.training.checkpoint.data_identity`: the same molecules in the
+    same order, some with other coordinates, as in an on-disk store rebuilt where RDKit's
+    wall-clock conformer timeout fell differently) continues with a warning."""
     differences = setting_differences(
         payload.get("config", {}), asdict(config), PretrainConfig.RESUME_KEYS
     )
@@ -434,7 +452,16 @@ def _check_resumable(
     if payload.get("world_size") != world:
         differences.append(f"processes {payload.get('world_size')} (this run: {world})")
     if payload.get("data_fingerprint") != fingerprint:
-        differences.append("the input molecules (another data set, or it changed)")
+        if payload.get("data_identity") == identity:
+            warnings.warn(
+                f"Resuming {str(path)!r} on data that holds its molecules in the same order "
+                "but not all of the same coordinates (an on-disk store prepared again from "
+                "the same inputs, where RDKit's conformer timeout, which is wall-clock, fell "
+                "on other molecules): the run continues, but not bit for bit",
+                stacklevel=2,
+            )
+        else:
+            differences.append("the input molecules (another data set, or it changed)")
     if differences:
         raise ValueError(
             f"Cannot resume {str(path)!r}: it was written with "

@@ -20,6 +20,7 @@ from pyg_molblend.cli import main
 from pyg_molblend.data import SizeBucketBatchSampler, from_smiles, to_dense
 from pyg_molblend.datasets import OnDiskMoleculeDataset, SDFDataset
 from pyg_molblend.datasets.utils import num_without_pos
+from pyg_molblend.models import MoleBlend
 from pyg_molblend.training.checkpoint import data_fingerprint
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
@@ -122,6 +123,60 @@ def test_fingerprint_follows_the_molecules_not_the_paths(tmp_path, corpus):
         if name.endswith(".index"):
             with np.load(Path(store.folder) / name, allow_pickle=False) as npz:
                 assert set(npz.files) >= {"offset", "num_nodes", "skipped", "content"}
+
+
+class TimesOut(AddConformer):
+    """Stands in for RDKit's wall-clock conformer timeout: which molecule (counted from 1)
+    gets no conformer is set on the class, so two builds differ while the transform's
+    description (its repr, in the store's key) stays the same."""
+
+    slow = 0
+
+    def embed(self, smiles, num_nodes):
+        self.count = getattr(self, "count", 0) + 1
+        return None if self.count == TimesOut.slow else super().embed(smiles, num_nodes)
+
+
+def test_identity_ignores_the_coordinates_of_a_rebuilt_store(tmp_path, corpus):
+    from pyg_molblend.training.checkpoint import data_identity
+
+    def build(folder, slow, source=corpus, transform=TimesOut):
+        TimesOut.slow = slow
+        return _store(tmp_path / folder, source, pre_transform=transform(seed=0), max_molecules=8)
+
+    store, rebuilt = build("a", slow=2), build("b", slow=5)
+    assert store.has_pos_per_graph.tolist() != rebuilt.has_pos_per_graph.tolist()
+    assert data_fingerprint(store) != data_fingerprint(rebuilt)  # other coordinates...
+    assert data_identity(store) == data_identity(rebuilt)  # ...of the same molecules
+    assert data_identity(store[torch.arange(4)]) == data_identity(rebuilt[torch.arange(4)])
+    assert data_identity(store[torch.arange(4)]) != data_identity(store)
+    edited = tmp_path / "edited.smi"
+    edited.write_text(corpus.read_text().replace("\n", "\nCCO\n", 1))  # one molecule more
+    assert data_identity(build("c", slow=2, source=edited)) != data_identity(store)
+    # Another conformer procedure is other data, not another timeout.
+    assert data_identity(build("d", slow=2, transform=EmbedsEveryOther)) != data_identity(store)
+    assert data_identity(_store(tmp_path / "e", corpus, max_molecules=8)) != data_identity(store)
+    graphs = [from_smiles("CCO"), from_smiles("CCN")]  # in memory: the fingerprint itself
+    assert data_identity(graphs) == data_fingerprint(graphs)
+
+
+def test_pretraining_resumes_on_a_rebuilt_store_with_a_warning(tmp_path, corpus):
+    from pyg_molblend.training.pretrain import PretrainConfig, pretrain
+
+    TimesOut.slow = 3
+    store = _store(tmp_path / "a", corpus, pre_transform=TimesOut(seed=0), max_molecules=24)
+    config = PretrainConfig(steps=2, batch_size=8, warmup_steps=1, progress=False)
+    out = tmp_path / "run"
+    pretrain(MoleBlend.from_preset("small"), store, out, config)
+    TimesOut.slow = 7  # prepared again elsewhere: another molecule timed out
+    rebuilt = _store(tmp_path / "b", corpus, pre_transform=TimesOut(seed=0), max_molecules=24)
+    with pytest.warns(UserWarning, match="same order but not all of the same coordinates"):
+        summary = pretrain(MoleBlend.from_preset("small"), rebuilt, out, config, resume=True)
+    assert summary["resumed_from"] == 2
+    # Other molecules are still refused.
+    other = _store(tmp_path / "c", corpus, pre_transform=TimesOut(seed=0), max_molecules=16)
+    with pytest.raises(ValueError, match="the input molecules"):
+        pretrain(MoleBlend.from_preset("small"), other, out, config, resume=True)
 
 
 def test_pair_relations_per_batch_equal_the_precomputed_ones(tmp_path, corpus):
