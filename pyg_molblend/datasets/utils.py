@@ -122,7 +122,7 @@ def cache_key(inputs: Sequence[str | os.PathLike], options: Mapping[str, Any]) -
 
 
 def file_content(path: str | os.PathLike) -> tuple[int, str]:
-    """The size and BLAKE2b digest of a file's bytes, wherever it lies (the part of
+    r"""The size and BLAKE2b digest of a file's bytes, wherever it lies (the part of
     :func:`cache_key` that does not depend on the path; memoised the same way).
 
     Raises:
