@@ -163,8 +163,10 @@ class PairCrossEntropy(torch.autograd.Function):
         batch, classes, num_nodes, m = left.shape
         left = left.contiguous()
         logits = torch.bmm(left.view(batch, classes * num_nodes, m), col.transpose(1, 2))
-        logits = logits.view(batch, classes, num_nodes, num_nodes).float()
-        logits.add_(bias.view(1, classes, 1, 1).float())
+        logits = logits.view(batch, classes, num_nodes, num_nodes)
+        if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: score in fp32
+            logits = logits.float()
+        logits.add_(bias.view(1, classes, 1, 1).to(logits.dtype))
         target = target.unsqueeze(1)
         labelled = target != IGNORE_INDEX
         index = target.clamp(min=0)
@@ -183,9 +185,9 @@ class PairCrossEntropy(torch.autograd.Function):
         left, col, exp, norm, index, labelled = ctx.saved_tensors
         batch, classes, num_nodes, m = left.shape
         weight = grad_loss * labelled
-        # softmax - one-hot, times the incoming gradient; in place over the saved
-        # exponentials (a second backward pass through this graph fails on them).
-        grad = exp.mul_(weight / norm).scatter_add_(1, index, -weight)
+        # softmax - one-hot, times the incoming gradient (a new tensor: the saved
+        # exponentials serve a second backward pass through the graph too).
+        grad = (exp * (weight / norm)).scatter_add_(1, index, -weight)
         flat = grad.view(batch, classes * num_nodes, num_nodes)
         grad_left = torch.bmm(flat.to(col.dtype), col).view(left.shape).to(left.dtype)
         grad_col = torch.bmm(flat.transpose(1, 2).to(left.dtype), left.view(batch, -1, m))
