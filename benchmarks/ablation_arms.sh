@@ -12,9 +12,16 @@
 # (MODES=3d beside the 2D arm's instance), and an arm another instance is training is skipped
 # (a lock file beside its output folder), never trained twice at once.
 #
-# One thread, niced: it shares the 2 cores with the evaluation queue. STORE must be the blend
-# run's prepared store (its cache key covers these inputs and options, so the arms read the
-# same molecules and conformers without preparing anything).
+# One thread, niced: it shares the 2 cores with the evaluation queue. STORE is the store the
+# blend run read (its cache key covers these inputs and options); where it is missing the
+# arm's command prepares it again (resumably: a killed preparation continues), and a store
+# prepared again holds the same molecules in the same order, a few with other conformers
+# (RDKit's timeout is wall-clock), on which `--resume` continues with a warning.
+#
+# Sessions end and machines get replaced: at the end of a session commit the training arm's
+# checkpoint as benchmarks/weights/ablation_<mode>_checkpoint.pt (about 9 MB; one at a time).
+# An arm whose output folder has no checkpoint starts from that committed file when the
+# repository of TREE holds one.
 set -eu
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 TREE=${TREE:-$REPO}
@@ -36,6 +43,12 @@ for mode in $MODES; do
   if ! flock -n 9; then
     echo "$mode arm: another instance is training it ($out.lock); skipped"
     continue
+  fi
+  committed=$TREE/benchmarks/weights/ablation_${mode}_checkpoint.pt
+  if [ ! -f "$out/checkpoint.pt" ] && [ -f "$committed" ]; then
+    mkdir -p "$out"
+    cp "$committed" "$out/checkpoint.pt"
+    echo "$mode arm: continuing from the committed $committed"
   fi
   echo "$mode arm: $out ($(date -u +%H:%M) UTC)"
   nice -n 19 "$PYTHON" -m pyg_molblend pretrain --smiles "$SHARED"/pretrain/*.csv.gz \
