@@ -92,7 +92,7 @@ def data_fingerprint(dataset: Sequence) -> str:
     return digest.hexdigest()
 
 
-def data_identity(dataset: Sequence) -> str:
+def data_identity(dataset: Sequence, fingerprint: str | None = None) -> str:
     """Which molecules a model is trained on, in order, without their coordinates where
     two builds of the same molecules can differ in them: for an on-disk store
     (:meth:`~pyg_molblend.datasets.OnDiskMoleculeDataset.identity_digest`), whose RDKit
@@ -100,6 +100,10 @@ def data_identity(dataset: Sequence) -> str:
     molecules other coordinates or none; :func:`data_fingerprint` for any other dataset
     (which hashes no coordinates). A pretraining run whose :func:`data_fingerprint`
     differs from its checkpoint's but whose identity does not resumes with a warning.
+
+    Args:
+        fingerprint (str, optional): :func:`data_fingerprint` of :obj:`dataset`, when
+            already computed (it is not computed twice).
 
     Examples:
         >>> from pyg_molblend.data import from_smiles
@@ -111,7 +115,7 @@ def data_identity(dataset: Sequence) -> str:
         digest = hashlib.sha256(f"{len(dataset)}\n".encode())
         digest.update(dataset.identity_digest().encode())
         return digest.hexdigest()
-    return data_fingerprint(dataset)
+    return data_fingerprint(dataset) if fingerprint is None else fingerprint
 
 
 def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:

@@ -264,7 +264,8 @@ class _Run:
         self.checkpoint_path = out / CHECKPOINT_NAME
         self.snapshot_dir = out / SNAPSHOT_DIR
         self.log_path = out / "log.jsonl"
-        self.fingerprint, self.identity = data_fingerprint(dataset), data_identity(dataset)
+        self.fingerprint = data_fingerprint(dataset)
+        self.identity = data_identity(dataset, self.fingerprint)
         self.extra = {
             **(extra or {}),
             "data_fingerprint": self.fingerprint,
