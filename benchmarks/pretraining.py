@@ -567,6 +567,28 @@ MOLHIV_LEADERBOARD = (
 )
 
 
+def merge_molhiv(results: Path, stem: str) -> dict[str, Any] | None:
+    """``STEM.json`` with the runs of ``STEM_seed<N>.json`` (seeds run as separate
+    processes, `benchmarks/ogbg_molhiv.py --seeds N`) added; a file of other settings, or
+    with a seed already present, is left out and named."""
+    data = _load(results, f"{stem}.json")
+    if data is None:
+        return None
+    runs, seeds = list(data["runs"]), {r["seed"] for r in data["runs"]}
+    extra = sorted(
+        results.glob(f"{stem}_seed*.json"), key=lambda p: int(p.stem.rsplit("seed", 1)[1])
+    )
+    for path in extra:
+        other = json.loads(path.read_text())
+        new = [r for r in other["runs"] if r["seed"] not in seeds]
+        if other["settings"] != data["settings"] or len(new) != len(other["runs"]):
+            print(f"left out {path}: other settings, or a seed already counted")
+            continue
+        runs += new
+        seeds |= {r["seed"] for r in new}
+    return {**data, "runs": runs}
+
+
 def report_molhiv(runs: dict[str, dict[str, Any]]) -> list[str]:
     """The ogbg-molhiv table: one row per ``benchmarks/ogbg_molhiv.py`` JSON file (label ->
     its contents), then the leaderboard entries."""
@@ -698,11 +720,11 @@ def run_report(args: argparse.Namespace) -> dict[str, Any]:
         sections["qm9"] = report_qm9(data, plots)
     molhiv = {
         label: data
-        for label, name in (
-            ("MoleBLEND `small`, shipped weights (70k steps)", "ogbg_molhiv_pretrained.json"),
-            ("MoleBLEND `small`, from scratch", "ogbg_molhiv_scratch.json"),
+        for label, stem in (
+            ("MoleBLEND `small`, shipped weights (70k steps)", "ogbg_molhiv_pretrained"),
+            ("MoleBLEND `small`, from scratch", "ogbg_molhiv_scratch"),
         )
-        if (data := _load(results, name)) is not None and data["runs"]
+        if (data := merge_molhiv(results, stem)) is not None and data["runs"]
     }
     if molhiv:
         sections["molhiv"] = report_molhiv(molhiv)
