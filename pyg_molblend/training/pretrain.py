@@ -452,22 +452,22 @@ def _check_resumable(
     differences += setting_differences(payload["encoder_config"], model.config, prefix="model ")
     if payload.get("world_size") != world:
         differences.append(f"processes {payload.get('world_size')} (this run: {world})")
-    if payload.get("data_fingerprint") != fingerprint:
-        if payload.get("data_identity") == identity:
-            warnings.warn(
-                f"Resuming {str(path)!r} on data that holds its molecules in the same order "
-                "but not all of the same coordinates (an on-disk store prepared again from "
-                "the same inputs, where RDKit's conformer timeout, which is wall-clock, fell "
-                "on other molecules): the run continues, but not bit for bit",
-                stacklevel=2,
-            )
-        else:
-            differences.append("the input molecules (another data set, or it changed)")
+    same_molecules = payload.get("data_identity") == identity
+    if payload.get("data_fingerprint") != fingerprint and not same_molecules:
+        differences.append("the input molecules (another data set, or it changed)")
     if differences:
         raise ValueError(
             f"Cannot resume {str(path)!r}: it was written with "
             + "; ".join(differences)
             + ". Resume with the original settings, or start afresh with overwrite=True"
+        )
+    if payload.get("data_fingerprint") != fingerprint:
+        warnings.warn(
+            f"Resuming {str(path)!r} on data that holds its molecules in the same order "
+            "but not all of the same coordinates (an on-disk store prepared again from "
+            "the same inputs, where RDKit's conformer timeout, which is wall-clock, fell "
+            "on other molecules): the run continues, but not bit for bit",
+            stacklevel=2,
         )
 
 

@@ -173,6 +173,12 @@ def test_pretraining_resumes_on_a_rebuilt_store_with_a_warning(tmp_path, corpus)
     with pytest.warns(UserWarning, match="same order but not all of the same coordinates"):
         summary = pretrain(MoleBlend.from_preset("small"), rebuilt, out, config, resume=True)
     assert summary["resumed_from"] == 2
+    # Another setting is refused, with no word of the run continuing.
+    smaller = PretrainConfig(steps=2, batch_size=4, warmup_steps=1, progress=False)
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(ValueError, match="batch"):
+        warnings.simplefilter("always")
+        pretrain(MoleBlend.from_preset("small"), rebuilt, out, smaller, resume=True)
+    assert not [w for w in caught if "continues" in str(w.message)]
     # Other molecules are still refused.
     other = _store(tmp_path / "c", corpus, pre_transform=TimesOut(seed=0), max_molecules=16)
     with pytest.raises(ValueError, match="the input molecules"):
