@@ -10,7 +10,8 @@
 # and copies Tox21 and 2,000 ZINC molecules from ../shared/data. The run installs the
 # wheels under /tmp/site, runs tests/test_cuda.py (including the training step under
 # torch.cuda.set_sync_debug_mode("error")) and benchmarks/gpu_check.py (Tox21 epoch,
-# small and base pretraining molecules/s against the targets, each in fp32, tf32 and bf16).
+# small and base pretraining molecules/s against the targets, each in fp32, tf32 and bf16;
+# small also at batch 256 in fp32, to tell a launch-bound step from a compute-bound one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=.gpu_check
