@@ -371,18 +371,17 @@ class OnDiskMoleculeDataset(Dataset):
         self._pre_transform = pre_transform
         self._handles: dict[int, tuple[int, list[int]]] = {}
         super().__init__(root, transform, log=False)
-        self.key = self._key()
+        self._store_options = self._options()
+        self.key = cache_key(self.smiles_paths + self.sdf_paths, self._store_options)
         self.folder = osp.join(root, f"ondisk_{self.key}")
         self._prepare()
         self._open()
 
     # ------------------------------------------------------------------ preparation
 
-    def _key(self) -> str:
-        return cache_key(self.smiles_paths + self.sdf_paths, self._options())
-
     def _options(self) -> dict[str, Any]:
-        """Every option that changes what the store holds (the inputs' paths included)."""
+        """Every option that changes what the store holds (the inputs' paths included);
+        computed once, in ``__init__``, for the key and :meth:`identity_digest`."""
         from pyg_molblend.training.checkpoint import data_fingerprint
 
         return {
@@ -624,7 +623,7 @@ class OnDiskMoleculeDataset(Dataset):
         few molecules other coordinates or none, where :meth:`content_digest` differs: a
         pretraining run resumes on such a rebuilt store with a warning
         (:func:`~pyg_molblend.training.checkpoint.data_identity`)."""
-        options = {k: v for k, v in self._options().items() if k not in ("smiles", "sdf")}
+        options = {k: v for k, v in self._store_options.items() if k not in ("smiles", "sdf")}
         files = [file_content(path) for path in self.smiles_paths + self.sdf_paths]
         text = json.dumps({"options": options, "inputs": files}, sort_keys=True, default=repr)
         digest = hashlib.sha256(text.encode())
