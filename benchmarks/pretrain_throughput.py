@@ -125,6 +125,12 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
             )
             return info
 
+        # As the CLI does before every command (trees since tune_malloc was added): keep
+        # freed tensor memory in the heap between steps.
+        from pyg_molblend.training import utils as training_utils
+
+        tune = getattr(training_utils, "tune_malloc", None)
+        info["tune_malloc"] = bool(tune()) if tune is not None else None
         seed_everything(spec["seed"])  # as the CLI does, before the model exists
         model = MoleBlend.from_preset(spec["preset"])
         # Trees before --precision know no such setting: fp32 is passed as nothing.

@@ -135,6 +135,9 @@ def config_options(parser: argparse.ArgumentParser, path: str) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pyg_molblend.training.utils import tune_malloc
+
+    tune_malloc()  # a command owns its process: keep freed tensor memory between steps
     try:
         if getattr(args, "precision", None) is not None:  # before any data is read
             from pyg_molblend.training.utils import check_precision

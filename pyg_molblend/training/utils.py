@@ -4,7 +4,10 @@ schedule, the optimizer, the non-finite step guard and the dense batch of a load
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import os
+import platform
 import random
 import warnings
 from collections.abc import Iterable, Iterator
@@ -33,8 +36,69 @@ __all__ = [
     "seed_everything",
     "set_rng_state",
     "setting_differences",
+    "tune_malloc",
     "warmup_cosine",
 ]
+
+
+#: Environment variables through which a user configures glibc's allocator; when one is
+#: set, :func:`tune_malloc` leaves the allocator alone.
+MALLOC_ENVIRONMENT = (
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "GLIBC_TUNABLES",
+)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
+
+
+def tune_malloc(
+    mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20
+) -> bool:
+    """Makes glibc's ``malloc`` keep freed tensor memory for the next training step instead
+    of returning it to the operating system, which then hands it back page by page.
+
+    By default glibc serves large blocks with ``mmap`` (a threshold that adapts up to 32
+    MiB) and gives the top of its heap back once more than twice that threshold is free.
+    A training step frees hundreds of MB of activations at its end, so every step took
+    its memory back as fresh pages, each a page fault: a ``small`` pretraining step (64
+    molecules, one AVX2 core) took 14,400 faults and 31 ms of kernel time in a 287 ms step;
+    with blocks up to :obj:`mmap_threshold` from the heap and up to :obj:`trim_threshold`
+    of free heap kept, 540 faults and 1.2 ms (262 ms a step). The memory kept is at most
+    :obj:`trim_threshold` beyond what the process holds in use. The command line calls
+    this before every command; call it once at the start of a training script for the
+    same effect (it lasts for the process and the loader workers forked from it).
+
+    Nothing is changed, and :obj:`False` returned, on a C library other than glibc or when
+    one of :data:`MALLOC_ENVIRONMENT` is set (the user's own settings win).
+
+    Args:
+        mmap_threshold (int, optional): blocks smaller than this come from the heap; at
+            most 32 MiB on 64-bit glibc. (default: 32 MiB)
+        trim_threshold (int, optional): free memory kept at the top of the heap.
+            (default: 256 MiB)
+
+    Returns:
+        whether the settings were applied.
+
+    Raises:
+        ValueError: for a threshold outside ``[0, 2**31)``.
+    """
+    for name, value in (("mmap_threshold", mmap_threshold), ("trim_threshold", trim_threshold)):
+        if not 0 <= value < 2**31:
+            raise ValueError(f"{name} must be in [0, 2**31) bytes, got {value}")
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if any(name in os.environ for name in MALLOC_ENVIRONMENT):
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # The threshold first: setting either one turns glibc's adaptive threshold off, and a
+    # fixed 128 KiB threshold with a large trim threshold is far slower than the default
+    # (every block of an activation's size mapped afresh: 2.5M faults in 16 steps).
+    if not mallopt(_M_MMAP_THRESHOLD, mmap_threshold):
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
 
 def seed_everything(seed: int) -> None:
