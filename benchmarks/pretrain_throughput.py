@@ -127,9 +127,10 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 
         # As the CLI does before every command (trees since tune_malloc was added): keep
         # freed tensor memory in the heap between steps.
-        from pyg_molblend.training import utils as training_utils
-
-        tune = getattr(training_utils, "tune_malloc", None)
+        try:
+            from pyg_molblend.training.utils import tune_malloc as tune
+        except ImportError:  # a tree from before it (or before training.utils)
+            tune = None
         info["tune_malloc"] = bool(tune()) if tune is not None else None
         seed_everything(spec["seed"])  # as the CLI does, before the model exists
         model = MoleBlend.from_preset(spec["preset"])
