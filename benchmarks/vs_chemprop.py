@@ -28,7 +28,9 @@ Protocol, per dataset:
 
 * Weights (``--checkpoints LABEL=WEIGHTS ...``): the test-metric runs of pyg-molblend are
   repeated once per entry, ``WEIGHTS`` a checkpoint file, ``pretrained`` (the shipped
-  weights) or ``scratch``; the timed runs use the defaults. Each run's validation metric is
+  weights) or ``scratch``, optionally followed by ``finetune`` options in the same word
+  (``"lpft=pretrained --unfreeze-after 5"``: a fine-tuning recipe is compared like a
+  checkpoint, and a label keeps its options in ``--json``); the timed runs use the defaults. Each run's validation metric is
   recorded too, and the report ranks the entries by validation alone (mean rank over the
   datasets), the rule for picking a pretraining checkpoint without looking at test scores.
 * ``--json`` is written after every run, and a run already in that file (same dataset,
@@ -166,8 +168,9 @@ def parse_weights(entries: list[str] | None) -> dict[str, str]:
                 file=sys.stderr,
             )
             raise SystemExit(2)
-        if spec not in ("scratch", "pretrained") and not Path(spec).is_file():
-            print(f"--checkpoints: {label}: no such checkpoint file {spec!r}", file=sys.stderr)
+        source = shlex.split(spec)[0] if shlex.split(spec) else ""
+        if source not in ("scratch", "pretrained") and not Path(source).is_file():
+            print(f"--checkpoints: {label}: no such checkpoint file {source!r}", file=sys.stderr)
             raise SystemExit(2)
         weights[f"pyg-molblend:{label}"] = spec
     return weights
@@ -197,11 +200,12 @@ def ours_command(
         command += ["--epochs", str(epochs)]
     if args.precision != "fp32":
         command += ["--precision", args.precision]
-    if weights == "scratch":
+    source, *options = shlex.split(weights)  # WEIGHTS, then any finetune options
+    if source == "scratch":
         command += ["--from-scratch"]
-    elif weights != DEFAULT_WEIGHTS:
-        command += ["--checkpoint", weights]
-    return command
+    elif source != DEFAULT_WEIGHTS:
+        command += ["--checkpoint", source]
+    return command + options
 
 
 def chemprop_command(
@@ -615,7 +619,9 @@ def main() -> int:
         default=None,
         metavar="LABEL=WEIGHTS",
         help="test-metric runs of pyg-molblend once per entry, WEIGHTS a checkpoint file, "
-        "'pretrained' or 'scratch' (default: one run at the defaults); ranked by validation",
+        "'pretrained' or 'scratch', optionally followed by finetune options in the same "
+        "quoted word ('lpft=pretrained --unfreeze-after 5'); default: one run at the "
+        "defaults; ranked by validation",
     )
     parser.add_argument(
         "--json",
