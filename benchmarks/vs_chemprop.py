@@ -30,9 +30,10 @@ Protocol, per dataset:
   repeated once per entry, ``WEIGHTS`` a checkpoint file, ``pretrained`` (the shipped
   weights) or ``scratch``, optionally followed by ``finetune`` options in the same word
   (``"lpft=pretrained --unfreeze-after 5"``: a fine-tuning recipe is compared like a
-  checkpoint, and a label keeps its options in ``--json``); the timed runs use the defaults. Each run's validation metric is
-  recorded too, and the report ranks the entries by validation alone (mean rank over the
-  datasets), the rule for picking a pretraining checkpoint without looking at test scores.
+  checkpoint, and a label keeps its options in ``--json``); the timed runs use the
+  defaults. Each run's validation metric is recorded too, and the report ranks the
+  entries by validation alone (mean rank over the datasets), the rule for picking a
+  pretraining checkpoint without looking at test scores.
 * ``--json`` is written after every run, and a run already in that file (same dataset,
   tool, epochs and seed; the scaffold split is deterministic) is not run again, so a long
   comparison continues over several sessions with the same command.

@@ -52,9 +52,7 @@ MALLOC_ENVIRONMENT = (
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
 
 
-def tune_malloc(
-    mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20
-) -> bool:
+def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
     """Makes glibc's ``malloc`` keep freed tensor memory for the next training step instead
     of returning it to the operating system, which then hands it back page by page.
 
@@ -62,12 +60,13 @@ def tune_malloc(
     MiB) and gives the top of its heap back once more than twice that threshold is free.
     A training step frees hundreds of MB of activations at its end, so every step took
     its memory back as fresh pages, each a page fault: a ``small`` pretraining step (64
-    molecules, one AVX2 core) took 14,400 faults and 31 ms of kernel time in a 287 ms step;
-    with blocks up to :obj:`mmap_threshold` from the heap and up to :obj:`trim_threshold`
-    of free heap kept, 540 faults and 1.2 ms (262 ms a step). The memory kept is at most
-    :obj:`trim_threshold` beyond what the process holds in use. The command line calls
-    this before every command; call it once at the start of a training script for the
-    same effect (it lasts for the process and the loader workers forked from it).
+    molecules, one AVX2 core) took 3,800-14,400 faults and 9-31 ms of kernel time (of
+    about 290 ms); with blocks up to :obj:`mmap_threshold` from the heap and up to
+    :obj:`trim_threshold` of free heap kept, under 1,000 faults and 1-3 ms. The memory
+    kept is at most :obj:`trim_threshold` beyond what the process holds in use. The
+    command line calls this before every command; call it once at the start of a training
+    script for the same effect (it lasts for the process and the loader workers forked
+    from it).
 
     Nothing is changed, and :obj:`False` returned, on a C library other than glibc or when
     one of :data:`MALLOC_ENVIRONMENT` is set (the user's own settings win).
