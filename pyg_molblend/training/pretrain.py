@@ -160,7 +160,10 @@ def pretrain(
     writes them again). Without :obj:`resume`, a folder that already holds a checkpoint is
     refused unless :obj:`overwrite` (which starts afresh and removes the old snapshots). A
     non-finite loss or gradient norm stops the run before the optimizer step, so no
-    checkpoint ever holds the diverged weights.
+    checkpoint ever holds the diverged weights. ``pyg-molblend pretrain`` first calls
+    :func:`~pyg_molblend.training.utils.tune_malloc` (on glibc, a few per cent of a CPU
+    step spent faulting in freed memory again); a script calling this function does that
+    itself, once.
 
     Returns:
         A summary (steps, seconds, last losses, and the step it resumed from).
