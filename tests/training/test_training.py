@@ -135,39 +135,53 @@ class MallInfo(ctypes.Structure):
         "fordblks", "keepcost")]
 mallinfo = ctypes.CDLL(None).mallinfo
 mallinfo.restype = MallInfo
-def step():  # a training step's activations: 8 blocks of 10 MB, written, then freed
-    blocks = [torch.ones(2_500_000) for _ in range(8)]
+before = mallinfo().hblkhd
+block = torch.ones(5_000_000)  # the process's first block of 20 MB
+mapped = mallinfo().hblkhd - before
+del block
+def step():  # a training step's activations: 16 blocks of 10 MB, written, then freed
+    blocks = [torch.ones(2_500_000) for _ in range(16)]
     del blocks
-step()
+for _ in range(3):  # warm-up (the heap may grow once by a block, around small objects)
+    step()
 start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
     step()
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
-print(json.dumps({"applied": applied, "faults": faults, "free_heap": mallinfo().fordblks}))
+print(json.dumps(
+    {"applied": applied, "mapped": mapped, "faults": faults, "free_heap": mallinfo().fordblks}
+))
 """
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_tune_malloc_keeps_a_steps_freed_memory_for_the_next(tmp_path):
-    """In a fresh process, ten 'steps' that each write and free 80 MB: glibc's defaults
-    hand the memory back after each step and fault it in again (about 20,000 pages a
-    step); after tune_malloc the 80 MB stays in the heap, free, and no page is faulted."""
+    """In a fresh process glibc maps a first block of 20 MB on its own (its threshold
+    starts at 128 KiB and only adapts after such a block is freed) and unmaps it on free;
+    after tune_malloc it comes from the heap. Then ten 'steps' that each write and free
+    160 MB, after three to warm up: after tune_malloc the memory stays in the heap, free
+    (at most 256 MiB is kept), and no page is faulted again. (Without it the faults depend
+    on where small objects landed in the heap: about 390,000 in most runs, none in some,
+    so only the tuned process's faults are asserted.)"""
     script = tmp_path / "probe.py"
     script.write_text(_MALLOC_PROBE)
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENVIRONMENT}
     result = {}
     for mode in ("default", "tuned"):
         done = subprocess.run(
-            [sys.executable, str(script), mode], capture_output=True, text=True, env=env,
+            [sys.executable, str(script), mode],
+            capture_output=True,
+            text=True,
+            env=env,
             timeout=300,
         )
         assert done.returncode == 0, done.stderr[-2000:]
         result[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["default"]["mapped"] >= 20_000_000
     assert result["tuned"]["applied"] is True
-    assert result["tuned"]["free_heap"] >= 80_000_000
+    assert result["tuned"]["mapped"] == 0
+    assert result["tuned"]["free_heap"] >= 160_000_000
     assert result["tuned"]["faults"] < 1_000
-    assert result["default"]["free_heap"] < 80_000_000
-    assert result["default"]["faults"] > 10 * result["tuned"]["faults"] + 100
 
 
 def test_tune_malloc_leaves_a_users_settings_and_checks_its_arguments(monkeypatch):
