@@ -334,13 +334,17 @@ def test_hop_sum_routes_match_advanced_indexing():
         assert torch.equal(out, torch.zeros(1, 3))
 
 
-def test_pair_head_cross_entropy_equals_full_logits():
+@pytest.mark.parametrize("block_bytes", [PairHead.block_bytes, 1, 4 * 4 * 25 * 2])
+def test_pair_head_cross_entropy_equals_full_logits(block_bytes, monkeypatch):
+    """Also scored a molecule at a time (1 byte) and two at a time (a block of 2 molecules'
+    4 x 5 x 5 logits), as large molecules are: the same loss, accuracy and gradients."""
+    monkeypatch.setattr(PairHead, "block_bytes", block_bytes)
     torch.manual_seed(0)
     head = PairHead(channels=12, out_channels=3 * 4, hidden_channels=4)
     with torch.no_grad():
         head.head.bias.copy_(torch.randn(12))  # a bias that matters (it starts at zero)
-    x = torch.randn(2, 5, 12, requires_grad=True)
-    labels = torch.randint(0, 4, (2, 5, 5, 2))  # 2 of the 3 groups of 4 classes
+    x = torch.randn(3, 5, 12, requires_grad=True)
+    labels = torch.randint(0, 4, (3, 5, 5, 2))  # 2 of the 3 groups of 4 classes
     labels[0, :, :, 1] = -100
     labels[1, 3:] = -100
     params = [x, *head.parameters()]
@@ -362,6 +366,6 @@ def test_pair_head_cross_entropy_equals_full_logits():
     first = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     second = torch.autograd.grad(loss, params, allow_unused=True)
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
-    assert head.cross_entropy(x, torch.full((2, 5, 5, 1), -100), 4) == (None, None)
+    assert head.cross_entropy(x, torch.full((3, 5, 5, 1), -100), 4) == (None, None)
     with pytest.raises(ValueError, match="4 groups of 4 classes need 16 outputs"):
         head.cross_entropy(x, labels.repeat(1, 1, 1, 2), 4)
