@@ -6,7 +6,8 @@ the corpus exactly as ``pyg-molblend pretrain --smiles FILE`` does (the CLI's ow
 parser and corpus builder: since d422f92 an
 :class:`~pyg_molblend.datasets.OnDiskMoleculeDataset` with ``AddConformer(seed=0)``, pair
 relations per batch; before it a :class:`~pyg_molblend.datasets.SmilesDataset` with
-``AddShortestPath()`` and ``AddConformer(seed=0)`` as ``pre_transform``), builds
+``AddShortestPath()`` and ``AddConformer(seed=0)`` as ``pre_transform``), calls
+``tune_malloc()`` where the tree has it (as the CLI does before every command), builds
 ``MoleBlend.from_preset(preset)`` and times the public
 ``pyg_molblend.training.pretrain.pretrain(model, dataset, out, config)`` call for S1 and
 for S2 optimizer steps (``progress=False``, the CLI's defaults otherwise: batch 64, mode
