@@ -20,6 +20,7 @@ from pyg_molblend.constants import (
     SPD_PAD,
     SPD_UNREACHABLE,
 )
+from pyg_molblend.nn.layer import BLOCK_BYTES, batch_chunk
 
 __all__ = [
     "AtomEncoder",
@@ -123,8 +124,7 @@ class DegreeEncoder(nn.Module):
 
     def __repr__(self) -> str:
         return (
-            f"{self.__class__.__name__}({self.table.embedding_dim}, "
-            f"max_degree={self.max_degree})"
+            f"{self.__class__.__name__}({self.table.embedding_dim}, max_degree={self.max_degree})"
         )
 
 
@@ -295,7 +295,10 @@ class GaussianDistanceBias(nn.Module):
     The attention bias is :math:`\mathrm{MLP}(\phi_{ij}) \in \mathbb{R}^H`; the merged
     atom feature is :math:`W \sum_j \phi_{ij}` (summed over real partners :math:`j`,
     the self pair included). Computed in fp32. Ordered pairs use separate
-    row/column tables, as the reference does.
+    row/column tables, as the reference does. A batch whose ``[B, N, N, K]`` features
+    would pass :attr:`block_bytes` is encoded a few molecules at a time (the same
+    outputs), so that glibc serves each block from its heap instead of faulting in fresh
+    pages every step (see :func:`~pyg_molblend.training.utils.tune_malloc`).
 
     Args:
         heads (int): number of heads :math:`H`.
@@ -316,6 +319,9 @@ class GaussianDistanceBias(nn.Module):
         >>> bias.shape, atom.shape
         (torch.Size([1, 4, 2, 2]), torch.Size([1, 2, 8]))
     """
+
+    #: Largest fp32 ``[B, N, N, K]`` feature block made at once, in bytes.
+    block_bytes: int = BLOCK_BYTES
 
     def __init__(self, heads: int, channels: int, num_kernels: int = 128) -> None:
         super().__init__()
@@ -376,6 +382,21 @@ class GaussianDistanceBias(nn.Module):
         return torch.exp(torch.addcmul(-log_norm, z, z, value=-0.5))
 
     def forward(self, dist: Tensor, atom_type: Tensor, pair_mask: Tensor) -> tuple[Tensor, Tensor]:
+        # A few molecules at a time when the [B, N, N, K] features would pass block_bytes
+        # (large molecules: 58 MB at 86 atoms, K = 32), so that each block comes from
+        # glibc's heap instead of fresh pages; batches of drug-like molecules are one piece.
+        batch, num_nodes = dist.shape[:2]
+        per_chunk = batch_chunk(batch, 4 * self.num_kernels * num_nodes**2, self.block_bytes)
+        parts = [
+            self._forward(dist[i : i + per_chunk], atom_type[i : i + per_chunk],
+                          pair_mask[i : i + per_chunk])
+            for i in range(0, batch, per_chunk)
+        ]  # fmt: skip
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _forward(self, dist: Tensor, atom_type: Tensor, pair_mask: Tensor) -> tuple[Tensor, Tensor]:
         phi = self.basis(dist, atom_type) * pair_mask.unsqueeze(-1)
         bias = self.mlp(phi.to(self.mlp[0].weight.dtype))
         bias = bias.masked_fill(~pair_mask.unsqueeze(-1), 0.0).permute(0, 3, 1, 2)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from pyg_molblend.constants import IGNORE_INDEX
 from pyg_molblend.nn.dropout import Dropout
-from pyg_molblend.nn.layer import key_padding_bias, pad_softmax_rows
+from pyg_molblend.nn.layer import BLOCK_BYTES, batch_chunk, key_padding_bias, pad_softmax_rows
 
 __all__ = ["DenoiseHead", "PairCrossEntropy", "PairHead"]
 
@@ -45,7 +45,7 @@ class PairHead(nn.Module):
     """
 
     #: Largest fp32 logits block :meth:`cross_entropy` makes at once, in bytes.
-    block_bytes: int = 16 << 20
+    block_bytes: int = BLOCK_BYTES
 
     def __init__(self, channels: int, out_channels: int, hidden_channels: int = 32) -> None:
         super().__init__()
@@ -94,7 +94,8 @@ class PairHead(nn.Module):
         from its heap (below 32 MiB) instead of mapping and faulting in fresh pages every
         step (see :func:`~pyg_molblend.training.utils.tune_malloc`): a ``small``
         pretraining step on 64 ChEMBL molecules of 41-86 atoms, one thread: 1.53-1.68
-        against 1.88-2.05 s, 49-92k against 192-229k page faults. :obj:`None` for both
+        against 1.88-2.05 s, 49-92k against 192-229k page faults (1.35-1.40 s with
+        :class:`~pyg_molblend.nn.GaussianDistanceBias` split too). :obj:`None` for both
         when nothing is labelled.
         """
         if labels.size(-1) * num_classes > self.out_channels:
@@ -107,8 +108,7 @@ class PairHead(nn.Module):
             return None, None
         row, col = self.factors(x)
         m, (batch, num_nodes, _) = self.hidden_channels, row.shape
-        per_chunk = max(1, self.block_bytes // (4 * num_classes * num_nodes * num_nodes))
-        per_chunk = math.ceil(batch / math.ceil(batch / per_chunk))  # even chunks
+        per_chunk = batch_chunk(batch, 4 * num_classes * num_nodes**2, self.block_bytes)
         total = correct = labels.new_zeros((), dtype=torch.float)
         for group in range(labels.size(-1)):
             start, stop = group * num_classes, (group + 1) * num_classes

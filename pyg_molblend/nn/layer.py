@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -7,13 +9,35 @@ from torch import Tensor, nn
 from pyg_molblend.nn.dropout import Dropout, dropout
 
 __all__ = [
+    "BLOCK_BYTES",
     "MIN_SOFTMAX_WIDTH",
     "BlendedGraphTransformer",
     "DropPath",
+    "batch_chunk",
     "cpu_attention",
     "key_padding_bias",
     "pad_softmax_rows",
 ]
+
+#: Largest intermediate, in bytes, that the pair-wise modules with a per-molecule split
+#: (:class:`~pyg_molblend.nn.PairHead`'s loss, :class:`~pyg_molblend.nn.GaussianDistanceBias`)
+#: make at once: glibc serves blocks under 32 MiB from its heap, larger ones are mapped
+#: and faulted in afresh every step (see :func:`~pyg_molblend.training.utils.tune_malloc`).
+BLOCK_BYTES = 16 << 20
+
+
+def batch_chunk(batch: int, bytes_per_molecule: int, budget: int = BLOCK_BYTES) -> int:
+    """Molecules per chunk so that a chunk's intermediate stays within :obj:`budget`
+    bytes, the chunks as even as their number allows (at least one molecule each).
+
+    Examples:
+        >>> batch_chunk(64, 10 << 20, 16 << 20), batch_chunk(64, 100, 16 << 20)
+        (1, 64)
+        >>> batch_chunk(64, (16 << 20) // 63)  # 63 would fit: two chunks of 32
+        32
+    """
+    per_chunk = max(1, budget // max(bytes_per_molecule, 1))
+    return math.ceil(batch / math.ceil(batch / per_chunk))
 
 
 def key_padding_bias(mask: Tensor, dtype: torch.dtype = torch.float) -> Tensor:

@@ -131,6 +131,34 @@ def test_gaussian_bias_is_rotation_and_translation_invariant():
     assert torch.allclose(a, b, atol=1e-4) and torch.allclose(fa, fb, atol=1e-4)
 
 
+@pytest.mark.parametrize("block_bytes", [1, 4 * 8 * 6 * 6 * 2])
+def test_gaussian_bias_in_chunks_equals_one_piece(block_bytes):
+    """Encoded a molecule at a time (1 byte) or two at a time (3 molecules, 8 kernels, 6
+    atoms): the same bias, atom feature and parameter gradients as in one piece."""
+    from pyg_molblend.functional import pairwise_distance
+
+    torch.manual_seed(0)
+    enc = GaussianDistanceBias(heads=2, channels=4, num_kernels=8)
+    dist = pairwise_distance(torch.randn(3, 6, 3))
+    z = torch.randint(0, 10, (3, 6))
+    mask = torch.ones(3, 6, 6, dtype=torch.bool)
+    mask[2, 4:] = mask[2, :, 4:] = False  # a smaller third molecule
+    weight = torch.randn(3, 2, 6, 6), torch.randn(3, 6, 4)
+    results = []
+    for budget in (GaussianDistanceBias.block_bytes, block_bytes):
+        enc.block_bytes = budget
+        bias, atom = enc(dist, z, mask)
+        grads = torch.autograd.grad(
+            (bias * weight[0]).sum() + (atom * weight[1]).sum(), list(enc.parameters())
+        )
+        results.append((bias, atom, grads))
+    (bias, atom, grads), (chunked_bias, chunked_atom, chunked_grads) = results
+    torch.testing.assert_close(chunked_bias, bias)
+    torch.testing.assert_close(chunked_atom, atom)
+    for got, want in zip(chunked_grads, grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_atom_encoder_rejects_out_of_vocabulary():
     enc = AtomEncoder(4)
     x = from_smiles("CCO").x.clone()
