@@ -387,13 +387,13 @@ class GaussianDistanceBias(nn.Module):
         # glibc's heap instead of fresh pages; batches of drug-like molecules are one piece.
         batch, num_nodes = dist.shape[:2]
         per_chunk = batch_chunk(batch, 4 * self.num_kernels * num_nodes**2, self.block_bytes)
+        if per_chunk >= batch:
+            return self._forward(dist, atom_type, pair_mask)
         parts = [
             self._forward(dist[i : i + per_chunk], atom_type[i : i + per_chunk],
                           pair_mask[i : i + per_chunk])
             for i in range(0, batch, per_chunk)
         ]  # fmt: skip
-        if len(parts) == 1:
-            return parts[0]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _forward(self, dist: Tensor, atom_type: Tensor, pair_mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -35,8 +35,12 @@ def batch_chunk(batch: int, bytes_per_molecule: int, budget: int = BLOCK_BYTES) 
         (1, 64)
         >>> batch_chunk(64, (16 << 20) // 63)  # 63 would fit: two chunks of 32
         32
+        >>> batch_chunk(0, 100)  # an empty batch is one (empty) chunk
+        1
     """
     per_chunk = max(1, budget // max(bytes_per_molecule, 1))
+    if batch <= per_chunk:
+        return max(batch, 1)
     return math.ceil(batch / math.ceil(batch / per_chunk))
 
 
