@@ -94,9 +94,9 @@ class PairHead(nn.Module):
         from its heap (below 32 MiB) instead of mapping and faulting in fresh pages every
         step (see :func:`~pyg_molblend.training.utils.tune_malloc`): a ``small``
         pretraining step on 64 ChEMBL molecules of 41-86 atoms, one thread: 1.53-1.68
-        against 1.88-2.05 s, 49-92k against 192-229k page faults (1.35-1.40 s with
-        :class:`~pyg_molblend.nn.GaussianDistanceBias` split too). :obj:`None` for both
-        when nothing is labelled.
+        against 1.88-2.05 s, 49-92k against 192-229k page faults (1.31-1.42 s with
+        :class:`~pyg_molblend.nn.GaussianDistanceBias` and :class:`DenoiseHead` split
+        too). :obj:`None` for both when nothing is labelled.
         """
         if labels.size(-1) * num_classes > self.out_channels:
             raise ValueError(
@@ -214,7 +214,10 @@ class DenoiseHead(nn.Module):
         \hat\epsilon_i^c = w_c^\top \big\Vert_h \sum_j P^h_{ij} \, u^c_{ij} \, V^h_j + b_c
 
     with :math:`u_{ij} = (p_j - p_i) / (\lVert p_j - p_i \rVert + 10^{-5})` from the noisy
-    positions and :math:`\Psi` the encoder's atom-block attention bias.
+    positions and :math:`\Psi` the encoder's atom-block attention bias. A batch whose
+    ``[B, H, 3, N, N]`` product would pass :attr:`block_bytes` is computed a few molecules
+    at a time (see :func:`~pyg_molblend.nn.layer.batch_chunk`): the same output, except
+    that in training the attention dropout draws its mask chunk by chunk.
 
     Shapes:
         - **input:** ``x`` ``[B, N, C]``, ``attn_bias`` ``[B, H, N, N]``, ``delta``
@@ -230,6 +233,9 @@ class DenoiseHead(nn.Module):
         >>> out.shape  # one 3D vector per atom
         torch.Size([1, 3, 3])
     """
+
+    #: Largest fp32 ``[B, H, 3, N, N]`` block made at once, in bytes.
+    block_bytes: int = BLOCK_BYTES
 
     def __init__(self, channels: int, heads: int, attn_dropout: float = 0.1) -> None:
         super().__init__()
@@ -258,6 +264,19 @@ class DenoiseHead(nn.Module):
         )
 
     def forward(self, x: Tensor, attn_bias: Tensor, delta: Tensor, mask: Tensor) -> Tensor:
+        # A few molecules at a time when the [B, H, 3, N, N] product would pass
+        # block_bytes (59 MB for 64 molecules of 86 atoms), as PairHead's loss does.
+        batch, num_nodes, _ = x.shape
+        per_chunk = batch_chunk(batch, 4 * self.heads * 3 * num_nodes**2, self.block_bytes)
+        if per_chunk >= batch:
+            return self._forward(x, attn_bias, delta, mask)
+        return torch.cat([
+            self._forward(x[i : i + per_chunk], attn_bias[i : i + per_chunk],
+                          delta[i : i + per_chunk], mask[i : i + per_chunk])
+            for i in range(0, batch, per_chunk)
+        ])  # fmt: skip
+
+    def _forward(self, x: Tensor, attn_bias: Tensor, delta: Tensor, mask: Tensor) -> Tensor:
         batch, num_nodes, channels = x.shape
         head_dim = channels // self.heads
 

@@ -13,6 +13,7 @@ from pyg_molblend.nn import (
     EDGE,
     SPD,
     AtomEncoder,
+    DenoiseHead,
     DropPath,
     EdgePathBias,
     GaussianDistanceBias,
@@ -155,6 +156,29 @@ def test_gaussian_bias_in_chunks_equals_one_piece(block_bytes):
     (bias, atom, grads), (chunked_bias, chunked_atom, chunked_grads) = results
     torch.testing.assert_close(chunked_bias, bias)
     torch.testing.assert_close(chunked_atom, atom)
+    for got, want in zip(chunked_grads, grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 4 * 2 * 3 * 5 * 5 * 2])
+def test_denoise_head_in_chunks_equals_one_piece(block_bytes):
+    """A molecule at a time (1 byte) or two at a time (3 molecules, 2 heads, 5 atoms), in
+    eval mode: the same predicted noise and parameter gradients as in one piece."""
+    torch.manual_seed(0)
+    head = DenoiseHead(channels=8, heads=2).eval()
+    x, bias = torch.randn(3, 5, 8), torch.randn(3, 2, 5, 5)
+    pos = torch.randn(3, 5, 3)
+    delta = pos.unsqueeze(1) - pos.unsqueeze(2)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+    weight = torch.randn(3, 5, 3)
+    results = []
+    for budget in (DenoiseHead.block_bytes, block_bytes):
+        head.block_bytes = budget
+        out = head(x, bias, delta, mask)
+        results.append((out, torch.autograd.grad((out * weight).sum(), list(head.parameters()))))
+    (out, grads), (chunked, chunked_grads) = results
+    torch.testing.assert_close(chunked, out)
     for got, want in zip(chunked_grads, grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
