@@ -169,7 +169,7 @@ def parse_weights(entries: list[str] | None) -> dict[str, str]:
                 file=sys.stderr,
             )
             raise SystemExit(2)
-        source = shlex.split(spec)[0] if shlex.split(spec) else ""
+        source = (shlex.split(spec) or [""])[0]
         if source not in ("scratch", "pretrained") and not Path(source).is_file():
             print(f"--checkpoints: {label}: no such checkpoint file {source!r}", file=sys.stderr)
             raise SystemExit(2)

@@ -20,7 +20,7 @@ from pyg_molblend.constants import (
     SPD_PAD,
     SPD_UNREACHABLE,
 )
-from pyg_molblend.nn.layer import BLOCK_BYTES, batch_chunk
+from pyg_molblend.nn.layer import BLOCK_BYTES, in_batch_chunks
 
 __all__ = [
     "AtomEncoder",
@@ -385,16 +385,8 @@ class GaussianDistanceBias(nn.Module):
         # A few molecules at a time when the [B, N, N, K] features would pass block_bytes
         # (large molecules: 58 MB at 86 atoms, K = 32), so that each block comes from
         # glibc's heap instead of fresh pages; batches of drug-like molecules are one piece.
-        batch, num_nodes = dist.shape[:2]
-        per_chunk = batch_chunk(batch, 4 * self.num_kernels * num_nodes**2, self.block_bytes)
-        if per_chunk >= batch:
-            return self._forward(dist, atom_type, pair_mask)
-        parts = [
-            self._forward(dist[i : i + per_chunk], atom_type[i : i + per_chunk],
-                          pair_mask[i : i + per_chunk])
-            for i in range(0, batch, per_chunk)
-        ]  # fmt: skip
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        size = 4 * self.num_kernels * dist.size(1) ** 2
+        return in_batch_chunks(self._forward, (dist, atom_type, pair_mask), size, self.block_bytes)
 
     def _forward(self, dist: Tensor, atom_type: Tensor, pair_mask: Tensor) -> tuple[Tensor, Tensor]:
         phi = self.basis(dist, atom_type) * pair_mask.unsqueeze(-1)

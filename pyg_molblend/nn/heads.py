@@ -10,7 +10,13 @@ from torch import Tensor, nn
 
 from pyg_molblend.constants import IGNORE_INDEX
 from pyg_molblend.nn.dropout import Dropout
-from pyg_molblend.nn.layer import BLOCK_BYTES, batch_chunk, key_padding_bias, pad_softmax_rows
+from pyg_molblend.nn.layer import (
+    BLOCK_BYTES,
+    batch_chunk,
+    in_batch_chunks,
+    key_padding_bias,
+    pad_softmax_rows,
+)
 
 __all__ = ["DenoiseHead", "PairCrossEntropy", "PairHead"]
 
@@ -266,15 +272,8 @@ class DenoiseHead(nn.Module):
     def forward(self, x: Tensor, attn_bias: Tensor, delta: Tensor, mask: Tensor) -> Tensor:
         # A few molecules at a time when the [B, H, 3, N, N] product would pass
         # block_bytes (59 MB for 64 molecules of 86 atoms), as PairHead's loss does.
-        batch, num_nodes, _ = x.shape
-        per_chunk = batch_chunk(batch, 4 * self.heads * 3 * num_nodes**2, self.block_bytes)
-        if per_chunk >= batch:
-            return self._forward(x, attn_bias, delta, mask)
-        return torch.cat([
-            self._forward(x[i : i + per_chunk], attn_bias[i : i + per_chunk],
-                          delta[i : i + per_chunk], mask[i : i + per_chunk])
-            for i in range(0, batch, per_chunk)
-        ])  # fmt: skip
+        size = 4 * self.heads * 3 * x.size(1) ** 2
+        return in_batch_chunks(self._forward, (x, attn_bias, delta, mask), size, self.block_bytes)
 
     def _forward(self, x: Tensor, attn_bias: Tensor, delta: Tensor, mask: Tensor) -> Tensor:
         batch, num_nodes, channels = x.shape

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ __all__ = [
     "DropPath",
     "batch_chunk",
     "cpu_attention",
+    "in_batch_chunks",
     "key_padding_bias",
     "pad_softmax_rows",
 ]
@@ -42,6 +45,36 @@ def batch_chunk(batch: int, bytes_per_molecule: int, budget: int = BLOCK_BYTES) 
     if batch <= per_chunk:
         return max(batch, 1)
     return math.ceil(batch / math.ceil(batch / per_chunk))
+
+
+def in_batch_chunks(
+    fn: Callable[..., Any],
+    tensors: Sequence[Tensor],
+    bytes_per_molecule: int,
+    budget: int = BLOCK_BYTES,
+) -> Any:
+    """``fn(*tensors)`` computed :func:`batch_chunk` molecules at a time (every tensor
+    sliced along its first, batch, dimension) and its outputs, a tensor or a tuple of
+    tensors, concatenated along that dimension; one call when the batch fits.
+
+    Examples:
+        >>> x = torch.arange(6.0).view(3, 2)
+        >>> calls = []
+        >>> def double(t):
+        ...     calls.append(len(t))
+        ...     return 2 * t, t.sum(1)
+        >>> out, total = in_batch_chunks(double, [x], bytes_per_molecule=8, budget=16)
+        >>> calls, out.tolist(), total.tolist()
+        ([2, 1], [[0.0, 2.0], [4.0, 6.0], [8.0, 10.0]], [1.0, 5.0, 9.0])
+    """
+    batch = tensors[0].size(0)
+    per_chunk = batch_chunk(batch, bytes_per_molecule, budget)
+    if per_chunk >= batch:
+        return fn(*tensors)
+    parts = [fn(*(t[i : i + per_chunk] for t in tensors)) for i in range(0, batch, per_chunk)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(outputs) for outputs in zip(*parts, strict=True))
+    return torch.cat(parts)
 
 
 def key_padding_bias(mask: Tensor, dtype: torch.dtype = torch.float) -> Tensor:
