@@ -321,8 +321,7 @@ def _prepare(
         except ValueError as error:
             if not skip_invalid:
                 raise ValueError(
-                    f"{where[i]}: {error}; pass --skip-invalid (skip_invalid=True) to predict "
-                    "the others"
+                    f"{where[i]}: {error}; pass skip_invalid=True to predict the others"
                 ) from None
             status.append("invalid_smiles")
             continue
@@ -330,8 +329,7 @@ def _prepare(
             if not skip_invalid:
                 raise ValueError(
                     f"{where[i]}: molecule {shorten(str(text))!r} has {data.num_nodes} atoms, "
-                    f"above max_atoms={max_atoms}; pass --skip-invalid (skip_invalid=True) to "
-                    "predict the others"
+                    f"above max_atoms={max_atoms}; pass skip_invalid=True to predict the others"
                 )
             status.append("too_many_atoms")
             continue
