@@ -31,6 +31,19 @@ QM9=${QM9:-/work/qm9-pretrain}
 STORE=${STORE:-/work/pretrain-5m/data}
 PREFIX=${PREFIX:-/work/pretrain-5m}
 MODES=${MODES:-2d 3d}
+# A replaced machine has neither the venv nor the QM9 links: make the links (parts 01-16, part
+# 17 held out as in RESULTS.md section 5), and say how to make the venv instead of failing later.
+if [ ! -x "$PYTHON" ]; then
+  echo "no $PYTHON: run 'make setup' in /work/main first (or set PYTHON)" >&2
+  exit 2
+fi
+if [ ! -d "$QM9/raw" ]; then
+  mkdir -p "$QM9/raw"
+  for part in $(seq -w 1 16); do
+    ln -s "$SHARED/3d/qm9/qm9_b3lyp_part$part.csv.gz" "$QM9/raw/"
+  done
+  echo "linked QM9 parts 01-16 of $SHARED/3d/qm9 under $QM9/raw"
+fi
 cd /work
 export PYTHONPATH=$TREE OMP_NUM_THREADS=1
 for mode in $MODES; do
