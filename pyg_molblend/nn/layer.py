@@ -23,9 +23,10 @@ __all__ = [
 ]
 
 #: Largest intermediate, in bytes, that the pair-wise modules with a per-molecule split
-#: (:class:`~pyg_molblend.nn.PairHead`'s loss, :class:`~pyg_molblend.nn.GaussianDistanceBias`)
-#: make at once: glibc serves blocks under 32 MiB from its heap, larger ones are mapped
-#: and faulted in afresh every step (see :func:`~pyg_molblend.training.utils.tune_malloc`).
+#: (:class:`~pyg_molblend.nn.PairHead`'s loss, :class:`~pyg_molblend.nn.GaussianDistanceBias`,
+#: :class:`~pyg_molblend.nn.DenoiseHead`) make at once: glibc serves blocks under 32 MiB
+#: from its heap, larger ones are mapped and faulted in afresh every step (see
+#: :func:`~pyg_molblend.training.utils.tune_malloc`).
 BLOCK_BYTES = 16 << 20
 
 
