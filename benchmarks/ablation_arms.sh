@@ -3,8 +3,12 @@
 # the 5M-visit blend run (RESULTS.md section 10b): the same store, model, schedule and seed,
 # only `--mode` differs. The arms run one after the other, each continued from its checkpoint
 # (`--resume`), so re-running this script after a session ends goes on where it stopped; an arm
-# whose 80,000-step snapshot exists is done. `weights_queue.sh` fine-tunes the arms' 70k and
-# 80k snapshots (the blend run's pick and its end) on ESOL, FreeSolv and BBBP once they exist.
+# whose 80,000-step snapshot exists is done. A done arm's 70k and 80k snapshots (the blend run's
+# pick and its end) are then fine-tuned on ESOL, FreeSolv and BBBP, 3 seeds each, by
+# `vs_chemprop.py` into JSON, a copy of the blend run's `results/vs_chemprop_weights.json`
+# (labels 2d70k, 2d80k, 3d70k, 3d80k beside its s70k and s80k; runs already in it are skipped,
+# so this resumes too). JSON lies outside the repository: copy it back when it is complete.
+# chemprop is not needed (its runs are in the file already).
 #
 #   TREE=/work/eval nohup /work/eval/benchmarks/ablation_arms.sh >> /work/ablation_arms.log 2>&1 &
 #
@@ -12,7 +16,7 @@
 # (MODES=3d beside the 2D arm's instance), and an arm another instance is training is skipped
 # (a lock file beside its output folder), never trained twice at once.
 #
-# One thread, niced: it shares the 2 cores with the evaluation queue. STORE is the store the
+# One thread, niced: the other core trains the other arm. STORE is the store the
 # blend run read (its cache key covers these inputs and options); where it is missing the
 # arm's command prepares it again (resumably: a killed preparation continues), and a store
 # prepared again holds the same molecules in the same order, a few with other conformers
@@ -31,6 +35,8 @@ QM9=${QM9:-/work/qm9-pretrain}
 STORE=${STORE:-/work/pretrain-5m/data}
 PREFIX=${PREFIX:-/work/pretrain-5m}
 MODES=${MODES:-2d 3d}
+JSON=${JSON:-/work/results_pending/vs_chemprop_weights.json}
+EVAL=${EVAL:-/work/vsc_ablation}  # split files, fine-tuned models, MoleculeNet cache
 # A replaced machine has neither the venv nor the QM9 links: make the links (parts 01-16, part
 # 17 held out as in RESULTS.md section 5), and say how to make the venv instead of failing later.
 if [ ! -x "$PYTHON" ]; then
@@ -46,10 +52,33 @@ if [ ! -d "$QM9/raw" ]; then
 fi
 cd /work
 export PYTHONPATH=$TREE OMP_NUM_THREADS=1
+evaluate() {  # evaluate MODE: the done arm's 70k and 80k snapshots on the fast sets
+  local out=$PREFIX-$1 k
+  exec 8>"$JSON.lock"
+  flock 8  # one writer of JSON at a time (the other arm's instance may be evaluating)
+  if [ ! -f "$JSON" ]; then
+    mkdir -p "$(dirname "$JSON")"
+    cp "$TREE/benchmarks/results/vs_chemprop_weights.json" "$JSON"
+  fi
+  for k in 70 80; do
+    if [ ! -f "$out/snapshots/step_00${k}000.pt" ]; then
+      # an arm continued from a committed checkpoint past this step on a replaced machine
+      echo "$1 arm: no ${k}k snapshot in $out/snapshots; not evaluated" >&2
+      continue
+    fi
+    echo "$1 arm: fine-tuning its ${k}k snapshot ($(date -u +%H:%M) UTC) into $JSON"
+    nice -n 19 "$PYTHON" "$TREE/benchmarks/vs_chemprop.py" --no-timing --threads 1 \
+      --seeds 0 1 2 --datasets esol freesolv bbbp --work "$EVAL" --root "$EVAL/data" \
+      --json "$JSON" --checkpoints "$1${k}k=$out/snapshots/step_00${k}000.pt"
+  done
+  exec 8>&-
+  echo "$1 arm: evaluated ($(date -u +%H:%M) UTC)"
+}
 for mode in $MODES; do
   out=$PREFIX-$mode
   if [ -f "$out/snapshots/step_0080000.pt" ]; then
-    echo "$mode arm: done ($out)"
+    echo "$mode arm: trained ($out)"
+    evaluate "$mode"
     continue
   fi
   exec 9>"$out.lock"
@@ -69,4 +98,5 @@ for mode in $MODES; do
     --lr 2e-4 --warmup-steps 1000 --save-every 1000 --keep-every 10000 --num-workers 2 \
     --seed 0 --mode "$mode" --out "$out" --resume
   exec 9>&-
+  evaluate "$mode"
 done

@@ -373,12 +373,14 @@ REUSE_KEYS = ("threads", "timing_epochs", "metric_epochs", "precision")
 _RECORDED_DEFAULTS = {"precision": "fp32"}
 
 
-def load_previous(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
-    """The results of an earlier run recorded in ``--json`` and the weights of its labels
-    (both empty if none), after checking it measured the same thing; exits with status 2
-    otherwise."""
+def load_previous(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], dict[str, str], str | None]:
+    """The results of an earlier run recorded in ``--json``, the weights of its labels and
+    the chemprop version that made its chemprop runs (empty or None if none), after checking
+    it measured the same thing; exits with status 2 otherwise."""
     if not args.json or not Path(args.json).exists():
-        return {}, {}
+        return {}, {}, None
     payload = json.loads(Path(args.json).read_text())
     old = payload.get("args", {})
     for key in REUSE_KEYS:
@@ -398,7 +400,7 @@ def load_previous(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, s
                 file=sys.stderr,
             )
             raise SystemExit(2)
-    return payload.get("results", {}), old.get("weights", {})
+    return payload.get("results", {}), old.get("weights", {}), payload.get("chemprop")
 
 
 def recorded(entry: dict[str, Any], tool: str, kind: str, epochs: int | None, seed: int) -> bool:
@@ -664,7 +666,7 @@ def main() -> int:
 
     env = child_env(args.threads)
     args.weights = parse_weights(args.checkpoints)
-    previous, previous_weights = load_previous(args)
+    previous, previous_weights, previous_peer = load_previous(args)
     # Labels run before and not named now stay recorded (and reported) with their weights.
     all_weights = {**previous_weights, **args.weights}
     args.chemprop = resolve_chemprop(args.chemprop)
@@ -724,7 +726,8 @@ def main() -> int:
         },
         environment=environment(),
         load_average_at_start=load_at_start,
-        chemprop=peer,
+        # a run without chemprop adding to a file keeps the version that made its chemprop runs
+        chemprop=peer if peer is not None else previous_peer,
         finished=False,
         results=results,
     )

@@ -14,9 +14,8 @@
 # the pick on SIDER, Tox21 and ToxCast (3 seeds), the low-data protocol
 # (`results/lowdata_pretrain5m_pick.json`), and ogbg-molhiv (3 seeds x 30 epochs,
 # `results/ogbg_molhiv_pretrained.json`, resumable through MOLHIV/state_<label>), the same
-# from scratch (`results/ogbg_molhiv_scratch.json`), then the
-# 2D-only and 3D-only arms of `ablation_arms.sh` as their 70k and 80k snapshots appear
-# (ESOL, FreeSolv, BBBP; 3 seeds each, into the same JSON file).
+# from scratch (`results/ogbg_molhiv_scratch.json`). The ablation's 2D-only and 3D-only arms
+# are fine-tuned by `ablation_arms.sh` itself once each has trained.
 #
 #   TREE=/work/eval nohup benchmarks/weights_queue.sh > /work/weights_queue.log 2>&1 &
 #
@@ -35,7 +34,6 @@ RESULTS=${RESULTS:-$REPO/benchmarks/results}
 JSON=${JSON:-$RESULTS/vs_chemprop_weights.json}
 DONE=${DONE:-$WORK/queue_done}
 MOLHIV=${MOLHIV:-/work/molhiv}
-ARMS=${ARMS:-/work/pretrain-5m}  # the ablation arms are ARMS-2d and ARMS-3d
 OLD=benchmarks/weights/pretrained_small_4k.pt
 mkdir -p "$DONE"
 cd "$TREE" || exit 1
@@ -115,23 +113,7 @@ while true; do
     # the same protocol without pretraining, the baseline that says what the weights add
     stage scratch_molhiv molhiv --state-dir "$MOLHIV/state_scratch" \
       --json "$RESULTS/ogbg_molhiv_scratch.json"
-    # The ablation at this budget (ablation_arms.sh trains the arms): each arm's 70k and 80k
-    # snapshots (the steps of the blend run's pick and end) on the fast sets, as 2d70k etc.
-    waiting=0
-    for arm in 2d 3d; do
-      for k in 70 80; do
-        snapshot=$ARMS-$arm/snapshots/step_00${k}000.pt
-        if [ -f "$snapshot" ]; then
-          stage "${arm}_s$k" run --seeds 0 1 2 --datasets esol freesolv bbbp \
-            --checkpoints "${arm}${k}k=$snapshot"
-        else
-          waiting=1
-        fi
-      done
-    done
-    [ $waiting = 0 ] && exit 0
-    sleep 600
-    continue
+    exit 0
   fi
   [[ $failed == *" 80 "* ]] && exit 0
   sleep 60
