@@ -673,6 +673,9 @@ def predict_file(
                     bar.update(len(chunk))
                 if descriptors is not None:
                     _check_descriptor_rows(descriptors, done, path, exact=True)
+        if bar.total != done:  # the line count was an upper bound (header, blank lines)
+            bar.total = done
+            bar.refresh()
     finally:
         bar.close()
     _warn_fallbacks(counts["ok_2d_fallback"])

@@ -72,7 +72,11 @@ def test_predict_keeps_rows_columns_and_order_with_status(runs, library, tmp_pat
     ok = [0, 2, 4]
     expected = _reference(single / "model.pt", [LIBRARY[i][1] for i in ok])[:, 0]
     np.testing.assert_allclose(table["logS"][ok].astype(float), expected, rtol=1e-5)
-    assert "predicted 3 of 5 molecules" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "predicted 3 of 5 molecules" in captured.out
+    # the bar starts from the file's 6 lines (header included) and ends at the 5 rows, full
+    bars = [x for x in captured.err.replace("\r", "\n").splitlines() if x.startswith("predict:")]
+    assert "/6 " in bars[0] and "100%" in bars[-1] and " 5/5 " in bars[-1]
 
 
 def test_predict_output_does_not_depend_on_the_chunk_size(runs, library, tmp_path):
