@@ -89,7 +89,12 @@ def add_arguments(subparsers: Any) -> None:
     em.add_argument(
         "--checkpoint", required=True, help="pretrain or finetune checkpoint, or 'pretrained'"
     )
-    em.add_argument("--smiles", required=True, help="CSV with a 'smiles' column or .smi")
+    em.add_argument(
+        "--smiles", required=True, help="CSV/TSV with a SMILES column, or .smi/.txt"
+    )
+    em.add_argument(
+        "--smiles-column", help="SMILES column of a CSV (default: 'smiles', any case)"
+    )
     em.add_argument("--out", required=True, help="output .npy file ('.npy' is added if missing)")
     em.add_argument(
         "--mode",
@@ -118,7 +123,7 @@ def run(args: argparse.Namespace) -> np.ndarray:
         path = path.with_name(path.name + ".npy")
     check_writable(path.parent)
     load_checkpoint(args.checkpoint)  # a bad checkpoint fails before the SMILES are read
-    records = read_smiles_lines(args.smiles)
+    records = read_smiles_lines(args.smiles, args.smiles_column)
     out = embed_smiles(
         args.checkpoint,
         [smiles for _, smiles in records],

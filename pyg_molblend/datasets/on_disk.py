@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS, FEATURIZER
 from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
+from pyg_molblend.datasets.smiles import iter_smiles_table
 from pyg_molblend.datasets.utils import (
     Rejections,
     _dumps,
@@ -118,8 +119,6 @@ def _smiles_items(paths: Sequence[str], max_molecules: int | None) -> Iterator[t
     """``(row, where, smiles)`` of every molecule of the SMILES files, in order, read in
     chunks (as ``predict`` reads its input), so that a file of millions of rows is never
     held in memory whole."""
-    from pyg_molblend.training.inference import iter_smiles_table  # not at import: a cycle
-
     row = 0
     for path in paths:
         for chunk, column in iter_smiles_table(path, chunk_size=_READ_CHUNK):

@@ -1,64 +1,161 @@
-"""Unlabelled molecules from SMILES or SDF files (the pretraining corpus and ``embed``
-input)."""
+"""Unlabelled molecules from SMILES or SDF files (the pretraining corpus, and the input of
+``embed`` and ``predict``)."""
 
 from __future__ import annotations
 
 import gzip
 import os
 import os.path as osp
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch_geometric.data import Data
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
-from pyg_molblend.datasets.csv_dataset import read_csv_table
+from pyg_molblend.datasets.csv_dataset import _OPENERS, iter_csv_table
 from pyg_molblend.datasets.utils import CachedDataset, Rejections, input_files, shorten
 
-__all__ = ["SDFDataset", "SmilesDataset", "featurize_smiles", "read_smiles_file"]
+__all__ = [
+    "SDFDataset",
+    "SmilesDataset",
+    "featurize_smiles",
+    "iter_smiles_table",
+    "read_smiles_file",
+]
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Transform = Callable[[Data], Data]
 Filter = Callable[[Data], bool]
 
 
-def read_smiles_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
-    """``(line, smiles)`` of every molecule of a file, in order, with the line number a
-    text editor shows; see :func:`read_smiles_file` for the formats.
+def iter_smiles_table(
+    path: str | os.PathLike, smiles_column: str | None = None, chunk_size: int = 10_000
+) -> Iterator[tuple[pd.DataFrame, str]]:
+    r"""The rows of a SMILES file in chunks of :obj:`chunk_size`, as string tables indexed
+    by the line a text editor shows, each with the name of its SMILES column.
+
+    A ``.csv``/``.tsv`` file keeps all its columns; the SMILES column is
+    :obj:`smiles_column`, or by default the one named ``smiles`` in any case. Any other
+    file (``.smi``, ``.txt``) holds a SMILES per line and, after whitespace, an optional
+    name (column ``name``); blank lines are skipped and a first line reading ``smiles`` is
+    a header. Any of them may be ``.gz``, ``.bz2`` or ``.xz`` compressed. This is the one
+    reader of SMILES files: ``predict``, ``embed`` and both pretraining corpora use it.
 
     Raises:
-        ValueError: if the file does not exist or a CSV has no ``smiles`` column.
+        ValueError: naming the file if it does not exist, is empty, holds a header and
+            no molecules, or lacks the SMILES column.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "library.smi"
+        >>> _ = path.write_text("CCO ethanol\nc1ccccc1 benzene\n\nCN\n")
+        >>> for chunk, column in iter_smiles_table(path, chunk_size=2):
+        ...     print(chunk.index.tolist(), chunk[column].tolist(), chunk["name"].tolist())
+        [1, 2] ['CCO', 'c1ccccc1'] ['ethanol', 'benzene']
+        [4] ['CN'] ['']
     """
     path = os.fspath(path)
-    if not osp.isfile(path):
+    if not os.path.isfile(path):
         raise ValueError(f"SMILES file not found: {path!r}")
-    stem = path[:-3] if path.endswith(".gz") else path
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"SMILES file {path!r} is empty")
+    stem, compression = osp.splitext(path)
+    stem = stem if compression in _OPENERS else path
     if stem.endswith((".csv", ".tsv")):
-        table = read_csv_table(path, sep="," if stem.endswith(".csv") else "\t")
-        columns = {c.strip().lower(): c for c in table.columns}
-        if "smiles" not in columns:
-            raise ValueError(f"{path!r} has no 'smiles' column; columns are {list(table.columns)}")
-        cells = table[columns["smiles"]]
-        return [(int(line), s.strip()) for line, s in zip(cells.index, cells, strict=True)]
-    opener = gzip.open if path.endswith(".gz") else open
+        chunks = iter_csv_table(path, "," if stem.endswith(".csv") else "\t", chunk_size)
+        column = None
+        rows = 0
+        for chunk in chunks:
+            if column is None:
+                column = _smiles_column(path, list(chunk.columns), smiles_column)
+            rows += len(chunk)
+            if len(chunk):
+                yield chunk, column
+        if rows == 0:
+            raise ValueError(f"SMILES file {path!r} has a header but no molecules")
+        return
+    yield from _iter_smi(path, chunk_size)
+
+
+def _smiles_column(path: str, columns: list[str], wanted: str | None) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"{path!r} has no column {wanted!r}; columns are {columns}")
+        return wanted
+    matches = [c for c in columns if c.strip().lower() == "smiles"]
+    if not matches:
+        raise ValueError(
+            f"{path!r} has no 'smiles' column (name it with --smiles-column); columns are {columns}"
+        )
+    return matches[0]
+
+
+def _iter_smi(path: str, chunk_size: int) -> Iterator[tuple[pd.DataFrame, str]]:
+    import pandas as pd
+
+    def table(rows: list[tuple[str, str]], lines: list[int]) -> pd.DataFrame:
+        return pd.DataFrame(
+            rows, columns=["smiles", "name"], index=pd.Index(lines, name="line"), dtype=object
+        )
+
+    opener = _OPENERS.get(osp.splitext(path)[1], open)
+    rows: list[tuple[str, str]] = []
+    lines: list[int] = []
+    total = 0
+    first = True
     with opener(path, "rt") as f:
-        lines = [(number, line.split()) for number, line in enumerate(f, start=1)]
-    smiles = [(number, fields[0]) for number, fields in lines if fields]
-    if smiles and smiles[0][1].lower() == "smiles":
-        smiles = smiles[1:]
-    return smiles
+        for number, line in enumerate(f, start=1):
+            fields = line.split(maxsplit=1)
+            if not fields:
+                continue
+            if first and fields[0].lower() == "smiles":
+                first = False
+                continue
+            first = False
+            rows.append((fields[0], fields[1].strip() if len(fields) > 1 else ""))
+            lines.append(number)
+            if len(rows) == chunk_size:
+                total += len(rows)
+                yield table(rows, lines), "smiles"
+                rows, lines = [], []
+    if rows:
+        total += len(rows)
+        yield table(rows, lines), "smiles"
+    if total == 0:
+        raise ValueError(f"SMILES file {path!r} holds no molecules")
+
+
+def read_smiles_lines(
+    path: str | os.PathLike, smiles_column: str | None = None
+) -> list[tuple[int, str]]:
+    """``(line, smiles)`` of every molecule of a file, in order, with the line number a
+    text editor shows and surrounding whitespace stripped: :func:`iter_smiles_table` read
+    whole; see :func:`read_smiles_file` for the formats.
+
+    Raises:
+        ValueError: as :func:`iter_smiles_table`.
+    """
+    return [
+        (int(line), str(smiles).strip())
+        for chunk, column in iter_smiles_table(path, smiles_column)
+        for line, smiles in zip(chunk.index, chunk[column], strict=True)
+    ]
 
 
 def read_smiles_file(path: str | os.PathLike) -> list[str]:
     r"""SMILES strings of a file, in order.
 
-    A ``.csv``/``.tsv`` file (optionally ``.gz``) needs a ``smiles`` column (any case);
-    any other file (``.smi``, ``.txt``) holds one SMILES per line, as its first
-    whitespace-separated field; blank lines are skipped and a first line reading
-    ``smiles`` is taken as a header.
+    A ``.csv``/``.tsv`` file needs a ``smiles`` column (any case); any other file
+    (``.smi``, ``.txt``) holds one SMILES per line, as its first whitespace-separated
+    field; blank lines are skipped and a first line reading ``smiles`` is taken as a
+    header. Any of them may be ``.gz``, ``.bz2`` or ``.xz`` compressed.
 
     Raises:
-        ValueError: if the file does not exist or a CSV has no ``smiles`` column.
+        ValueError: naming the file if it does not exist, is empty, holds no molecules or
+            a CSV has no ``smiles`` column.
 
     Examples:
         >>> import tempfile, pathlib

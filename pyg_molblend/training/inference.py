@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data.featurize import from_smiles
+from pyg_molblend.datasets.smiles import iter_smiles_table
 from pyg_molblend.datasets.utils import shorten
 from pyg_molblend.models import MoleBlendPredictor, output_names
 from pyg_molblend.training.checkpoint import (
@@ -480,106 +481,6 @@ def _warn_fallbacks(fallbacks: int) -> None:
             "relations (status ok_2d_fallback)",
             stacklevel=3,
         )
-
-
-def iter_smiles_table(
-    path: str | os.PathLike, smiles_column: str | None = None, chunk_size: int = 10_000
-) -> Iterator[tuple[pd.DataFrame, str]]:
-    r"""The rows of a SMILES file in chunks of :obj:`chunk_size`, as string tables indexed
-    by the line a text editor shows, each with the name of its SMILES column.
-
-    A ``.csv``/``.tsv`` file (optionally compressed) keeps all its columns; the SMILES
-    column is :obj:`smiles_column`, or by default the one named ``smiles`` in any case.
-    Any other file (``.smi``, ``.txt``, optionally ``.gz``) holds a SMILES per line and,
-    after whitespace, an optional name (column ``name``); blank lines are skipped and a
-    first line reading ``smiles`` is a header.
-
-    Raises:
-        ValueError: naming the file if it does not exist, is empty, holds a header and
-            no molecules, or lacks the SMILES column.
-
-    Examples:
-        >>> import tempfile, pathlib
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "library.smi"
-        >>> _ = path.write_text("CCO ethanol\nc1ccccc1 benzene\n\nCN\n")
-        >>> for chunk, column in iter_smiles_table(path, chunk_size=2):
-        ...     print(chunk.index.tolist(), chunk[column].tolist(), chunk["name"].tolist())
-        [1, 2] ['CCO', 'c1ccccc1'] ['ethanol', 'benzene']
-        [4] ['CN'] ['']
-    """
-    from pyg_molblend.datasets.csv_dataset import iter_csv_table
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"SMILES file not found: {path!r}")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"SMILES file {path!r} is empty")
-    stem = path[:-3] if path.endswith((".gz", ".xz")) else path
-    stem = stem[:-4] if stem.endswith(".bz2") else stem
-    if stem.endswith((".csv", ".tsv")):
-        chunks = iter_csv_table(path, "," if stem.endswith(".csv") else "\t", chunk_size)
-        column = None
-        rows = 0
-        for chunk in chunks:
-            if column is None:
-                column = _smiles_column(path, list(chunk.columns), smiles_column)
-            rows += len(chunk)
-            if len(chunk):
-                yield chunk, column
-        if rows == 0:
-            raise ValueError(f"SMILES file {path!r} has a header but no molecules")
-        return
-    yield from _iter_smi(path, chunk_size)
-
-
-def _smiles_column(path: str, columns: list[str], wanted: str | None) -> str:
-    if wanted is not None:
-        if wanted not in columns:
-            raise ValueError(f"{path!r} has no column {wanted!r}; columns are {columns}")
-        return wanted
-    matches = [c for c in columns if c.strip().lower() == "smiles"]
-    if not matches:
-        raise ValueError(
-            f"{path!r} has no 'smiles' column (name it with --smiles-column); columns are {columns}"
-        )
-    return matches[0]
-
-
-def _iter_smi(path: str, chunk_size: int) -> Iterator[tuple[pd.DataFrame, str]]:
-    import gzip
-
-    import pandas as pd
-
-    def table(rows: list[tuple[str, str]], lines: list[int]) -> pd.DataFrame:
-        return pd.DataFrame(
-            rows, columns=["smiles", "name"], index=pd.Index(lines, name="line"), dtype=object
-        )
-
-    opener = gzip.open if path.endswith(".gz") else open
-    rows: list[tuple[str, str]] = []
-    lines: list[int] = []
-    total = 0
-    first = True
-    with opener(path, "rt") as f:
-        for number, line in enumerate(f, start=1):
-            fields = line.split(maxsplit=1)
-            if not fields:
-                continue
-            if first and fields[0].lower() == "smiles":
-                first = False
-                continue
-            first = False
-            rows.append((fields[0], fields[1].strip() if len(fields) > 1 else ""))
-            lines.append(number)
-            if len(rows) == chunk_size:
-                total += len(rows)
-                yield table(rows, lines), "smiles"
-                rows, lines = [], []
-    if rows:
-        total += len(rows)
-        yield table(rows, lines), "smiles"
-    if total == 0:
-        raise ValueError(f"SMILES file {path!r} holds no molecules")
 
 
 def _check_descriptor_rows(
