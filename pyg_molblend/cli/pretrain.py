@@ -55,15 +55,15 @@ def add_arguments(subparsers: Any) -> None:
         "--smiles",
         nargs="+",
         default=[],
-        help="SMILES files: CSV with a 'smiles' column, or .smi (optionally .gz); "
-        "molecules get RDKit conformers",
+        help="SMILES files: CSV/TSV with a 'smiles' column, or .smi (optionally .gz, .bz2 "
+        "or .xz); molecules get RDKit conformers",
     )
     pt.add_argument(
         "--sdf",
         nargs="+",
         default=[],
-        help="SDF files (optionally .gz) whose records carry 3D coordinates (DFT geometries "
-        "such as PCQM4Mv2's); records without 3D get RDKit conformers",
+        help="SDF files (optionally .gz, .bz2 or .xz) whose records carry 3D coordinates "
+        "(DFT geometries such as PCQM4Mv2's); records without 3D get RDKit conformers",
     )
     pt.add_argument(
         "--qm9",

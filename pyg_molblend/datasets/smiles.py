@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import os.path as osp
 from collections.abc import Callable, Iterator, Sequence
@@ -377,7 +376,7 @@ class SDFDataset(SmilesDataset):
         large = Rejections(f"above max_atoms={self.max_atoms}", self.skip_invalid, source)
         row = 0
         for path in self.paths:
-            opener = gzip.open if path.endswith(".gz") else open
+            opener = _OPENERS.get(osp.splitext(path)[1], open)
             with opener(path, "rb") as f, quiet_rdkit():
                 for record, mol in enumerate(Chem.ForwardSDMolSupplier(f, removeHs=False)):
                     if self.max_molecules is not None and row >= self.max_molecules:

@@ -4,6 +4,7 @@ the precomputed ones, preparation resumes and does not depend on the worker coun
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import subprocess
 import sys
@@ -246,6 +247,15 @@ def test_sdf_records_and_graphs_keep_their_geometries(tmp_path):
     graphs = OnDiskMoleculeDataset(str(tmp_path / "g"), graphs=reference, graphs_name="mini")
     assert graphs.source_counts == {"mini": len(reference)}
     assert torch.equal(graphs[3].pos, reference[3].pos)
+    # compressed SDF files read the same, by both readers (bz2 and xz as well as gz)
+    packed = tmp_path / "mini.sdf.xz"
+    packed.write_bytes(lzma.compress(sdf.read_bytes()))
+    for dataset in (
+        SDFDataset(str(tmp_path / "mem_xz"), [packed]),
+        OnDiskMoleculeDataset(str(tmp_path / "disk_xz"), sdf=[packed], shard_size=7),
+    ):
+        assert len(dataset) == len(reference)
+        assert all(torch.equal(dataset[i].pos, reference[i].pos) for i in range(len(dataset)))
 
 
 def test_bad_input_is_named(tmp_path, corpus):
