@@ -8,7 +8,8 @@
 # `vs_chemprop.py` into JSON, a copy of the blend run's `results/vs_chemprop_weights.json`
 # (labels 2d70k, 2d80k, 3d70k, 3d80k beside its s70k and s80k; runs already in it are skipped,
 # so this resumes too). JSON lies outside the repository: copy it back when it is complete.
-# chemprop is not needed (its runs are in the file already).
+# chemprop is not needed (its runs are in the file already). An arm whose four labels are
+# complete in JSON or in the repository's copy is done, snapshots or not.
 #
 #   TREE=/work/eval nohup /work/eval/benchmarks/ablation_arms.sh >> /work/ablation_arms.log 2>&1 &
 #
@@ -74,8 +75,32 @@ evaluate() {  # evaluate MODE: the done arm's 70k and 80k snapshots on the fast 
   exec 8>&-
   echo "$1 arm: evaluated ($(date -u +%H:%M) UTC)"
 }
+evaluated() {  # evaluated MODE: JSON, or the repository's copy of it, holds all those runs
+  "$PYTHON" - "$1" "$JSON" "$TREE/benchmarks/results/vs_chemprop_weights.json" <<'PY'
+import json, sys
+from pathlib import Path
+
+mode, *files = sys.argv[1:]
+labels = [f"pyg-molblend:{mode}{k}k" for k in (70, 80)]
+for path in map(Path, files):
+    results = json.loads(path.read_text())["results"] if path.exists() else {}
+    if all(
+        len(results.get(name, {}).get("metrics", {}).get(label, [])) >= 3
+        for name in ("esol", "freesolv", "bbbp")
+        for label in labels
+    ):
+        sys.exit(0)
+sys.exit(1)
+PY
+}
 for mode in $MODES; do
   out=$PREFIX-$mode
+  # an arm whose snapshots were evaluated is done even where they are gone (a replaced
+  # machine), so that the arm is not trained again from its start
+  if evaluated "$mode"; then
+    echo "$mode arm: trained and evaluated"
+    continue
+  fi
   if [ -f "$out/snapshots/step_0080000.pt" ]; then
     echo "$mode arm: trained ($out)"
     evaluate "$mode"
