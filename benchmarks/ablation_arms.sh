@@ -17,11 +17,12 @@
 # (MODES=3d beside the 2D arm's instance), and an arm another instance is training is skipped
 # (a lock file beside its output folder), never trained twice at once.
 #
-# One thread, niced: the other core trains the other arm. STORE is the store the
-# blend run read (its cache key covers these inputs and options); where it is missing the
-# arm's command prepares it again (resumably: a killed preparation continues), and a store
-# prepared again holds the same molecules in the same order, a few with other conformers
-# (RDKit's timeout is wall-clock), on which `--resume` continues with a warning.
+# One thread (THREADS), niced: the other core trains the other arm; an arm alone on the
+# machine trains faster with THREADS=2 (the fine-tuning runs keep one thread). STORE is the
+# store the blend run read (its cache key covers these inputs and options); where it is
+# missing the arm's command prepares it again (resumably: a killed preparation continues),
+# and a store prepared again holds the same molecules in the same order, a few with other
+# conformers (RDKit's timeout is wall-clock), on which `--resume` continues with a warning.
 #
 # Sessions end and machines get replaced: at the end of a session commit the training arm's
 # checkpoint as benchmarks/weights/ablation_<mode>_checkpoint.pt (about 9 MB; one at a time).
@@ -52,7 +53,7 @@ if [ ! -d "$QM9/raw" ]; then
   echo "linked QM9 parts 01-16 of $SHARED/3d/qm9 under $QM9/raw"
 fi
 cd /work
-export PYTHONPATH=$TREE OMP_NUM_THREADS=1
+export PYTHONPATH=$TREE OMP_NUM_THREADS=${THREADS:-1}
 evaluate() {  # evaluate MODE: the done arm's 70k and 80k snapshots on the fast sets
   local out=$PREFIX-$1 k
   exec 8>"$JSON.lock"
