@@ -259,7 +259,7 @@ def case_unwritable_out_fails_before_training(c: Case):
 def case_embed_checks_output_before_work(c: Case):
     import pyg_molblend.cli.embed as embed
 
-    blocker = _blocked_out(c, embed, "embed_smiles")
+    blocker = _blocked_out(c, embed, "embed_file")
     code = main(
         ["embed", "--checkpoint", "pretrained", "--smiles", BBBP, "--out", str(blocker / "e")]
     )

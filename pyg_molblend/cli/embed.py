@@ -3,28 +3,81 @@
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch_geometric.data import Data
+from tqdm.auto import tqdm
 
-from pyg_molblend.cli.common import add_device_argument
+from pyg_molblend.cli.common import add_device_argument, positive_int
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.datasets import featurize_smiles
-from pyg_molblend.datasets.smiles import read_smiles_lines
+from pyg_molblend.datasets.smiles import iter_smiles_table
+from pyg_molblend.datasets.utils import Rejections
 from pyg_molblend.training.checkpoint import load_checkpoint, load_encoder
 from pyg_molblend.training.finetune import map_batches
 from pyg_molblend.training.io import atomic_path, check_writable
 from pyg_molblend.transforms import AddConformer, AddShortestPath
 
-__all__ = ["add_arguments", "embed_smiles", "run"]
+__all__ = ["add_arguments", "embed_file", "embed_smiles", "run"]
 
 
-@torch.no_grad()
+class _Embedder:
+    """A checkpoint's encoder in eval mode and how it embeds: the one code path of
+    :func:`embed_smiles` and :func:`embed_file`."""
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        mode: str | None,
+        batch_size: int,
+        device: str,
+        precision: str,
+    ) -> None:
+        payload = load_checkpoint(checkpoint)
+        self.mode = mode or payload.get("predictor", {}).get("mode", "2d")
+        self.encoder = load_encoder(checkpoint).to(device).eval()
+        self.conformer = AddConformer(seed=0) if self.mode != "2d" else None
+        self.batch_size, self.device, self.precision = batch_size, device, precision
+
+    @torch.no_grad()
+    def rows(self, graphs: list[Data], skipped: list[tuple[int, str]], size: int) -> np.ndarray:
+        """``[size, C]`` float32: the embeddings of :obj:`graphs`, in order, with a NaN
+        row at each of the :obj:`skipped` rows."""
+        prepared = []
+        for data in graphs:
+            data = AddShortestPath()(data)
+            prepared.append(self.conformer(data) if self.conformer is not None else data)
+        rows = map_batches(
+            lambda dense: self.encoder.encode(dense, self.mode, nodes=False).graph.float(),
+            prepared,
+            self.batch_size,
+            self.device,
+            max_hops=self.encoder.max_hops,
+            precision=self.precision,
+        )
+        channels = self.encoder.channels
+        valid = np.zeros((0, channels), np.float32) if rows is None else rows.numpy()
+        out = np.full((size, channels), np.nan, dtype=np.float32)
+        bad = {row for row, _ in skipped}
+        out[[i for i in range(size) if i not in bad]] = valid
+        return out
+
+    def warn_fallbacks(self) -> None:
+        if self.conformer is not None and self.conformer.num_failures:
+            warnings.warn(
+                f"{self.conformer.num_failures} molecules had no conformer and were "
+                "embedded from their 2D relations",
+                stacklevel=3,
+            )
+
+
 def embed_smiles(
-    checkpoint: str,
+    checkpoint: str | os.PathLike,
     smiles: list[str],
     mode: str | None = None,
     batch_size: int = 64,
@@ -41,7 +94,8 @@ def embed_smiles(
     :data:`~pyg_molblend.training.utils.PRECISIONS`). With :obj:`skip_invalid` an
     invalid SMILES, or a molecule above :obj:`max_atoms` heavy atoms, gets a row of NaN
     (and is counted in a warning); otherwise it raises a :class:`ValueError` naming
-    :obj:`source` and the line (from :obj:`lines`) or row.
+    :obj:`source` and the line (from :obj:`lines`) or row. A file of any length:
+    :func:`embed_file`.
 
     Examples:
         >>> import warnings
@@ -51,37 +105,76 @@ def embed_smiles(
         >>> rows.shape, np.isnan(rows).all(axis=1).tolist()
         ((3, 128), [False, True, False])
     """
-    payload = load_checkpoint(checkpoint)
-    if mode is None:
-        mode = payload.get("predictor", {}).get("mode", "2d")
-    encoder = load_encoder(checkpoint).to(device).eval()
+    embedder = _Embedder(checkpoint, mode, batch_size, device, precision)
     graphs, skipped = featurize_smiles(
         smiles, skip_invalid, source=source, max_atoms=max_atoms, lines=lines
     )
-    conformer = AddConformer(seed=0) if mode != "2d" else None
-    prepared = []
-    for data in graphs:
-        data = AddShortestPath()(data)
-        prepared.append(conformer(data) if conformer is not None else data)
-    rows = map_batches(
-        lambda dense: encoder.encode(dense, mode, nodes=False).graph.float(),
-        prepared,
-        batch_size,
-        device,
-        max_hops=encoder.max_hops,
-        precision=precision,
-    )
-    valid = np.zeros((0, encoder.channels), np.float32) if rows is None else rows.numpy()
-    out = np.full((len(smiles), encoder.channels), np.nan, dtype=np.float32)
-    bad = {row for row, _ in skipped}
-    out[[i for i in range(len(smiles)) if i not in bad]] = valid
-    if conformer is not None and conformer.num_failures:
-        warnings.warn(
-            f"{conformer.num_failures} molecules had no conformer and were "
-            "embedded from their 2D relations",
-            stacklevel=2,
-        )
+    out = embedder.rows(graphs, skipped, len(smiles))
+    embedder.warn_fallbacks()
     return out
+
+
+def embed_file(
+    path: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    smiles_column: str | None = None,
+    chunk_size: int = 10_000,
+    mode: str | None = None,
+    batch_size: int = 64,
+    skip_invalid: bool = False,
+    device: str = "cpu",
+    precision: str = "fp32",
+    max_atoms: int | None = DEFAULT_MAX_ATOMS,
+    progress: bool = True,
+) -> tuple[int, int]:
+    """:func:`embed_smiles` over a SMILES file
+    (:func:`~pyg_molblend.datasets.smiles.iter_smiles_table`), :obj:`chunk_size` rows at
+    a time, into the ``.npy`` file :obj:`out` (``[rows, C]`` float32, one row per data
+    row, in order; NaN for a skipped molecule), written in place through a memory map, so
+    memory stays bounded whatever the file's length; the file appears only when complete.
+    Skipped molecules are counted in one warning per reason.
+
+    Returns:
+        The numbers of rows and of rows embedded.
+    """
+    embedder = _Embedder(checkpoint, mode, batch_size, device, precision)
+    source = os.fspath(path)
+    # a first pass counts the rows for the .npy header: reading is cheap next to embedding
+    total = sum(len(chunk) for chunk, _ in iter_smiles_table(path, smiles_column, chunk_size))
+    rejections = (
+        Rejections("with an invalid SMILES", skip_invalid, source),
+        Rejections(f"above max_atoms={max_atoms}", skip_invalid, source),
+    )
+    done = 0
+    bar = tqdm(total=total, desc="embed", unit="mol", disable=not progress)
+    try:
+        with atomic_path(out) as tmp:
+            table = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.float32, shape=(total, embedder.encoder.channels)
+            )
+            for chunk, column in iter_smiles_table(path, smiles_column, chunk_size):
+                smiles = [str(s).strip() for s in chunk[column]]
+                graphs, skipped = featurize_smiles(
+                    smiles,
+                    skip_invalid,
+                    source=source,
+                    max_atoms=max_atoms,
+                    lines=[int(line) for line in chunk.index],
+                    rejections=rejections,
+                )
+                table[done : done + len(smiles)] = embedder.rows(graphs, skipped, len(smiles))
+                done += len(smiles)
+                bar.update(len(smiles))
+            table.flush()
+            del table  # the map is closed before the file is renamed
+    finally:
+        bar.close()
+    for rejected in rejections:
+        rejected.warn()
+    embedder.warn_fallbacks()
+    return total, total - sum(len(rejected.items) for rejected in rejections)
 
 
 def add_arguments(subparsers: Any) -> None:
@@ -102,7 +195,13 @@ def add_arguments(subparsers: Any) -> None:
         choices=("2d", "3d", "2d+3d"),
         help="default: the fine-tuned model's mode, else 2d",
     )
-    em.add_argument("--batch-size", type=int, default=64)
+    em.add_argument("--batch-size", type=positive_int, default=64)
+    em.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=10_000,
+        help="rows read, embedded and written at a time (default: 10000)",
+    )
     em.add_argument(
         "--skip-invalid",
         action="store_true",
@@ -117,26 +216,26 @@ def add_arguments(subparsers: Any) -> None:
     add_device_argument(em)
 
 
-def run(args: argparse.Namespace) -> np.ndarray:
+def run(args: argparse.Namespace) -> tuple[int, int]:
     path = Path(args.out)
     if path.suffix != ".npy":  # what np.save would write; say so instead of surprising
         path = path.with_name(path.name + ".npy")
     check_writable(path.parent)
     load_checkpoint(args.checkpoint)  # a bad checkpoint fails before the SMILES are read
-    records = read_smiles_lines(args.smiles, args.smiles_column)
-    out = embed_smiles(
+    rows, embedded = embed_file(
+        args.smiles,
         args.checkpoint,
-        [smiles for _, smiles in records],
-        args.mode,
-        args.batch_size,
-        args.skip_invalid,
-        args.device,
+        path,
+        smiles_column=args.smiles_column,
+        chunk_size=args.chunk_size,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        skip_invalid=args.skip_invalid,
+        device=args.device,
         precision=args.precision,
         max_atoms=args.max_atoms,
-        source=args.smiles,
-        lines=[line for line, _ in records],
     )
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, out)
-    print(f"wrote {out.shape[0]} x {out.shape[1]} embeddings to {path}")
-    return out
+    channels = np.load(path, mmap_mode="r").shape[1]
+    skipped = f" ({rows - embedded} skipped: NaN rows)" if rows > embedded else ""
+    print(f"wrote {rows} x {channels} embeddings to {path}{skipped}")
+    return rows, embedded

@@ -173,6 +173,7 @@ def featurize_smiles(
     *,
     max_atoms: int | None = None,
     lines: Sequence[int] | None = None,
+    rejections: tuple[Rejections, Rejections] | None = None,
 ) -> tuple[list[Data], list[tuple[int, str]]]:
     """Graphs of :obj:`smiles` (:func:`~pyg_molblend.data.from_smiles`) and the
     ``(row, smiles)`` pairs (0-based rows) that have no graph: invalid, or above
@@ -187,6 +188,11 @@ def featurize_smiles(
             for no limit. (default: :obj:`None`)
         lines (Sequence[int], optional, keyword-only): the line of each SMILES in
             :obj:`source`, for messages; by default messages give the 0-based row.
+        rejections (tuple, optional, keyword-only): the invalid and the too large
+            :class:`~pyg_molblend.datasets.utils.Rejections` to record into, for a caller
+            that reads a file in chunks and warns once at its end (their :obj:`skip` then
+            decides, and nothing is warned here); by default this call's own, warned at
+            its end.
 
     Raises:
         ValueError: naming the source, line (or row) and string of the first invalid or
@@ -200,8 +206,12 @@ def featurize_smiles(
         >>> len(graphs), skipped[0][0], len(caught)
         (1, 1, 1)
     """
-    invalid = Rejections("with an invalid SMILES", skip_invalid, source)
-    large = Rejections(f"above max_atoms={max_atoms}", skip_invalid, source)
+    if rejections is None:
+        invalid = Rejections("with an invalid SMILES", skip_invalid, source)
+        large = Rejections(f"above max_atoms={max_atoms}", skip_invalid, source)
+    else:
+        invalid, large = rejections
+    before = len(invalid.items), len(large.items)
     graphs = []
     for row, text in enumerate(smiles):
         where = f"{source}, line {lines[row]}" if lines is not None else f"{source}, row {row}"
@@ -219,9 +229,10 @@ def featurize_smiles(
             )
             continue
         graphs.append(data)
-    invalid.warn()
-    large.warn()
-    return graphs, sorted(invalid.items + large.items)
+    if rejections is None:
+        invalid.warn()
+        large.warn()
+    return graphs, sorted(invalid.items[before[0] :] + large.items[before[1] :])
 
 
 class SmilesDataset(CachedDataset):
