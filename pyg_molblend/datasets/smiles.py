@@ -128,20 +128,25 @@ def _iter_smi(path: str, chunk_size: int) -> Iterator[tuple[pd.DataFrame, str]]:
 
 
 def read_smiles_lines(
-    path: str | os.PathLike, smiles_column: str | None = None
+    path: str | os.PathLike, smiles_column: str | None = None, limit: int | None = None
 ) -> list[tuple[int, str]]:
-    """``(line, smiles)`` of every molecule of a file, in order, with the line number a
-    text editor shows and surrounding whitespace stripped: :func:`iter_smiles_table` read
-    whole; see :func:`read_smiles_file` for the formats.
+    """``(line, smiles)`` of the molecules of a file (its first :obj:`limit` only, the
+    rest not read, when given), in order, with the line number a text editor shows and
+    surrounding whitespace stripped: :func:`iter_smiles_table` read whole; see
+    :func:`read_smiles_file` for the formats.
 
     Raises:
         ValueError: as :func:`iter_smiles_table`.
     """
-    return [
-        (int(line), str(smiles).strip())
-        for chunk, column in iter_smiles_table(path, smiles_column)
-        for line, smiles in zip(chunk.index, chunk[column], strict=True)
-    ]
+    items: list[tuple[int, str]] = []
+    for chunk, column in iter_smiles_table(path, smiles_column):
+        items += [
+            (int(line), str(smiles).strip())
+            for line, smiles in zip(chunk.index, chunk[column], strict=True)
+        ]
+        if limit is not None and len(items) >= limit:
+            return items[:limit]
+    return items
 
 
 def read_smiles_file(path: str | os.PathLike) -> list[str]:
@@ -323,7 +328,9 @@ class SmilesDataset(CachedDataset):
         skipped: list[tuple[int, str]] = []
         remaining, offset = self.max_molecules, 0
         for path in self.paths:
-            items = read_smiles_lines(path)[:remaining]
+            if remaining == 0:
+                break
+            items = read_smiles_lines(path, limit=remaining)
             if remaining is not None:
                 remaining -= len(items)
             found, dropped = featurize_smiles(

@@ -113,3 +113,14 @@ def test_embed_streams_a_file_in_chunks_and_counts_skips_once(tmp_path, monkeypa
     assert main([*args, "--chunk-size", "2"]) == 2
     assert f"{path}, line 4" in capsys.readouterr().err
     assert list(tmp_path.glob("*.npy*")) == [] and list(tmp_path.glob(".e.npy*")) == []
+
+
+def test_max_molecules_reads_no_further_than_it_needs(tmp_path):
+    path = tmp_path / "corpus.csv"
+    rows = ["CCO", "CCN", "CCC"] * 3400  # 10,200 rows: the reader's second chunk holds the end
+    path.write_text("smiles\n" + "\n".join(rows) + "\nCCO,a field too many\n")
+    with pytest.raises(ValueError, match="line 10202"):
+        read_smiles_file(path)
+    assert read_smiles_lines(path, limit=2) == [(2, "CCO"), (3, "CCN")]
+    dataset = SmilesDataset(str(tmp_path / "root"), [str(path), str(path)], max_molecules=4)
+    assert dataset.smiles == ["CCO", "CCN", "CCC", "CCO"]
