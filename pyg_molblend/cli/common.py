@@ -124,6 +124,32 @@ def probability(text: str) -> float:
     return value
 
 
+def add_smiles_file_arguments(parser: argparse.ArgumentParser, done: str, kept: str) -> None:
+    """``--smiles``, ``--smiles-column``, ``--chunk-size`` and ``--max-atoms``: the SMILES
+    file that ``predict`` and ``embed`` stream, :obj:`done` (``"predicted"``) to each
+    chunk, :obj:`kept` saying what of the input the output keeps."""
+    parser.add_argument(
+        "--smiles",
+        required=True,
+        help=f"CSV/TSV with a SMILES column, or .smi/.txt, optionally .gz/.bz2/.xz ({kept})",
+    )
+    parser.add_argument(
+        "--smiles-column", help="SMILES column of a CSV (default: 'smiles', any case)"
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=10_000,
+        help=f"rows read, {done} and written at a time (default: 10000)",
+    )
+    parser.add_argument(
+        "--max-atoms",
+        type=int,
+        default=DEFAULT_MAX_ATOMS,
+        help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
+    )
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--precision``, the two options of where and in what arithmetic a
     command computes (the pair is checked before any data is read)."""

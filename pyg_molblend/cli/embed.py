@@ -13,7 +13,7 @@ import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
-from pyg_molblend.cli.common import add_device_argument, positive_int
+from pyg_molblend.cli.common import add_device_argument, add_smiles_file_arguments, positive_int
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.datasets import featurize_smiles
 from pyg_molblend.datasets.smiles import iter_smiles_table
@@ -182,12 +182,7 @@ def add_arguments(subparsers: Any) -> None:
     em.add_argument(
         "--checkpoint", required=True, help="pretrain or finetune checkpoint, or 'pretrained'"
     )
-    em.add_argument(
-        "--smiles", required=True, help="CSV/TSV with a SMILES column, or .smi/.txt"
-    )
-    em.add_argument(
-        "--smiles-column", help="SMILES column of a CSV (default: 'smiles', any case)"
-    )
+    add_smiles_file_arguments(em, "embedded", "one row of the .npy file per data row")
     em.add_argument("--out", required=True, help="output .npy file ('.npy' is added if missing)")
     em.add_argument(
         "--mode",
@@ -197,21 +192,9 @@ def add_arguments(subparsers: Any) -> None:
     )
     em.add_argument("--batch-size", type=positive_int, default=64)
     em.add_argument(
-        "--chunk-size",
-        type=positive_int,
-        default=10_000,
-        help="rows read, embedded and written at a time (default: 10000)",
-    )
-    em.add_argument(
         "--skip-invalid",
         action="store_true",
         help="write a NaN row for an invalid or too-large SMILES instead of failing",
-    )
-    em.add_argument(
-        "--max-atoms",
-        type=int,
-        default=DEFAULT_MAX_ATOMS,
-        help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
     )
     add_device_argument(em)
 

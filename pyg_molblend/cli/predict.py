@@ -7,8 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pyg_molblend.cli.common import add_device_argument, positive_int
-from pyg_molblend.constants import DEFAULT_MAX_ATOMS
+from pyg_molblend.cli.common import add_device_argument, add_smiles_file_arguments, positive_int
 from pyg_molblend.training.inference import UNCERTAINTY, ModelSet, predict_file
 from pyg_molblend.training.io import check_writable
 from pyg_molblend.transforms import read_descriptors
@@ -25,12 +24,7 @@ def add_arguments(subparsers: Any) -> None:
         required=True,
         help="model.pt written by finetune, or its output folder (an ensemble is averaged)",
     )
-    pr.add_argument(
-        "--smiles",
-        required=True,
-        help="CSV/TSV with a SMILES column (other columns are kept), or .smi/.txt",
-    )
-    pr.add_argument("--smiles-column", help="SMILES column of a CSV (default: 'smiles', any case)")
+    add_smiles_file_arguments(pr, "predicted", "its other columns are kept")
     pr.add_argument("--out", required=True, help="output CSV")
     pr.add_argument(
         "--uncertainty",
@@ -42,22 +36,10 @@ def add_arguments(subparsers: Any) -> None:
     )
     pr.add_argument("--batch-size", type=positive_int, default=64)
     pr.add_argument(
-        "--chunk-size",
-        type=positive_int,
-        default=10_000,
-        help="rows read, predicted and written at a time (default: 10000)",
-    )
-    pr.add_argument(
         "--skip-invalid",
         action="store_true",
         help="give invalid or too-large molecules an empty prediction and a status instead "
         "of failing",
-    )
-    pr.add_argument(
-        "--max-atoms",
-        type=int,
-        default=DEFAULT_MAX_ATOMS,
-        help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
     )
     pr.add_argument(
         "--descriptors",
