@@ -87,7 +87,8 @@ def _smiles_column(path: str, columns: list[str], wanted: str | None) -> str:
     matches = [c for c in columns if c.strip().lower() == "smiles"]
     if not matches:
         raise ValueError(
-            f"{path!r} has no 'smiles' column (name it with --smiles-column); columns are {columns}"
+            f"{path!r} has no 'smiles' column (any case); columns are {columns} (predict and "
+            "embed take another column's name with --smiles-column)"
         )
     return matches[0]
 
