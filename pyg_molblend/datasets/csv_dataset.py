@@ -31,6 +31,20 @@ Filter = Callable[[Data], bool]
 _OPENERS: dict[str, Callable[..., IO[str]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
+def open_input(path: str | os.PathLike, mode: str = "rt", **kwargs: Any) -> IO:
+    """Opens an input file, decompressing it by its suffix (``.gz``, ``.bz2``, ``.xz``):
+    the one way every reader of this package (CSV, SMILES and SDF files) opens its files."""
+    path = os.fspath(path)
+    return _OPENERS.get(osp.splitext(path)[1], open)(path, mode, **kwargs)
+
+
+def uncompressed_name(path: str | os.PathLike) -> str:
+    """:obj:`path` without a compression suffix that :func:`open_input` reads
+    (``"a.csv.gz"`` gives ``"a.csv"``), to tell a file's format by its name."""
+    stem, suffix = osp.splitext(os.fspath(path))
+    return stem if suffix in _OPENERS else os.fspath(path)
+
+
 def read_csv_table(path: str | os.PathLike, sep: str = ",") -> pd.DataFrame:
     """Reads a CSV file (optionally ``.gz``, ``.bz2`` or ``.xz`` compressed) as strings,
     indexed by the line number a text editor shows for each row.
@@ -66,7 +80,6 @@ def iter_csv_table(
     import pandas as pd
 
     path = os.fspath(path)
-    opener = _OPENERS.get(osp.splitext(path)[1], open)
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
@@ -76,7 +89,7 @@ def iter_csv_table(
         assert header is not None
         return pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=object)
 
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+    with open_input(path, "rt", encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter=sep)
         line = 1
         try:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS, FEATURIZER
 from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
-from pyg_molblend.datasets.csv_dataset import _OPENERS
+from pyg_molblend.datasets.csv_dataset import open_input
 from pyg_molblend.datasets.smiles import iter_smiles_table
 from pyg_molblend.datasets.utils import (
     Rejections,
@@ -134,8 +134,7 @@ def _sdf_items(paths: Sequence[str], max_molecules: int | None) -> Iterator[tupl
     cut at ``$$$$`` lines and parsed by the workers."""
     row = 0
     for path in paths:
-        opener = _OPENERS.get(osp.splitext(path)[1], open)
-        with opener(path, "rt") as f:
+        with open_input(path, "rt") as f:
             lines: list[str] = []
             record = 0
             for line in f:

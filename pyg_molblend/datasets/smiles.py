@@ -12,7 +12,7 @@ from torch_geometric.data import Data
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
-from pyg_molblend.datasets.csv_dataset import _OPENERS, iter_csv_table
+from pyg_molblend.datasets.csv_dataset import iter_csv_table, open_input, uncompressed_name
 from pyg_molblend.datasets.utils import CachedDataset, Rejections, input_files, shorten
 
 __all__ = [
@@ -57,12 +57,11 @@ def iter_smiles_table(
         [4] ['CN'] ['']
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not osp.isfile(path):
         raise ValueError(f"SMILES file not found: {path!r}")
-    if os.path.getsize(path) == 0:
+    if osp.getsize(path) == 0:
         raise ValueError(f"SMILES file {path!r} is empty")
-    stem, compression = osp.splitext(path)
-    stem = stem if compression in _OPENERS else path
+    stem = uncompressed_name(path)
     if stem.endswith((".csv", ".tsv")):
         chunks = iter_csv_table(path, "," if stem.endswith(".csv") else "\t", chunk_size)
         column = None
@@ -101,12 +100,11 @@ def _iter_smi(path: str, chunk_size: int) -> Iterator[tuple[pd.DataFrame, str]]:
             rows, columns=["smiles", "name"], index=pd.Index(lines, name="line"), dtype=object
         )
 
-    opener = _OPENERS.get(osp.splitext(path)[1], open)
     rows: list[tuple[str, str]] = []
     lines: list[int] = []
     total = 0
     first = True
-    with opener(path, "rt") as f:
+    with open_input(path, "rt") as f:
         for number, line in enumerate(f, start=1):
             fields = line.split(maxsplit=1)
             if not fields:
@@ -395,8 +393,7 @@ class SDFDataset(SmilesDataset):
         large = Rejections(f"above max_atoms={self.max_atoms}", self.skip_invalid, source)
         row = 0
         for path in self.paths:
-            opener = _OPENERS.get(osp.splitext(path)[1], open)
-            with opener(path, "rb") as f, quiet_rdkit():
+            with open_input(path, "rb") as f, quiet_rdkit():
                 for record, mol in enumerate(Chem.ForwardSDMolSupplier(f, removeHs=False)):
                     if self.max_molecules is not None and row >= self.max_molecules:
                         break

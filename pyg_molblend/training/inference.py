@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data.featurize import from_smiles
+from pyg_molblend.datasets.csv_dataset import uncompressed_name
 from pyg_molblend.datasets.smiles import iter_smiles_table
 from pyg_molblend.datasets.utils import shorten
 from pyg_molblend.models import MoleBlendPredictor, output_names
@@ -496,7 +497,7 @@ def _check_descriptor_rows(
 
 def _count_lines(path: str) -> int | None:
     """Lines of a plain-text file, for the progress bar (an upper bound on its rows)."""
-    if path.endswith((".gz", ".bz2", ".xz")):
+    if uncompressed_name(path) != path:  # compressed: its size says nothing of its lines
         return None
     with open(path, "rb") as f:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
