@@ -128,7 +128,7 @@ def embed_file(
     precision: str = "fp32",
     max_atoms: int | None = DEFAULT_MAX_ATOMS,
     progress: bool = True,
-) -> tuple[int, int]:
+) -> tuple[tuple[int, int], int]:
     """:func:`embed_smiles` over a SMILES file
     (:func:`~pyg_molblend.datasets.smiles.iter_smiles_table`), :obj:`chunk_size` rows at
     a time, into the ``.npy`` file :obj:`out` (``[rows, C]`` float32, one row per data
@@ -137,7 +137,7 @@ def embed_file(
     Skipped molecules are counted in one warning per reason.
 
     Returns:
-        The numbers of rows and of rows embedded.
+        The shape of the array written (``(rows, C)``) and the number of rows embedded.
     """
     embedder = _Embedder(checkpoint, mode, batch_size, device, precision)
     source = os.fspath(path)
@@ -174,7 +174,8 @@ def embed_file(
     for rejected in rejections:
         rejected.warn()
     embedder.warn_fallbacks()
-    return total, total - sum(len(rejected.items) for rejected in rejections)
+    shape = (total, embedder.encoder.channels)
+    return shape, total - sum(len(rejected.items) for rejected in rejections)
 
 
 def add_arguments(subparsers: Any) -> None:
@@ -199,13 +200,13 @@ def add_arguments(subparsers: Any) -> None:
     add_device_argument(em)
 
 
-def run(args: argparse.Namespace) -> tuple[int, int]:
+def run(args: argparse.Namespace) -> tuple[tuple[int, int], int]:
     path = Path(args.out)
     if path.suffix != ".npy":  # what np.save would write; say so instead of surprising
         path = path.with_name(path.name + ".npy")
     check_writable(path.parent)
     load_checkpoint(args.checkpoint)  # a bad checkpoint fails before the SMILES are read
-    rows, embedded = embed_file(
+    (rows, channels), embedded = embed_file(
         args.smiles,
         args.checkpoint,
         path,
@@ -218,7 +219,6 @@ def run(args: argparse.Namespace) -> tuple[int, int]:
         precision=args.precision,
         max_atoms=args.max_atoms,
     )
-    channels = np.load(path, mmap_mode="r").shape[1]
     skipped = f" ({rows - embedded} skipped: NaN rows)" if rows > embedded else ""
     print(f"wrote {rows} x {channels} embeddings to {path}{skipped}")
-    return rows, embedded
+    return (rows, channels), embedded
