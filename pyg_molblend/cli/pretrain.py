@@ -23,7 +23,7 @@ from pyg_molblend.datasets import (
     merge_datasets,
 )
 from pyg_molblend.datasets.utils import num_without_pos
-from pyg_molblend.models import PRESETS, MoleBlend
+from pyg_molblend.models import EDGE_TARGETS, PRESETS, MoleBlend
 from pyg_molblend.nn import ModalityBlend
 from pyg_molblend.training.io import check_writable
 from pyg_molblend.training.pretrain import PretrainConfig, check_output, pretrain
@@ -105,6 +105,14 @@ def add_arguments(subparsers: Any) -> None:
         help="pretraining relations (default: blend; others for ablations)",
     )
     pt.add_argument(
+        "--edge-target",
+        default="factored",
+        choices=EDGE_TARGETS,
+        help="how the edge head scores each path bond: its type, stereo and conjugation "
+        "as three softmaxes (factored, default) or one softmax over their 60 combinations "
+        "(joint: how runs before this option pretrained; --resume them with it)",
+    )
+    pt.add_argument(
         "--no-conformers", action="store_true", help="skip RDKit conformers (2D-only pretraining)"
     )
     pt.add_argument(
@@ -182,7 +190,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             dist.barrier()
         if rank != 0:
             dataset, sources = _corpus(args, out)
-        model = MoleBlend.from_preset(args.preset, blend=ModalityBlend(ratio=args.blend_ratio))
+        model = MoleBlend.from_preset(
+            args.preset,
+            blend=ModalityBlend(ratio=args.blend_ratio),
+            edge_target=args.edge_target,
+        )
         config = PretrainConfig(
             steps=args.steps,
             batch_size=args.batch_size,

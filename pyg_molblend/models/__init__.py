@@ -1,11 +1,13 @@
 """Models: the MoleBLEND encoder, its fine-tuning wrapper and their losses."""
 
 from pyg_molblend.models.losses import (
+    EDGE_TARGETS,
     NUM_EDGE_CLASSES,
     NUM_SPD_CLASSES,
     PretrainLoss,
     denoise_loss,
     direction_loss,
+    edge_classes,
     edge_labels,
     edge_loss,
     masked_bce_loss,
@@ -19,6 +21,7 @@ from pyg_molblend.models.predictor import TASK_TYPES, MoleBlendPredictor, output
 
 __all__ = [
     "DEFAULT_LOSS_WEIGHTS",
+    "EDGE_TARGETS",
     "NUM_EDGE_CLASSES",
     "NUM_SPD_CLASSES",
     "PRESETS",
@@ -29,6 +32,7 @@ __all__ = [
     "PretrainLoss",
     "denoise_loss",
     "direction_loss",
+    "edge_classes",
     "edge_labels",
     "edge_loss",
     "masked_bce_loss",

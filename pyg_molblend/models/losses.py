@@ -21,11 +21,13 @@ from pyg_molblend.data.dense import DenseMolBatch
 from pyg_molblend.nn import PairHead
 
 __all__ = [
+    "EDGE_TARGETS",
     "NUM_EDGE_CLASSES",
     "NUM_SPD_CLASSES",
     "PretrainLoss",
     "denoise_loss",
     "direction_loss",
+    "edge_classes",
     "edge_labels",
     "edge_loss",
     "masked_bce_loss",
@@ -38,9 +40,33 @@ __all__ = [
 #: SPD classes of the SPD head: distances 1..10 are classes 0..9, everything farther 10.
 NUM_SPD_CLASSES = 11
 
-#: Edge classes per hop: every (type, stereo, conjugated) triple of the OGB vocabulary,
-#: 5 * 6 * 2 = 60, so no two bond kinds alias (the reference's 24 classes can).
+#: Edge classes per hop of the ``"joint"`` edge target: every (type, stereo, conjugated)
+#: triple of the OGB vocabulary, 5 * 6 * 2 = 60, so no two bond kinds alias (the
+#: reference's 24 classes can).
 NUM_EDGE_CLASSES = BOND_FEATURE_DIMS[0] * BOND_FEATURE_DIMS[1] * BOND_FEATURE_DIMS[2]
+
+#: How the edge head scores a hop's bond (:class:`~pyg_molblend.models.MoleBlend`'s
+#: ``edge_target``): ``"factored"``, three softmaxes over the bond's type, stereo and
+#: conjugation (5 + 6 + 2 = 13 outputs a hop; the loss is the sum of the three
+#: cross-entropies), or ``"joint"``, one softmax over the 60 triples (pretraining
+#: checkpoints written before the option). Both are ln 60 at a uniform prediction, and
+#: both count a hop correct when its whole triple is.
+EDGE_TARGETS = ("factored", "joint")
+
+
+def edge_classes(target: str) -> int | tuple[int, ...]:
+    """The class sizes the edge head scores per hop under an edge target: one size
+    (``"joint"``) or one per bond feature (``"factored"``).
+
+    Examples:
+        >>> edge_classes("factored"), edge_classes("joint")
+        ((5, 6, 2), 60)
+    """
+    if target == "factored":
+        return tuple(BOND_FEATURE_DIMS)
+    if target == "joint":
+        return NUM_EDGE_CLASSES
+    raise ValueError(f"edge_target must be one of {EDGE_TARGETS}, got {target!r}")
 
 
 @dataclass
@@ -105,18 +131,25 @@ def spd_labels(spd: Tensor, pair_mask: Tensor) -> Tensor:
     return labels.masked_fill(ignore, IGNORE_INDEX)
 
 
-def edge_labels(path_edge: Tensor, edge_attr: Tensor) -> Tensor:
-    """Class of the bond at each path hop, ``type * 12 + stereo * 2 + conjugated`` (60
-    classes), :data:`~pyg_molblend.constants.IGNORE_INDEX` where the hop has no bond.
+def edge_labels(path_edge: Tensor, edge_attr: Tensor, target: str = "factored") -> Tensor:
+    """The bond at each path hop: its (type, stereo, conjugated) features ``[..., K, 3]``
+    (``"factored"``), or its class ``type * 12 + stereo * 2 + conjugated`` of 60
+    ``[..., K]`` (``"joint"``); :data:`~pyg_molblend.constants.IGNORE_INDEX` where the hop
+    has no bond.
 
     Examples:
         >>> edge_attr = torch.tensor([[1, 0, 1], [0, 0, 0]])  # conjugated double, plain single
         >>> edge_labels(torch.tensor([[0, 1, -1]]), edge_attr).tolist()
+        [[[1, 0, 1], [0, 0, 0], [-100, -100, -100]]]
+        >>> edge_labels(torch.tensor([[0, 1, -1]]), edge_attr, "joint").tolist()
         [[13, 0, -100]]
     """
-    stereo, conj = BOND_FEATURE_DIMS[1], BOND_FEATURE_DIMS[2]
-    per_edge = (edge_attr[:, 0] * stereo + edge_attr[:, 1]) * conj + edge_attr[:, 2]
-    per_edge = torch.cat([per_edge.new_full((1,), IGNORE_INDEX), per_edge])
+    if isinstance(edge_classes(target), int):  # "joint" (edge_classes checks the name)
+        stereo, conj = BOND_FEATURE_DIMS[1], BOND_FEATURE_DIMS[2]
+        per_edge = (edge_attr[:, 0] * stereo + edge_attr[:, 1]) * conj + edge_attr[:, 2]
+    else:
+        per_edge = edge_attr[:, : len(BOND_FEATURE_DIMS)]
+    per_edge = torch.cat([per_edge.new_full((1, *per_edge.shape[1:]), IGNORE_INDEX), per_edge])
     return per_edge[path_edge + 1]
 
 
@@ -140,23 +173,25 @@ def spd_loss(
 
 
 def edge_loss(
-    head: PairHead, node: Tensor, dense: DenseMolBatch
+    head: PairHead, node: Tensor, dense: DenseMolBatch, target: str = "factored"
 ) -> tuple[Tensor | None, Tensor | None]:
-    """Cross-entropy and accuracy of the class of every bond at every hop of every
-    pair's path.
+    """Cross-entropy and accuracy of the bond at every hop of every pair's path, under
+    an edge target (:data:`EDGE_TARGETS`): mean over the (pair, hop) entries with a bond
+    of the summed cross-entropies of its type, stereo and conjugation (``"factored"``),
+    or of its class of 60 (``"joint"``); a hop is correct when its whole triple is.
 
     Examples:
         >>> from torch_geometric.data import Batch
         >>> from pyg_molblend.data import from_smiles, to_dense
         >>> from pyg_molblend.nn import PairHead
         >>> dense = to_dense(Batch.from_data_list([from_smiles("CC=O")]), max_hops=2)
-        >>> head = PairHead(16, 2 * NUM_EDGE_CLASSES)  # one block of 60 classes per hop
+        >>> head = PairHead(16, 2 * 13)  # one block of 5 + 6 + 2 classes per hop
         >>> loss, accuracy = edge_loss(head, torch.randn(1, 3, 16), dense)
         >>> loss.item() > 0, 0.0 <= accuracy.item() <= 1.0
         (True, True)
     """
-    labels = edge_labels(dense.path_edge, dense.edge_attr)
-    return head.cross_entropy(node, labels, NUM_EDGE_CLASSES)
+    labels = edge_labels(dense.path_edge, dense.edge_attr, target)
+    return head.cross_entropy(node, labels, edge_classes(target))
 
 
 def direction_loss(pred: Tensor, dense: DenseMolBatch) -> Tensor | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,17 +85,23 @@ class PairHead(nn.Module):
         return logits + self.head.bias
 
     def cross_entropy(
-        self, x: Tensor, labels: Tensor, num_classes: int
+        self, x: Tensor, labels: Tensor, num_classes: int | Sequence[int]
     ) -> tuple[Tensor | None, Tensor | None]:
         r"""Mean cross-entropy and accuracy of the pair logits over the labelled entries.
 
-        ``labels`` ``[B, N, N, G]`` holds class indices in ``[0, num_classes)`` or
-        :data:`~pyg_molblend.constants.IGNORE_INDEX`; group :math:`g` is scored by
-        outputs :math:`g C` to :math:`(g + 1) C - 1` (:math:`C` = ``num_classes``).
-        Equal to ``cross_entropy`` over ``self(x)`` viewed as ``[B, N, N, -1, C]``, but
-        computed one group at a time (each block is made, scored and freed before the
-        next: the edge head's five 60-class blocks instead of one ``[B, N, N, 300]``
-        tensor, 2.3x faster on the CPU) and class-major, ``[B, C, N, N]``, by
+        With an integer ``num_classes`` :math:`C`, ``labels`` ``[B, N, N, G]`` holds class
+        indices in ``[0, C)`` or :data:`~pyg_molblend.constants.IGNORE_INDEX`, and group
+        :math:`g` is scored by outputs :math:`g C` to :math:`(g + 1) C - 1`. With a
+        sequence of sizes :math:`(C_1, \dots, C_S)` each group is :math:`S` independent
+        softmaxes side by side (a factored class: the edge head's bond type, stereo and
+        conjugation), ``labels`` is ``[B, N, N, G, S]``, an entry's loss is the sum of its
+        :math:`S` cross-entropies, and it is correct when all :math:`S` are; an entry is
+        labelled in all its parts or in none.
+
+        Equal to ``cross_entropy`` over ``self(x)`` viewed as ``[B, N, N, G, C]`` (summed
+        over the parts), but computed one group at a time (each block is made, scored and
+        freed before the next: the edge head's five blocks instead of one ``[B, N, N,
+        5 C]`` tensor, 2.3x faster on the CPU) and class-major, ``[B, C, N, N]``, by
         :class:`PairCrossEntropy`. A block whose fp32 logits would pass
         :attr:`block_bytes` is scored a few molecules at a time, so that glibc serves it
         from its heap (below 32 MiB) instead of mapping and faulting in fresh pages every
@@ -104,32 +111,42 @@ class PairHead(nn.Module):
         :class:`~pyg_molblend.nn.GaussianDistanceBias` and :class:`DenoiseHead` split
         too). :obj:`None` for both when nothing is labelled.
         """
-        if labels.size(-1) * num_classes > self.out_channels:
+        sizes = (num_classes,) if isinstance(num_classes, int) else tuple(num_classes)
+        factored = not isinstance(num_classes, int)
+        if factored and (labels.dim() != 5 or labels.size(-1) != len(sizes)):
             raise ValueError(
-                f"{labels.size(-1)} groups of {num_classes} classes need "
-                f"{labels.size(-1) * num_classes} outputs, the head has {self.out_channels}"
+                f"{len(sizes)} class sizes {sizes} need labels [B, N, N, G, {len(sizes)}], "
+                f"got {list(labels.shape)}"
             )
-        count = (labels != IGNORE_INDEX).sum()
+        width, groups = sum(sizes), labels.size(3)
+        if groups * width > self.out_channels:
+            raise ValueError(
+                f"{groups} groups of {width} classes need {groups * width} outputs, the "
+                f"head has {self.out_channels}"
+            )
+        labelled = labels != IGNORE_INDEX
+        count = (labelled.any(-1) if factored else labelled).sum()
         if not bool(count):
             return None, None
         row, col = self.factors(x)
         m, (batch, num_nodes, _) = self.hidden_channels, row.shape
-        per_chunk = batch_chunk(batch, 4 * num_classes * num_nodes**2, self.block_bytes)
+        per_chunk = batch_chunk(batch, 4 * width * num_nodes**2, self.block_bytes)
         total = correct = labels.new_zeros((), dtype=torch.float)
-        for group in range(labels.size(-1)):
-            start, stop = group * num_classes, (group + 1) * num_classes
+        for group in range(groups):
+            start, stop = group * width, (group + 1) * width
             # left[b, o, i, k] = sum_a row[b, i, a] W[o, a, k]: one [B N, m] x [m, C m]
             # product, then class-major (a copy a fraction of the logits' size).
-            weight = self.head.weight[start:stop].view(num_classes, m, m)
-            weight = weight.permute(1, 0, 2).reshape(m, num_classes * m)
+            weight = self.head.weight[start:stop].view(width, m, m)
+            weight = weight.permute(1, 0, 2).reshape(m, width * m)
             for first in range(0, batch, per_chunk):
                 rows = row[first : first + per_chunk]
-                left = (rows.reshape(-1, m) @ weight).view(-1, num_nodes, num_classes, m)
+                left = (rows.reshape(-1, m) @ weight).view(-1, num_nodes, width, m)
                 loss, hits = PairCrossEntropy.apply(
                     left.transpose(1, 2),
                     col[first : first + per_chunk],
                     self.head.bias[start:stop],
-                    labels[first : first + per_chunk, ..., group],
+                    labels[first : first + per_chunk, :, :, group],
+                    sizes if factored else None,
                 )
                 total, correct = total + loss, correct + hits
         return total / count, correct / count
@@ -158,8 +175,15 @@ class PairCrossEntropy(torch.autograd.Function):
     forward + backward on that core: 106 against 149 ms with ``F.cross_entropy`` over
     channels-last logits. The logits exist only inside, never for autograd.
 
+    With ``sizes`` :math:`(C_1, \dots, C_S)` (summing to :math:`C`) the block is
+    :math:`S` softmaxes over consecutive classes, ``target`` is ``[B, N, N, S]`` (each
+    part's index within its own classes), the loss is the sum of the parts' losses, and
+    an entry counts as correct when every part is.
+
     Args (of :meth:`apply`):
-        left: ``[B, C, N, m]``; col: ``[B, N, m]``; bias: ``[C]``; target: ``[B, N, N]``.
+        left: ``[B, C, N, m]``; col: ``[B, N, m]``; bias: ``[C]``; target: ``[B, N, N]``,
+        or ``[B, N, N, S]`` with sizes; sizes: :obj:`None` (one softmax) or the parts'
+        class counts.
 
     Returns:
         the summed loss (a differentiable scalar) and the count of correct entries.
@@ -173,10 +197,15 @@ class PairCrossEntropy(torch.autograd.Function):
         True
         >>> correct.item() == (logits.argmax(1) == target).sum().item()
         True
+        >>> parts = torch.stack([target.clamp(max=1), torch.zeros_like(target)], -1)
+        >>> loss, _ = PairCrossEntropy.apply(left, col, bias, parts, (2, 1))  # 2 + 1 classes
+        >>> expected = F.cross_entropy(logits[:, :2], parts[..., 0], reduction="sum")
+        >>> bool(torch.isclose(loss, expected))  # a one-class part costs nothing
+        True
     """
 
     @staticmethod
-    def forward(ctx, left, col, bias, target):  # type: ignore[override]
+    def forward(ctx, left, col, bias, target, sizes=None):  # type: ignore[override]
         batch, classes, num_nodes, m = left.shape
         left = left.contiguous()
         logits = torch.bmm(left.view(batch, classes * num_nodes, m), col.transpose(1, 2))
@@ -184,16 +213,28 @@ class PairCrossEntropy(torch.autograd.Function):
         if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: score in fp32
             logits = logits.float()
         logits.add_(bias.view(1, classes, 1, 1).to(logits.dtype))
-        target = target.unsqueeze(1)
-        labelled = target != IGNORE_INDEX
+        if sizes is None:
+            sizes, target = (classes,), target.unsqueeze(1)
+        else:
+            target = target.permute(0, 3, 1, 2)
+        starts = [sum(sizes[:part]) for part in range(len(sizes))]
+        labelled = target != IGNORE_INDEX  # [B, S, N, N]
         index = target.clamp(min=0)
+        if len(sizes) > 1:  # each part's index among all the block's classes
+            index = index + index.new_tensor(starts).view(1, -1, 1, 1)
         hit = logits.gather(1, index)
-        top = logits.amax(1, keepdim=True)
-        exp = logits.sub_(top).exp_()  # the logits are not needed after this
-        norm = exp.sum(1, keepdim=True)
+        tops, norms = [], []
+        for start, size in zip(starts, sizes, strict=True):
+            part = logits[:, start : start + size]
+            top = part.amax(1, keepdim=True)
+            exp = part.sub_(top).exp_()  # the logits are not needed after this
+            tops.append(top)
+            norms.append(exp.sum(1, keepdim=True))
+        top, norm = torch.cat(tops, 1), torch.cat(norms, 1)
         loss = ((norm.log() + top - hit) * labelled).sum()
-        correct = ((hit >= top) & labelled).sum()
-        ctx.save_for_backward(left, col, exp, norm, index, labelled)
+        correct = (((hit >= top) | ~labelled).all(1) & labelled.any(1)).sum()
+        ctx.sizes = (starts, sizes)
+        ctx.save_for_backward(left, col, logits, norm, index, labelled)
         ctx.mark_non_differentiable(correct)
         return loss, correct
 
@@ -204,12 +245,21 @@ class PairCrossEntropy(torch.autograd.Function):
         weight = grad_loss * labelled
         # softmax - one-hot, times the incoming gradient (a new tensor: the saved
         # exponentials serve a second backward pass through the graph too).
-        grad = (exp * (weight / norm)).scatter_add_(1, index, -weight)
+        scale = weight / norm
+        starts, sizes = ctx.sizes
+        if len(sizes) == 1:
+            grad = exp * scale
+        else:
+            grad = torch.empty_like(exp)
+            for part, (start, size) in enumerate(zip(starts, sizes, strict=True)):
+                stop = start + size
+                torch.mul(exp[:, start:stop], scale[:, part : part + 1], out=grad[:, start:stop])
+        grad.scatter_add_(1, index, -weight)
         flat = grad.view(batch, classes * num_nodes, num_nodes)
         grad_left = torch.bmm(flat.to(col.dtype), col).view(left.shape).to(left.dtype)
         grad_col = torch.bmm(flat.transpose(1, 2).to(left.dtype), left.view(batch, -1, m))
         grad_bias = grad.sum((0, 2, 3))
-        return grad_left, grad_col.to(col.dtype), grad_bias, None
+        return grad_left, grad_col.to(col.dtype), grad_bias, None, None
 
 
 class DenoiseHead(nn.Module):

@@ -452,7 +452,8 @@ def _check_resumable(
     differences = setting_differences(
         payload.get("config", {}), asdict(config), PretrainConfig.RESUME_KEYS
     )
-    differences += setting_differences(payload["encoder_config"], model.config, prefix="model ")
+    stored = MoleBlend.stored_config(payload["encoder_config"])
+    differences += setting_differences(stored, model.config, prefix="model ")
     if payload.get("world_size") != world:
         differences.append(f"processes {payload.get('world_size')} (this run: {world})")
     same_molecules = payload.get("data_identity") == identity

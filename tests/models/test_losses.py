@@ -22,7 +22,11 @@ def test_labels_by_hand():
     edge_attr = torch.tensor([[1, 0, 1], [4, 5, 0]])
     path = torch.tensor([[0, 1, -1]])
     # double, no stereo, conjugated = 1*12 + 0 + 1; misc type with stereo ANY = 4*12 + 5*2
-    assert edge_labels(path, edge_attr).tolist() == [[13, 58, -100]]
+    assert edge_labels(path, edge_attr, "joint").tolist() == [[13, 58, -100]]
+    # factored: the features themselves, a whole row ignored where the hop has no bond
+    assert edge_labels(path, edge_attr).tolist() == [[[1, 0, 1], [4, 5, 0], [-100] * 3]]
+    with pytest.raises(ValueError, match="'pairs'"):
+        edge_labels(path, edge_attr, "pairs")
 
 
 def test_masked_losses_average_over_present_labels_only():

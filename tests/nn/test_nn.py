@@ -421,3 +421,56 @@ def test_pair_head_cross_entropy_equals_full_logits(block_bytes, monkeypatch):
     assert head.cross_entropy(x, torch.full((3, 5, 5, 1), -100), 4) == (None, None)
     with pytest.raises(ValueError, match="4 groups of 4 classes need 16 outputs"):
         head.cross_entropy(x, labels.repeat(1, 1, 1, 2), 4)
+
+
+@pytest.mark.parametrize("block_bytes", [PairHead.block_bytes, 1])
+def test_pair_head_factored_cross_entropy_sums_the_parts(block_bytes, monkeypatch):
+    """Groups of three softmaxes (5, 6 and 2 classes, the edge head's bond type, stereo
+    and conjugation): the loss is the sum of F.cross_entropy over each part's logits, per
+    labelled entry, with the same gradients; an entry is correct when all three are."""
+    monkeypatch.setattr(PairHead, "block_bytes", block_bytes)
+    torch.manual_seed(1)
+    sizes = (5, 6, 2)
+    head = PairHead(channels=12, out_channels=2 * 13, hidden_channels=4)
+    with torch.no_grad():
+        head.head.bias.copy_(torch.randn(26))
+    x = torch.randn(3, 5, 12, requires_grad=True)
+    labels = torch.stack([torch.randint(0, s, (3, 5, 5, 2)) for s in sizes], -1)
+    labels[0, :, :, 1] = -100  # whole entries unlabelled
+    labels[2, 4:] = -100
+    params = [x, *head.parameters()]
+    loss, acc = head.cross_entropy(x, labels, sizes)
+    grads = torch.autograd.grad(loss, params)
+    logits = head(x).view(3, 5, 5, 2, 13)
+    valid = labels[..., 0] != -100
+    expected = 0
+    start = 0
+    hits = torch.ones_like(valid)
+    for part, size in enumerate(sizes):
+        z, t = logits[..., start : start + size][valid], labels[..., part][valid]
+        expected = expected + torch.nn.functional.cross_entropy(z, t, reduction="sum")
+        hits[valid] &= z.argmax(-1) == t
+        start += size
+    expected = expected / valid.sum()
+    expected_grads = torch.autograd.grad(expected, params)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert torch.allclose(grad, expected_grad, atol=1e-6)
+    assert 0 < (hits & valid).sum() < valid.sum()  # some entries right, not all
+    assert torch.allclose(acc, (hits & valid).sum() / valid.sum())
+    with pytest.raises(ValueError, match=r"3 class sizes \(5, 6, 2\) need labels"):
+        head.cross_entropy(x, labels[..., 0], sizes)
+
+
+def test_pair_cross_entropy_parts_pass_gradcheck():
+    from pyg_molblend.nn.heads import PairCrossEntropy
+
+    torch.manual_seed(0)
+    left = torch.randn(2, 5, 4, 3, dtype=torch.double, requires_grad=True)
+    col = torch.randn(2, 4, 3, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.double, requires_grad=True)
+    target = torch.stack([torch.randint(0, 3, (2, 4, 4)), torch.randint(0, 2, (2, 4, 4))], -1)
+    target[0, 1] = -100
+    assert torch.autograd.gradcheck(
+        lambda *args: PairCrossEntropy.apply(*args, target, (3, 2))[0], (left, col, bias)
+    )

@@ -190,3 +190,33 @@ def test_tune_malloc_leaves_a_users_settings_and_checks_its_arguments(monkeypatc
     message = re.escape("trim_threshold must be in [0, 2**31) bytes, got 4294967296")
     with pytest.raises(ValueError, match=message):
         tune_malloc(trim_threshold=1 << 32)
+
+
+def test_checkpoints_without_edge_target_load_and_resume_as_joint(tmp_path):
+    """Pretraining checkpoints written before ``edge_target`` existed (the shipped
+    weights among them) hold a 60-class joint edge head: they load as ``"joint"``, and
+    resuming one with the factored default names the difference instead of failing on
+    the head's shape."""
+    from pyg_molblend.training.checkpoint import load_encoder
+    from pyg_molblend.training.pretrain import PretrainConfig, pretrain
+
+    shipped = load_encoder("pretrained")
+    assert shipped.edge_target == "joint" and shipped.edge_head.out_channels == 5 * 60
+    assert MoleBlend.from_preset("small").edge_head.out_channels == 5 * 13
+
+    corpus = [from_smiles(s) for s in ["CCO", "CCN", "C=CC#N", "c1ccccc1"]]
+    config = PretrainConfig(steps=2, batch_size=2, warmup_steps=1, save_every=1, progress=False)
+    out = tmp_path / "run"
+    pretrain(MoleBlend.from_preset("small", edge_target="joint"), corpus, out, config)
+    path = out / "checkpoint.pt"
+    payload = torch.load(path, weights_only=False)
+    del payload["encoder_config"]["edge_target"]  # as an older version wrote it
+    torch.save(payload, path)
+    assert load_encoder(path).edge_target == "joint"
+    with pytest.raises(ValueError, match=r"model edge_target 'joint' \(this run: 'factored'\)"):
+        pretrain(MoleBlend.from_preset("small"), corpus, out, config, resume=True)
+    # The same run resumes with the joint head it was written with (nothing left to do).
+    again = MoleBlend.from_preset("small", edge_target="joint")
+    pretrain(again, corpus, out, config, resume=True)
+    saved = load_encoder(path).state_dict()
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in saved.items())
