@@ -119,10 +119,12 @@ for mode in $MODES; do
     echo "$mode arm: continuing from the committed $committed"
   fi
   echo "$mode arm: $out ($(date -u +%H:%M) UTC)"
+  # --edge-target joint: the blend run the arms are compared with (the shipped weights)
+  # and the committed arm checkpoints used the joint 60-class edge head.
   nice -n 19 "$PYTHON" -m pyg_molblend pretrain --smiles "$SHARED"/pretrain/*.csv.gz \
     --skip-invalid --qm9 "$QM9" --root "$STORE" --preset small --steps 80000 --batch-size 64 \
     --lr 2e-4 --warmup-steps 1000 --save-every 1000 --keep-every 10000 --num-workers 2 \
-    --seed 0 --mode "$mode" --out "$out" --resume
+    --seed 0 --mode "$mode" --edge-target joint --out "$out" --resume
   exec 9>&-
   evaluate "$mode"
 done

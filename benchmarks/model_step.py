@@ -10,8 +10,8 @@ evaluated, written here as the reference implementation does them:
       ``scaled_dot_product_attention``);
 (ii)  pair heads: the outer product ``o_ij = flatten(r_i (x) c_j)`` ``[B, N, N, m*m]`` is
       materialised and the Linear applied to it (instead of the bilinear form), and the
-      SPD and edge losses score all ``[B, N, N, 300]`` edge logits in one call (instead of
-      ``PairHead.cross_entropy``'s one hop at a time);
+      SPD and edge losses score all ``[B, N, N, 65]`` edge logits in one call (instead of
+      ``PairHead.cross_entropy``'s one hop at a time; 300 before the factored edge head);
 (iii) edge-path bias: bond features embedded per (pair, hop), ``[B, N, N, K, 3, H]``, then
       mean over the 3 features and a per-hop ``[H, H]`` matmul (instead of projecting once
       per bond and gathering);
@@ -104,18 +104,25 @@ def naive_pair_head(self: PairHead, x: Tensor) -> Tensor:
 
 
 def naive_pair_cross_entropy(
-    self: PairHead, x: Tensor, labels: Tensor, num_classes: int
+    self: PairHead, x: Tensor, labels: Tensor, num_classes: int | tuple[int, ...]
 ) -> tuple[Tensor | None, Tensor | None]:
     """(ii) for the SPD and edge losses: all logits of the materialised head at once,
-    then one ``cross_entropy`` over every (pair, group) row, as the reference scores them."""
-    target = labels.reshape(-1)
-    count = (target != -100).sum()
+    then one ``cross_entropy`` over every (pair, group) row per softmax, as the reference
+    scores them (the factored edge head's three parts side by side in each group)."""
+    sizes = (num_classes,) if isinstance(num_classes, int) else num_classes
+    width = sum(sizes)
+    target = labels.reshape(-1, len(sizes))
+    count = (target[:, 0] != -100).sum()
     if not bool(count):
         return None, None
-    logits = naive_pair_head(self, x)[..., : labels.size(-1) * num_classes]
-    logits = logits.reshape(-1, num_classes)
-    loss = F.cross_entropy(logits.float(), target, ignore_index=-100)
-    return loss, (logits.detach().argmax(-1) == target).sum() / count
+    logits = naive_pair_head(self, x)[..., : labels.size(3) * width].reshape(-1, width)
+    loss, correct, start = 0.0, target[:, 0] != -100, 0
+    for part, size in enumerate(sizes):
+        scores = logits[:, start : start + size].float()
+        loss = loss + F.cross_entropy(scores, target[:, part], ignore_index=-100, reduction="sum")
+        correct = correct & (scores.detach().argmax(-1) == target[:, part])
+        start += size
+    return loss / count, correct.sum() / count
 
 
 def naive_edge_bias(self: EdgePathBias, path_edge: Tensor, edge_attr: Tensor, spd: Tensor):

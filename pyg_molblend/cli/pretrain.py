@@ -108,8 +108,9 @@ def add_arguments(subparsers: Any) -> None:
         "--edge-target",
         default="factored",
         choices=EDGE_TARGETS,
-        help="how the edge head scores each path bond: its type, stereo and conjugation "
-        "as three softmaxes (factored, default) or one softmax over their 60 combinations "
+        help="how the edge head scores each path bond: its (type, conjugated) class and its "
+        "stereo label as two softmaxes (factored, default) or one softmax over the 60 "
+        "(type, stereo, conjugated) combinations "
         "(joint: how runs before this option pretrained; --resume them with it)",
     )
     pt.add_argument(

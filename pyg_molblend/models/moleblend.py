@@ -106,8 +106,9 @@ class MoleBlend(nn.Module):
 
     Deliberate differences from the reference, each documented where it lives: per-sample
     stochastic depth, per-molecule blend masks, an edge target that scores each bond's
-    type, stereo and conjugation apart (the reference's 24 joint classes alias OGB's misc
-    types and stereo labels; ``edge_target="joint"`` is one softmax over all 60), SPD distances
+    (type, conjugated) class and its stereo label apart (the reference's 24 joint classes
+    alias OGB's misc types and stereo labels; ``edge_target="joint"`` is one softmax over
+    all 60), SPD distances
     of 20 and more mapped to the last class instead of indexing out of range, the 3D
     direction head as one bilinear map to 3 outputs (the reference's 256-wide
     intermediate has no activation, so it is the same function family), one degree table
@@ -138,11 +139,13 @@ class MoleBlend(nn.Module):
             the Gaussian basis at its own init) or ``"reference"`` (N(0, 0.02) everywhere,
             as the reference's global init ends up). (default: :obj:`"intended"`)
         edge_target (str, optional): how the edge head scores a hop's bond:
-            ``"factored"`` (three softmaxes, over its type, stereo and conjugation: 13
-            outputs a hop) or ``"joint"`` (one over the 60 combinations; checkpoints
-            written before this option, whose configuration lacks it, load as
-            ``"joint"``). The factored head has 4.6x fewer outputs; of the 60 combinations,
-            11 occur in 9,000 molecules of the offline ChEMBL and ZINC sets. (default:
+            ``"factored"`` (two softmaxes, over its (type, conjugated) pair and over its
+            stereo label: 16 outputs a hop; see
+            :data:`~pyg_molblend.models.losses.EDGE_TARGETS`) or ``"joint"`` (one over the
+            60 combinations; checkpoints written before this option, whose configuration
+            lacks it, load as ``"joint"``). The factored head has 3.75x fewer outputs; of
+            the 60 combinations, 11 occur in 9,000 molecules of the offline ChEMBL and ZINC
+            sets. (default:
             :obj:`"factored"`)
 
     Examples:
@@ -386,8 +389,8 @@ class MoleBlend(nn.Module):
         * :math:`L_{spd}`: cross-entropy of the SPD class (distance 1..10, or "11+") of
           every real pair :math:`i \ne j` in one fragment;
         * :math:`L_{edge}`: cross-entropy of the type, stereo and conjugation of every
-          bond at every hop of every pair's path (summed over the three, or of their joint
-          class: :attr:`edge_target`);
+          bond at every hop of every pair's path (of the (type, conjugated) class plus of
+          the stereo label, or of the joint class: :attr:`edge_target`);
         * :math:`L_{3d}`: :math:`1 - \cos(\hat{z}_{ij}, p_j - p_i)` on clean coordinates,
           averaged per molecule over :math:`i \ne j`, then over molecules with 3D;
         * :math:`L_{den}`: :math:`1 - \cos(\hat\epsilon_i, \epsilon_i)` over atoms that took

@@ -23,8 +23,9 @@ def test_labels_by_hand():
     path = torch.tensor([[0, 1, -1]])
     # double, no stereo, conjugated = 1*12 + 0 + 1; misc type with stereo ANY = 4*12 + 5*2
     assert edge_labels(path, edge_attr, "joint").tolist() == [[13, 58, -100]]
-    # factored: the features themselves, a whole row ignored where the hop has no bond
-    assert edge_labels(path, edge_attr).tolist() == [[[1, 0, 1], [4, 5, 0], [-100] * 3]]
+    # factored: (type, conjugated) = 1*2 + 1 and 4*2 + 0, then the stereo label; a whole
+    # row ignored where the hop has no bond
+    assert edge_labels(path, edge_attr).tolist() == [[[3, 0], [8, 5], [-100] * 2]]
     with pytest.raises(ValueError, match="'pairs'"):
         edge_labels(path, edge_attr, "pairs")
 

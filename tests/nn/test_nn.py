@@ -425,8 +425,8 @@ def test_pair_head_cross_entropy_equals_full_logits(block_bytes, monkeypatch):
 
 @pytest.mark.parametrize("block_bytes", [PairHead.block_bytes, 1])
 def test_pair_head_factored_cross_entropy_sums_the_parts(block_bytes, monkeypatch):
-    """Groups of three softmaxes (5, 6 and 2 classes, the edge head's bond type, stereo
-    and conjugation): the loss is the sum of F.cross_entropy over each part's logits, per
+    """Groups of three softmaxes side by side (5, 6 and 2 classes; the edge head uses two,
+    10 and 6): the loss is the sum of F.cross_entropy over each part's logits, per
     labelled entry, with the same gradients; an entry is correct when all three are."""
     monkeypatch.setattr(PairHead, "block_bytes", block_bytes)
     torch.manual_seed(1)

@@ -202,7 +202,7 @@ def test_checkpoints_without_edge_target_load_and_resume_as_joint(tmp_path):
 
     shipped = load_encoder("pretrained")
     assert shipped.edge_target == "joint" and shipped.edge_head.out_channels == 5 * 60
-    assert MoleBlend.from_preset("small").edge_head.out_channels == 5 * 13
+    assert MoleBlend.from_preset("small").edge_head.out_channels == 5 * 16
 
     corpus = [from_smiles(s) for s in ["CCO", "CCN", "C=CC#N", "c1ccccc1"]]
     config = PretrainConfig(steps=2, batch_size=2, warmup_steps=1, save_every=1, progress=False)
