@@ -108,12 +108,11 @@ class MoleBlend(nn.Module):
     stochastic depth, per-molecule blend masks, an edge target that scores each bond's
     (type, conjugated) class and its stereo label apart (the reference's 24 joint classes
     alias OGB's misc types and stereo labels; ``edge_target="joint"`` is one softmax over
-    all 60), SPD distances
-    of 20 and more mapped to the last class instead of indexing out of range, the 3D
-    direction head as one bilinear map to 3 outputs (the reference's 256-wide
-    intermediate has no activation, so it is the same function family), one degree table
-    instead of two summed ones, and Gaussian-basis parameters that keep their intended
-    init unless ``init="reference"``.
+    all 60), SPD distances of 20 and more mapped to the last class instead of indexing
+    out of range, the 3D direction head as one bilinear map to 3 outputs (the
+    reference's 256-wide intermediate has no activation, so it is the same function
+    family), one degree table instead of two summed ones, and Gaussian-basis parameters
+    that keep their intended init unless ``init="reference"``.
 
     Args:
         num_layers (int): number of :class:`~pyg_molblend.BlendedGraphTransformer` layers.
@@ -145,8 +144,7 @@ class MoleBlend(nn.Module):
             60 combinations; checkpoints written before this option, whose configuration
             lacks it, load as ``"joint"``). The factored head has 3.75x fewer outputs; of
             the 60 combinations, 11 occur in 9,000 molecules of the offline ChEMBL and ZINC
-            sets. (default:
-            :obj:`"factored"`)
+            sets. (default: :obj:`"factored"`)
 
     Examples:
         >>> from torch_geometric.data import Batch

@@ -93,8 +93,8 @@ class PairHead(nn.Module):
         indices in ``[0, C)`` or :data:`~pyg_molblend.constants.IGNORE_INDEX`, and group
         :math:`g` is scored by outputs :math:`g C` to :math:`(g + 1) C - 1`. With a
         sequence of sizes :math:`(C_1, \dots, C_S)` each group is :math:`S` independent
-        softmaxes side by side (a factored class: the edge head's bond type, stereo and
-        conjugation), ``labels`` is ``[B, N, N, G, S]``, an entry's loss is the sum of its
+        softmaxes side by side (a factored class: the edge head's (bond type, conjugated)
+        pair and stereo label), ``labels`` is ``[B, N, N, G, S]``, an entry's loss is the sum of its
         :math:`S` cross-entropies, and it is correct when all :math:`S` are; an entry is
         labelled in all its parts or in none.
 
