@@ -220,8 +220,8 @@ class PairCrossEntropy(torch.autograd.Function):
         starts = [sum(sizes[:part]) for part in range(len(sizes))]
         labelled = target != IGNORE_INDEX  # [B, S, N, N]
         index = target.clamp(min=0)
-        if len(sizes) > 1:  # each part's index among all the block's classes
-            index = index + index.new_tensor(starts).view(1, -1, 1, 1)
+        for part in range(1, len(sizes)):  # each part's index among the block's classes
+            index[:, part] += starts[part]  # (a Python offset: no host-to-device copy)
         hit = logits.gather(1, index)
         tops, norms = [], []
         for start, size in zip(starts, sizes, strict=True):
