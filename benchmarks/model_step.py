@@ -10,7 +10,7 @@ evaluated, written here as the reference implementation does them:
       ``scaled_dot_product_attention``);
 (ii)  pair heads: the outer product ``o_ij = flatten(r_i (x) c_j)`` ``[B, N, N, m*m]`` is
       materialised and the Linear applied to it (instead of the bilinear form), and the
-      SPD and edge losses score all ``[B, N, N, 65]`` edge logits in one call (instead of
+      SPD and edge losses score all ``[B, N, N, 80]`` edge logits in one call (instead of
       ``PairHead.cross_entropy``'s one hop at a time; 300 before the factored edge head);
 (iii) edge-path bias: bond features embedded per (pair, hop), ``[B, N, N, K, 3, H]``, then
       mean over the 3 features and a per-hop ``[H, H]`` matmul (instead of projecting once
@@ -108,7 +108,7 @@ def naive_pair_cross_entropy(
 ) -> tuple[Tensor | None, Tensor | None]:
     """(ii) for the SPD and edge losses: all logits of the materialised head at once,
     then one ``cross_entropy`` over every (pair, group) row per softmax, as the reference
-    scores them (the factored edge head's three parts side by side in each group)."""
+    scores them (the factored edge head's two parts side by side in each group)."""
     sizes = (num_classes,) if isinstance(num_classes, int) else num_classes
     width = sum(sizes)
     target = labels.reshape(-1, len(sizes))
