@@ -246,14 +246,10 @@ class PairCrossEntropy(torch.autograd.Function):
         # softmax - one-hot, times the incoming gradient (a new tensor: the saved
         # exponentials serve a second backward pass through the graph too).
         scale = weight / norm
-        starts, sizes = ctx.sizes
-        if len(sizes) == 1:
-            grad = exp * scale
-        else:
-            grad = torch.empty_like(exp)
-            for part, (start, size) in enumerate(zip(starts, sizes, strict=True)):
-                stop = start + size
-                torch.mul(exp[:, start:stop], scale[:, part : part + 1], out=grad[:, start:stop])
+        grad = torch.empty_like(exp)
+        for part, (start, size) in enumerate(zip(*ctx.sizes, strict=True)):
+            stop = start + size
+            torch.mul(exp[:, start:stop], scale[:, part : part + 1], out=grad[:, start:stop])
         grad.scatter_add_(1, index, -weight)
         flat = grad.view(batch, classes * num_nodes, num_nodes)
         grad_left = torch.bmm(flat.to(col.dtype), col).view(left.shape).to(left.dtype)
