@@ -14,12 +14,16 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = Fa
 
     On the CPU, torch draws a dropout mask one element at a time from its Mersenne
     Twister (``bernoulli_``: about 10 ns per element, 11% of a ``small`` fine-tuning
-    step). Here the mask is made from 32 random bits per element produced in bulk by
+    step). Here the mask is made from 16 random bits per element produced in bulk by
     numpy's PCG64, seeded by one draw from torch's default generator (so
     :func:`torch.manual_seed` reproduces it): an element is kept when its bits, read
-    as an unsigned integer, are at least :math:`\mathrm{round}(p \cdot 2^{32})`, i.e. with
-    probability :math:`1 - p` to within :math:`2^{-32}`, and kept elements are scaled
-    by :math:`1 / (1 - p)`. The masks differ from torch's, the distribution does not.
+    as an unsigned integer, are at least :math:`\mathrm{round}(p \cdot 2^{16})`, i.e. with
+    probability :math:`1 - p` to within :math:`2^{-17}` (0.1 becomes 0.100006), and kept
+    elements are scaled by :math:`1 / (1 - p)`. The masks differ from torch's, the
+    distribution does not beyond that rounding. Sixteen bits instead of 32 halve the
+    generator's work, the mask's largest cost (dropout on ``[64, 8, 27, 27]`` attention
+    weights, forward + backward: 0.34-0.48 against 0.87 ms, 2 threads; a ``small``
+    pretraining step on 64 ZINC molecules 89-93 against 91-95 ms).
     On other devices this is :func:`torch.nn.functional.dropout`; with :obj:`p` = 0 or
     outside training it returns :obj:`x` itself (torch draws an all-ones mask for
     :obj:`p` = 0).
@@ -47,9 +51,8 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = Fa
         return x.mul_(0.0) if inplace else x * 0.0
     count = x.numel()
     seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
-    bits = np.random.PCG64(seed).random_raw((count + 1) // 2).view(np.int32)[:count]
-    # bits as signed int32: unsigned u >= round(p 2^32) is signed b >= round(p 2^32) - 2^31.
-    keep = bits >= round(p * 2**32) - 2**31
+    bits = np.random.PCG64(seed).random_raw((count + 3) // 4).view(np.uint16)[:count]
+    keep = bits >= round(p * 2**16)  # 2**16 (p near 1) keeps nothing, as it should
     dtype = np.float64 if x.dtype == torch.float64 else np.float32
     mask = keep.astype(dtype)  # a third cheaper than np.where
     mask *= dtype(1.0 / (1.0 - p))

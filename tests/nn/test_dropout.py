@@ -26,6 +26,22 @@ def test_mask_fraction_and_scale():
     assert set(out64.tolist()) <= {0.0, 1 / 0.7}
 
 
+def test_mask_by_hand_from_the_seed():
+    # The mask, rebuilt from its definition: one int64 draw of torch's generator seeds a
+    # PCG64 whose raw 64-bit outputs, read as 16-bit words, keep an element when the
+    # word is at least round(p * 2**16) (p = 0.3: 19661, so 0.300003 are dropped).
+    import numpy as np
+
+    torch.manual_seed(11)
+    out = dropout(torch.ones(3, 7), 0.3)
+    torch.manual_seed(11)
+    seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
+    words = np.random.PCG64(seed).random_raw(6).view(np.uint16)[:21]
+    keep = torch.from_numpy(words.astype(np.int64) >= 19661).view(3, 7)
+    assert torch.equal(out, torch.where(keep, torch.tensor(1 / 0.7), torch.tensor(0.0)))
+    assert 0 < int(keep.sum()) < 21  # both outcomes occur for this seed
+
+
 def test_mask_is_seeded_by_torch_and_fresh_per_call():
     x = torch.randn(64, 33)
     torch.manual_seed(7)
