@@ -150,9 +150,10 @@ def add_smiles_file_arguments(parser: argparse.ArgumentParser, done: str, kept: 
     )
 
 
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
+def add_device_argument(parser: argparse.ArgumentParser, training: bool = False) -> None:
     """``--device`` and ``--precision``, the two options of where and in what arithmetic a
-    command computes (the pair is checked before any data is read)."""
+    command computes (the pair is checked before any data is read), and for a
+    :obj:`training` command ``--compile``."""
     parser.add_argument(
         "--device",
         type=device_type,
@@ -167,6 +168,13 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
         "(autocast to bfloat16, weights and losses in fp32; on a CPU often slower than "
         "fp32, so time it first) (default: fp32)",
     )
+    if training:
+        parser.add_argument(
+            "--compile",
+            action="store_true",
+            help="compile the encoder's transformer layers with torch.compile (dynamic "
+            "shapes), for CUDA; on a CPU it is slower (default: off)",
+        )
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, evaluate: bool = False) -> None:

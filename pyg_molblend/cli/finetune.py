@@ -97,7 +97,7 @@ def add_arguments(subparsers: Any) -> None:
         "model_0.pt ... model_<N-1>.pt; metrics and predictions are the members' mean, with "
         "their standard deviation as the uncertainty (default: 1, one model.pt)",
     )
-    add_device_argument(ft)
+    add_device_argument(ft, training=True)
     ft.add_argument("--out", default="runs/finetune", help="output directory")
     ft.add_argument(
         "--resume",
@@ -342,6 +342,7 @@ def train_member(
         seed=seed,
         device=args.device,
         precision=args.precision,
+        compile=args.compile,
         num_workers=args.num_workers,
         progress=progress,
         freeze_encoder=args.freeze_encoder,

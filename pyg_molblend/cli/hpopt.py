@@ -61,7 +61,7 @@ def add_arguments(subparsers: Any) -> None:
         "run again with more --trials continues from it",
     )
     hp.add_argument("--study-name", default="pyg-molblend", help="Optuna study name")
-    add_device_argument(hp)
+    add_device_argument(hp, training=True)
     hp.add_argument("--out", default="runs/hpopt", help="output directory")
 
 

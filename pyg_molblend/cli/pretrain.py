@@ -166,7 +166,7 @@ def add_arguments(subparsers: Any) -> None:
         help="start afresh in an OUT that holds a checkpoint, replacing it and its log",
     )
     pt.add_argument("--seed", type=int, default=0)
-    add_device_argument(pt)
+    add_device_argument(pt, training=True)
     pt.add_argument("--out", default="runs/pretrain")
 
 
@@ -207,6 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             mode=args.mode,
             device=device,
             precision=args.precision,
+            compile=args.compile,
             num_workers=args.num_workers,
         )
         extra = {

@@ -40,6 +40,7 @@ from pyg_molblend.training.utils import (
     autocast,
     check_precision,
     clip_gradients,
+    compile_layers,
     dense_batch,
     make_optimizer,
     pin_memory_for,
@@ -98,6 +99,12 @@ class FinetuneConfig:
             only) or ``"bf16"`` (autocast; on a CPU often slower than fp32: time it).
             Like :obj:`device`, it changes the rounding, not the settings a resumed run
             must share. (default: :obj:`"fp32"`)
+        compile (bool): compile the encoder's transformer layers
+            (:func:`~pyg_molblend.training.utils.compile_layers`: :func:`torch.compile`,
+            dynamic shapes), for CUDA, where a step is bound by launching operators; on
+            the CPU it is slower. Like :obj:`precision`, it changes the rounding (and the
+            dropout masks), not the settings a resumed run must share. (default:
+            :obj:`False`)
         state_path (str, optional): a file the training state (weights, optimizer,
             schedule, random states, the selection so far) is written to, atomically,
             at the end of an epoch once :obj:`state_interval` seconds have passed since the
@@ -139,6 +146,7 @@ class FinetuneConfig:
     seed: int = 0
     device: str = "cpu"
     precision: str = "fp32"
+    compile: bool = False
     num_workers: int = 0
     progress: bool = True
     freeze_encoder: bool = False
@@ -517,6 +525,8 @@ def finetune(
     seed_everything(config.seed)
     device = config.device
     predictor.to(device)
+    if config.compile:
+        compile_layers(predictor.encoder)
     train_targets = torch.from_numpy(stack_targets(train_set, predictor.num_tasks))
     predictor.fit_targets(train_targets)
     if config.class_weights == "balanced":

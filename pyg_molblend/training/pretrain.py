@@ -34,6 +34,7 @@ from pyg_molblend.training.utils import (
     autocast,
     check_precision,
     clip_gradients,
+    compile_layers,
     dense_batch,
     make_optimizer,
     pin_memory_for,
@@ -65,7 +66,9 @@ class PretrainConfig:
     steps, so that a checkpoint can be picked by validation results afterwards.
     ``precision`` (default ``"fp32"``) is the arithmetic of the steps, one of
     :data:`~pyg_molblend.training.utils.PRECISIONS` (``"tf32"`` on CUDA only); like
-    ``device``, a resumed run may change it.
+    ``device``, a resumed run may change it, and ``compile`` (default :obj:`False`),
+    which compiles the encoder's layers
+    (:func:`~pyg_molblend.training.utils.compile_layers`; for CUDA, slower on the CPU).
     """
 
     steps: int = 1000
@@ -80,6 +83,7 @@ class PretrainConfig:
     mode: str = "blend"
     device: str = "cpu"
     precision: str = "fp32"
+    compile: bool = False
     num_workers: int = 0
     progress: bool = True
 
@@ -237,6 +241,8 @@ class _Run:
         random.seed(config.seed + self.rank)
         np.random.seed(config.seed + self.rank)
         model.to(device)
+        if config.compile:
+            compile_layers(model)
         self.step_module: nn.Module = _PretrainStep(model, config.mode)
         if self.world > 1:
             self.step_module = nn.parallel.DistributedDataParallel(
