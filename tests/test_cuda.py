@@ -200,7 +200,8 @@ def test_compiled_layers_on_cuda_follow_eager():
     from pyg_molblend.training.utils import compile_layers
 
     torch.manual_seed(0)
-    eager = MoleBlend.from_preset("small", attn_dropout=0.0, activation_dropout=0.0).cuda()
+    no_noise = dict(attn_dropout=0.0, activation_dropout=0.0, drop_path=0.0)
+    eager = MoleBlend.from_preset("small", **no_noise).cuda()
     compiled = compile_layers(copy.deepcopy(eager))
     graphs = _graphs(conformers=True)
     for batch in (Batch.from_data_list(graphs).cuda(), Batch.from_data_list(graphs[:5]).cuda()):

@@ -176,7 +176,9 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
+        # Compiled code takes p as an input instead of branching on it, so layers whose
+        # probabilities differ (pretraining's linear schedule) share one graph.
+        if not self.training or (not torch.compiler.is_compiling() and self.p == 0.0):
             return x
         keep = torch.rand((x.size(0),) + (1,) * (x.dim() - 1), device=x.device) >= self.p
         return x * keep.to(x.dtype) / (1.0 - self.p)

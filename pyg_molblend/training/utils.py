@@ -222,7 +222,12 @@ def compile_layers(model: torch.nn.Module) -> torch.nn.Module:
     ``layers``) in place with :func:`torch.compile` (:meth:`torch.nn.Module.compile`,
     dynamic shapes: one graph serves every batch size and atom count instead of one per
     shape); returns :obj:`model`. Parameters, ``state_dict`` keys and the values computed
-    are unchanged (to rounding; dropout draws its masks inside the compiled code).
+    are unchanged (to rounding; dropout draws its masks inside the compiled code). The
+    layers share their graphs (stochastic depth's per-layer probability is an input, not
+    a branch); fine-tuning makes up to eight of them (training or inference, every
+    position or the graph token only, batches of one molecule or more), which is torch's
+    default limit per function, so a process that compiles fine-tuning and then
+    pretraining calls :func:`torch._dynamo.reset` in between.
 
     What ``finetune --compile`` and ``pretrain --compile`` do. It is meant for CUDA, where
     a step of a small model is bound by launching its operators one at a time. On the

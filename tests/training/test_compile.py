@@ -43,8 +43,9 @@ def _batch(smiles: list[str]) -> Batch:
 
 def test_compiled_layers_compute_what_eager_layers_do(real_smiles):
     torch.manual_seed(0)
-    eager = MoleBlend.from_preset("small", attn_dropout=0.0, activation_dropout=0.0).double()
-    compiled = MoleBlend.from_preset("small", attn_dropout=0.0, activation_dropout=0.0).double()
+    no_noise = dict(attn_dropout=0.0, activation_dropout=0.0, drop_path=0.0)
+    eager = MoleBlend.from_preset("small", **no_noise).double()
+    compiled = MoleBlend.from_preset("small", **no_noise).double()
     compiled.load_state_dict(eager.state_dict())
     assert compile_layers(compiled) is compiled and _compiled(compiled)
     assert list(compiled.state_dict()) == list(eager.state_dict())
@@ -140,3 +141,18 @@ def test_dropout_inside_compiled_code_is_torchs():
     out = compiled(torch.ones(64, 64))
     assert set(out.unique().tolist()) == {0.0, 2.0}
     assert 0.4 < (out == 0).float().mean().item() < 0.6  # 4,096 draws: std 0.008
+
+
+def test_layers_share_one_compiled_graph(monkeypatch, real_smiles):
+    # Pretraining's stochastic depth rises linearly over the layers (0, 1/30, 2/30, 0.1 for
+    # `small`): branching on each layer's probability would compile every layer anew, and
+    # batches of other sizes must not recompile either (dynamic shapes).
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    monkeypatch.setattr(training_utils, "COMPILE_BACKEND", counter)
+    model = compile_layers(MoleBlend.from_preset("small", drop_path=0.1))
+    assert len({layer.drop_path.p for layer in model.layers}) == 4
+    for smiles in (real_smiles[:3], real_smiles[20:26]):
+        model.pretrain_loss(_batch(smiles), mode="blend").loss.backward()
+    assert counter.frame_count == 1
