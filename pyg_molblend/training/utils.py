@@ -232,7 +232,7 @@ def compile_layers(model: torch.nn.Module) -> torch.nn.Module:
     What ``finetune --compile`` and ``pretrain --compile`` do. It is meant for CUDA, where
     a step of a small model is bound by launching its operators one at a time. On the
     CPU it is slower: a ``small`` pretraining step on 64 ZINC molecules (2 threads)
-    took 100-127 ms compiled against 87-91 ms eager, after 33-36 s of compilation
+    took 115-122 ms compiled against 94-105 ms eager, after 10 s of compilation
     (``benchmarks/README.md``).
 
     Examples:
