@@ -6,7 +6,8 @@ after ``tests/test_cuda.py``).
   warm-up epoch (one for all precisions); seconds per epoch = (t3 - t1) / 2 (each epoch
   includes its validation pass, as on the CPU). Target on an H100/H200: <= 1 s.
 * Pretraining molecules/s: ``pretrain`` (mode blend) on molecules with RDKit conformers,
-  ``small`` at batch 64 and ``base`` at batch 32, timed for S1 and S2 steps;
+  ``small`` at batch 64 and ``base`` at batch 32, timed for S1 and S2 steps after an
+  S1-step warm-up run (kernels loaded on first use, cuBLAS handles, the compilation);
   molecules/s = (S2 - S1) * batch / (t(S2) - t(S1)). Targets: ``small`` >= 10,000,
   ``base`` >= 1,500. ``small`` is also timed at batch 256 (fp32), to tell a step bound by
   launching its ~2,700 operators from one bound by arithmetic.
@@ -133,8 +134,9 @@ def pretrain_rate(
         torch._dynamo.reset()
     for precision in precisions:
         times = []
-        # With compile, a first run pays the compilation, which the later ones reuse.
-        for count in ((steps[0],) if compile else ()) + tuple(steps):
+        # A first run, left out of the rate, pays what only a first run pays (kernels
+        # loaded on first use, the compilation), which would shorten t(S2) - t(S1).
+        for count in (steps[0], *steps):
             seed_everything(0)
             model = MoleBlend.from_preset(preset)
             config = PretrainConfig(
@@ -204,15 +206,20 @@ def main() -> int:
         results["base mol/s"] = pretrain_rate(
             data, work, args.device, "base", 32, short, args.quick, precisions
         )
-        if not args.no_compile:  # last: the eager numbers are printed whatever happens here
-            results["tox21 s/epoch, compiled"] = tox21_epoch(
-                data, work, args.device, args.quick, precisions[:1], compile=True
-            )
-            short = (2, 4) if args.quick else (20, 120)
-            results["small mol/s, compiled"] = pretrain_rate(
-                data, work, args.device, "small", 64, short, args.quick, precisions[:1],
-                compile=True,
-            )
+        failed = False
+        if not args.no_compile:  # last, and a failure here keeps the eager table
+            try:
+                results["tox21 s/epoch, compiled"] = tox21_epoch(
+                    data, work, args.device, args.quick, precisions[:1], compile=True
+                )
+                short = (2, 4) if args.quick else (20, 120)
+                results["small mol/s, compiled"] = pretrain_rate(
+                    data, work, args.device, "small", 64, short, args.quick, precisions[:1],
+                    compile=True,
+                )
+            except Exception as error:  # reported, then the table; the exit status says so
+                print(f"compiled measures failed: {type(error).__name__}: {error}", flush=True)
+                failed = True
     print("\n| measure | precision | value | target | |\n| --- | --- | ---: | ---: | --- |")
     for name, values in results.items():
         target = TARGETS[name]
@@ -220,7 +227,7 @@ def main() -> int:
             ok = value <= target if "s/epoch" in name else value >= target
             verdict = "PASS" if ok else "MISS"
             print(f"| {name} | {precision} | {value:,.2f} | {target:,.0f} | {verdict} |")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
