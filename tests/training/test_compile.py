@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,7 +124,8 @@ def test_cli_compile_flag(tmp_path, monkeypatch, capsys):
     seen = []
     module = sys.modules["pyg_molblend.training.finetune"]  # the package exports the function
     monkeypatch.setattr(module, "compile_layers", lambda model: seen.append(model))
-    args = ["finetune", "--csv", "tests/assets/tiny_esol.csv", "--targets", "logS"]
+    assets = Path(__file__).parents[1] / "assets"
+    args = ["finetune", "--csv", str(assets / "tiny_esol.csv"), "--targets", "logS"]
     args += ["--task", "regression", "--root", str(tmp_path / "data"), "--epochs", "1"]
     args += ["--batch-size", "16", "--device", "cpu", "--out", str(tmp_path / "ft")]
     assert main([*args, "--compile"]) == 0
