@@ -76,6 +76,7 @@ def tox21_epoch(
         dataset = dataset[:300]
     print(f"tox21: {len(dataset)} molecules prepared in {time.perf_counter() - started:.0f} s")
     train, valid, test = (dataset[p] for p in scaffold_split(dataset.smiles))
+    label = ", compiled" if compile else ""
 
     def run(epochs: int, precision: str) -> float:
         seed_everything(0)
@@ -94,7 +95,6 @@ def tox21_epoch(
         result = finetune(predictor, train, valid, test, config)
         sync(device)
         seconds = time.perf_counter() - start
-        label = ", compiled" if compile else ""
         print(f"  {precision}{label}, {epochs} epoch(s): {seconds:.2f} s, test {result.test}")
         return seconds
 
@@ -104,7 +104,6 @@ def tox21_epoch(
     seconds = {}
     for precision in precisions:
         seconds[precision] = (run(3, precision) - run(1, precision)) / 2
-        label = ", compiled" if compile else ""
         print(f"tox21 s/epoch{label}, {precision}: {seconds[precision]:.2f}", flush=True)
     return seconds
 
