@@ -291,11 +291,14 @@ def test_pretrain_then_embed_and_finetune_from_it(tmp_path):
         )
 
     assert embed() == 2
-    assert embed("--skip-invalid") == 0
+    skipped = r"Skipped 1 molecules of .*in\.smi with an invalid SMILES .*line 3: .*'not_a_smiles'"
+    with pytest.warns(UserWarning, match=skipped):
+        assert embed("--skip-invalid") == 0
     first = np.load(emb)
     assert first.shape == (4, 128)
     assert np.isnan(first[2]).all() and np.isfinite(first[[0, 1, 3]]).all()
-    assert embed("--skip-invalid") == 0
+    with pytest.warns(UserWarning, match=skipped):
+        assert embed("--skip-invalid") == 0
     np.testing.assert_array_equal(np.load(emb), first)
 
     code, _ = _finetune(tmp_path, name="from_pre")

@@ -58,12 +58,17 @@ def _reference(model: Path, smiles: list[str]) -> np.ndarray:
     return predict(predictor, [AddShortestPath()(from_smiles(s)) for s in smiles])
 
 
+#: The counted warning of --skip-invalid over LIBRARY with --max-atoms 30.
+SKIPPED_TWO = r"2 molecules of .* not predicted \(1 invalid SMILES, 1 above max_atoms=30\)"
+
+
 def test_predict_keeps_rows_columns_and_order_with_status(runs, library, tmp_path, capsys):
     single, _ = runs
     out = tmp_path / "preds.csv"
     args = ["predict", "--checkpoint", str(single / "model.pt"), "--smiles", str(library)]
     args += ["--out", str(out), "--skip-invalid", "--max-atoms", "30", "--chunk-size", "2"]
-    assert main(args) == 0
+    with pytest.warns(UserWarning, match=SKIPPED_TWO):
+        assert main(args) == 0
     table = pd.read_csv(out, keep_default_na=False)
     assert list(table.columns) == ["id", "SMILES", "logS", "status"]
     assert table["id"].tolist() == [row[0] for row in LIBRARY]
@@ -86,7 +91,8 @@ def test_predict_output_does_not_depend_on_the_chunk_size(runs, library, tmp_pat
         out = tmp_path / f"preds_{chunk}.csv"
         args = ["predict", "--checkpoint", str(single), "--smiles", str(library), "--out"]
         args += [str(out), "--skip-invalid", "--max-atoms", "30", "--chunk-size", chunk]
-        assert main(args) == 0
+        with pytest.warns(UserWarning, match=SKIPPED_TWO):
+            assert main(args) == 0
         tables.append(pd.read_csv(out, keep_default_na=False))
     # Rows, order, ids and statuses exactly; the values to float32 rounding, since a chunk
     # of one molecule pads its batch differently (the last digit follows the thread count).
@@ -166,7 +172,8 @@ def test_predict_and_evaluate_accept_the_ensemble_folder(runs, library, tmp_path
     _, ensemble = runs
     out = tmp_path / "preds.csv"
     args = ["predict", "--checkpoint", str(ensemble), "--smiles", str(library), "--out", str(out)]
-    assert main([*args, "--skip-invalid", "--uncertainty", "ensemble"]) == 0
+    with pytest.warns(UserWarning, match=r"1 molecules of .* not predicted \(1 invalid SMILES, 0"):
+        assert main([*args, "--skip-invalid", "--uncertainty", "ensemble"]) == 0
     table = pd.read_csv(out)
     ok = [0, 2, 3, 4]
     smiles = [LIBRARY[i][1] for i in ok]
