@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import os.path as osp
-import pickle
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ from pyg_molblend.datasets.smiles import iter_smiles_table
 from pyg_molblend.datasets.utils import (
     Rejections,
     _dumps,
+    _loads,
     cache_key,
     describe,
     file_content,
@@ -210,7 +210,7 @@ class _ShardWriter:
             with quiet_rdkit():
                 mol = Chem.MolFromMolBlock(item, removeHs=False)
             return from_mol(mol)
-        return pickle.loads(item)  # bytes of _graph_items, made in this run
+        return _loads(item)  # bytes of _graph_items, made in this run
 
     def reject(self, skipped: list, row: int, text: str, reason: str, message: str) -> None:
         """Records a rejected molecule, or raises as

@@ -4,6 +4,7 @@ chunks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
@@ -20,7 +21,7 @@ from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data.featurize import from_smiles
 from pyg_molblend.datasets.csv_dataset import uncompressed_name
 from pyg_molblend.datasets.smiles import iter_smiles_table
-from pyg_molblend.datasets.utils import shorten
+from pyg_molblend.datasets.utils import check_num_workers, imap_in_pool, shorten, worker_pool
 from pyg_molblend.models import MoleBlendPredictor, output_names
 from pyg_molblend.training.checkpoint import (
     PRETRAINED_NAME,
@@ -304,6 +305,31 @@ def _dropout_rates(predictor: MoleBlendPredictor) -> list[float]:
     return [r for r in rates if r > 0]
 
 
+class _Featurize:
+    """The work of :func:`_prepare` for one SMILES, picklable so that worker processes
+    can run it: ``("ok", graph)`` with its shortest paths (and conformer, in 3D modes),
+    ``("invalid_smiles", message)`` or ``("too_many_atoms", atoms)``."""
+
+    def __init__(self, max_atoms: int | None, conformer: AddConformer | None) -> None:
+        self.max_atoms = max_atoms
+        self.conformer = conformer
+        self.shortest = AddShortestPath()
+
+    def __call__(self, text: str) -> tuple[str, Any]:
+        try:
+            data = from_smiles(text.strip())
+        except ValueError as error:
+            return "invalid_smiles", str(error)
+        if self.max_atoms is not None and data.num_nodes > self.max_atoms:
+            return "too_many_atoms", data.num_nodes
+        data = self.shortest(data)
+        if self.conformer is not None:
+            with warnings.catch_warnings():  # counted by the caller, once
+                warnings.simplefilter("ignore")
+                data = self.conformer(data)
+        return "ok", data
+
+
 def _prepare(
     smiles: Sequence[str],
     mode: str,
@@ -312,30 +338,36 @@ def _prepare(
     where: Sequence[str],
     conformer: AddConformer | None,
     descriptors: np.ndarray | None = None,
+    pool: Any = None,
+    num_workers: int = 0,
 ) -> tuple[list[Data], list[int], list[str]]:
     """Graphs of the SMILES that can be predicted (with their row of
-    :obj:`descriptors`), their positions, and every row's status."""
-    shortest = AddShortestPath()
+    :obj:`descriptors`), their positions, and every row's status; featurized by the
+    :obj:`num_workers` processes of :obj:`pool` when given (the same graphs, in the same
+    order), here otherwise."""
+    featurize = _Featurize(max_atoms, conformer)
+    texts = [str(text) for text in smiles]
+    if pool is None:
+        results = map(featurize, texts)
+    else:
+        results = imap_in_pool(pool, featurize, texts, num_workers)
     graphs, kept, status = [], [], []
-    for i, text in enumerate(smiles):
-        try:
-            data = from_smiles(str(text).strip())
-        except ValueError as error:
+    for i, (outcome, data) in enumerate(results):
+        if outcome == "invalid_smiles":
             if not skip_invalid:
                 raise ValueError(
-                    f"{where[i]}: {error}; pass skip_invalid=True to predict the others"
-                ) from None
-            status.append("invalid_smiles")
+                    f"{where[i]}: {data}; pass skip_invalid=True to predict the others"
+                )
+            status.append(outcome)
             continue
-        if max_atoms is not None and data.num_nodes > max_atoms:
+        if outcome == "too_many_atoms":
             if not skip_invalid:
                 raise ValueError(
-                    f"{where[i]}: molecule {shorten(str(text))!r} has {data.num_nodes} atoms, "
+                    f"{where[i]}: molecule {shorten(texts[i])!r} has {data} atoms, "
                     f"above max_atoms={max_atoms}; pass skip_invalid=True to predict the others"
                 )
-            status.append("too_many_atoms")
+            status.append(outcome)
             continue
-        data = shortest(data)
         if descriptors is not None:
             values = np.asarray(descriptors[i], dtype=np.float32)
             if not np.isfinite(values).all():
@@ -345,10 +377,6 @@ def _prepare(
                     "must be finite"
                 )
             data.descriptors = torch.from_numpy(values).view(1, -1)
-        if conformer is not None:
-            with warnings.catch_warnings():  # counted by the caller, once
-                warnings.simplefilter("ignore")
-                data = conformer(data)
         graphs.append(data)
         kept.append(i)
         status.append("ok" if conformer is None or bool(data.has_pos.all()) else "ok_2d_fallback")
@@ -369,11 +397,21 @@ def _prediction_frame(
     skip_invalid: bool,
     conformer: AddConformer | None,
     descriptors: np.ndarray | None,
+    pool: Any = None,
+    num_workers: int = 0,
 ) -> tuple[pd.DataFrame, list[str]]:
     import pandas as pd
 
     graphs, kept, status = _prepare(
-        smiles, models.mode, max_atoms, skip_invalid, where, conformer, descriptors
+        smiles,
+        models.mode,
+        max_atoms,
+        skip_invalid,
+        where,
+        conformer,
+        descriptors,
+        pool,
+        num_workers,
     )
     mean, std = models.predict(graphs, batch_size, uncertainty, samples, seed)
     columns: dict[str, Any] = {}
@@ -402,6 +440,7 @@ def predict_smiles(
     max_atoms: int | None = DEFAULT_MAX_ATOMS,
     seed: int = 0,
     descriptors: np.ndarray | None = None,
+    num_workers: int = 0,
 ) -> pd.DataFrame:
     r"""Predictions for SMILES from a fine-tuned model or an ensemble folder, as a
     :class:`pandas.DataFrame` (also exported as :func:`pyg_molblend.predict`).
@@ -432,11 +471,15 @@ def predict_smiles(
         seed (int, optional): seed of the dropout samples. (default: :obj:`0`)
         descriptors (np.ndarray, optional): ``[len(smiles), D]`` descriptors, for a model
             fine-tuned with :obj:`D` descriptors per molecule. (default: :obj:`None`)
+        num_workers (int, optional): processes that featurize the molecules (RDKit
+            parsing, shortest paths, conformers in 3D modes) instead of this one; the
+            predictions are the same. (default: :obj:`0`)
 
     Raises:
         ValueError: naming the row of the first invalid or too large molecule (unless
-            :obj:`skip_invalid`), for an uncertainty the model cannot give, or for
-            descriptors the model does not take (see :meth:`ModelSet.check_descriptors`).
+            :obj:`skip_invalid`), for an uncertainty the model cannot give, for
+            descriptors the model does not take (see :meth:`ModelSet.check_descriptors`),
+            or for a negative :obj:`num_workers`.
         CheckpointError: for a checkpoint that is not a fine-tuned model.
 
     Examples:
@@ -452,27 +495,36 @@ def predict_smiles(
     """
     import pandas as pd
 
+    check_num_workers(num_workers)
     models = _model_set(checkpoint, device)
     models.check_uncertainty(uncertainty, samples)
     smiles = [str(s) for s in smiles]
     models.check_descriptors(descriptors, len(smiles))
     conformer = AddConformer(seed=CONFORMER_SEED) if models.mode != "2d" else None
-    frame, status = _prediction_frame(
-        models,
-        smiles,
-        [f"row {i}" for i in range(len(smiles))],
-        {"smiles"},
-        batch_size=batch_size,
-        uncertainty=uncertainty,
-        samples=samples,
-        seed=seed,
-        max_atoms=max_atoms,
-        skip_invalid=skip_invalid,
-        conformer=conformer,
-        descriptors=descriptors,
-    )
+    with _featurizers(num_workers) as pool:
+        frame, status = _prediction_frame(
+            models,
+            smiles,
+            [f"row {i}" for i in range(len(smiles))],
+            {"smiles"},
+            batch_size=batch_size,
+            uncertainty=uncertainty,
+            samples=samples,
+            seed=seed,
+            max_atoms=max_atoms,
+            skip_invalid=skip_invalid,
+            conformer=conformer,
+            descriptors=descriptors,
+            pool=pool,
+            num_workers=num_workers,
+        )
     _warn_fallbacks(status.count("ok_2d_fallback"))
     return pd.concat([pd.DataFrame({"smiles": smiles}), frame], axis=1)
+
+
+def _featurizers(num_workers: int) -> contextlib.AbstractContextManager[Any]:
+    """The pool of :obj:`num_workers` featurizing processes, or :obj:`None` for none."""
+    return worker_pool(num_workers) if num_workers else contextlib.nullcontext()
 
 
 def _warn_fallbacks(fallbacks: int) -> None:
@@ -519,6 +571,7 @@ def predict_file(
     seed: int = 0,
     progress: bool = True,
     descriptors: np.ndarray | None = None,
+    num_workers: int = 0,
 ) -> dict[str, int]:
     """Streams a SMILES file (:func:`iter_smiles_table`) through :func:`predict_smiles`'s
     columns into the CSV :obj:`out`, :obj:`chunk_size` rows at a time, so memory stays
@@ -528,13 +581,15 @@ def predict_file(
     Prediction columns are named after the tasks (``<task>_pred`` where the input
     already has a column of that name). Messages name the file and line.
     :obj:`descriptors` (``[rows, D]``, for a model with descriptors) has one row per data
-    row of the file, in order.
+    row of the file, in order. With :obj:`num_workers`, that many processes featurize
+    the molecules (as in :func:`predict_smiles`), one pool for the whole file.
 
     Returns:
         The number of rows per status.
     """
     import pandas as pd
 
+    check_num_workers(num_workers)
     models = _model_set(checkpoint, device)
     models.check_uncertainty(uncertainty, samples)
     models.check_descriptors(descriptors, None)
@@ -544,7 +599,7 @@ def predict_file(
     lines = _count_lines(os.fspath(path))
     bar = tqdm(total=lines, desc="predict", unit="mol", disable=not progress)
     try:
-        with atomic_path(out) as tmp:
+        with atomic_path(out) as tmp, _featurizers(num_workers) as pool:
             with open(tmp, "w", newline="") as f:
                 first = True
                 for chunk, column in iter_smiles_table(path, smiles_column, chunk_size):
@@ -565,6 +620,8 @@ def predict_file(
                         skip_invalid=skip_invalid,
                         conformer=conformer,
                         descriptors=rows,
+                        pool=pool,
+                        num_workers=num_workers,
                     )
                     done += len(chunk)
                     table = pd.concat([chunk.reset_index(drop=True), frame], axis=1)

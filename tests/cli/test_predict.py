@@ -12,7 +12,13 @@ import torch
 import pyg_molblend
 from pyg_molblend.cli import main
 from pyg_molblend.data import from_smiles
-from pyg_molblend.training.checkpoint import load_checkpoint, load_predictor
+from pyg_molblend.models import MoleBlend, MoleBlendPredictor
+from pyg_molblend.training.checkpoint import (
+    load_checkpoint,
+    load_predictor,
+    predictor_checkpoint,
+    save_checkpoint,
+)
 from pyg_molblend.training.finetune import predict
 from pyg_molblend.training.inference import ModelSet
 from pyg_molblend.transforms import AddConformer, AddShortestPath
@@ -104,6 +110,41 @@ def test_predict_output_does_not_depend_on_the_chunk_size(runs, library, tmp_pat
     np.testing.assert_allclose(
         one.loc[ok, "logS"].astype(float), many.loc[ok, "logS"].astype(float), rtol=1e-5
     )
+
+
+def test_predict_with_workers_writes_the_same_file(runs, library, tmp_path, capsys):
+    # --num-workers featurizes in other processes: byte for byte the same output, the
+    # same statuses and counted warning, and the same error naming the line without
+    # --skip-invalid; a negative count is refused before anything is read.
+    single, _ = runs
+    args = ["predict", "--checkpoint", str(single / "model.pt"), "--smiles", str(library)]
+    args += ["--max-atoms", "30", "--chunk-size", "3"]
+    written = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"preds_{workers}.csv"
+        with pytest.warns(UserWarning, match=SKIPPED_TWO):
+            assert main([*args, "--out", str(out), "--skip-invalid", "--num-workers", workers]) == 0
+        written.append(out.read_bytes())
+    assert written[0] == written[1]
+    assert "invalid_smiles" in written[1].decode() and "too_many_atoms" in written[1].decode()
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "x.csv"), "--num-workers", "2"]) == 2
+    assert f"{library}, line 3" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "x.csv"), "--num-workers", "-1"]) == 2
+    assert "num_workers must be a non-negative integer, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_predict_smiles_workers_match_in_3d_mode(tmp_path):
+    # In 3D modes the workers make the conformers too: the same table, statuses included.
+    predictor = MoleBlendPredictor(MoleBlend.from_preset("small"), 1, "regression", "2d+3d")
+    path = tmp_path / "model3d.pt"
+    save_checkpoint(path, predictor_checkpoint(predictor, target_names=["y"]))
+    smiles = [s for _, s in LIBRARY] * 2
+    serial = pyg_molblend.predict(smiles, path, skip_invalid=True, max_atoms=30)
+    parallel = pyg_molblend.predict(smiles, path, skip_invalid=True, max_atoms=30, num_workers=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert serial["status"].tolist()[:5] == ["ok", "invalid_smiles", "ok", "too_many_atoms", "ok"]
 
 
 def test_predict_invalid_smiles_names_the_line_without_skip(runs, library, tmp_path, capsys):

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from torch_geometric.data import Data
 
 from pyg_molblend.data import from_smiles, scaffold_split
 from pyg_molblend.datasets import (
@@ -314,6 +315,38 @@ def test_apply_transform_sends_only_each_graphs_own_elements():
         assert torch.equal(data.y, table[row].view(1, -1))
         assert data.y.untyped_storage().nbytes() == 617 * 4
         assert torch.equal(data.spd, AddShortestPath()(data_list[row].clone()).spd)
+
+
+class Marked(Data):
+    """A Data subclass (pickled by reference, so at module level)."""
+
+
+def test_graphs_travel_between_processes_unchanged():
+    # Graphs go to and from workers as numpy arrays (_PackedGraph), alone or in a tuple;
+    # every field comes back with its dtype, values and order, each tensor with just
+    # its own elements; what numpy cannot hold (bfloat16) and Data subclasses travel as
+    # they are, views copied.
+    from pyg_molblend.datasets.utils import _dumps, _loads
+
+    table = torch.arange(40, dtype=torch.bfloat16).view(10, 4)
+    data = AddShortestPath()(from_smiles("CC(=O)Nc1ccc(O)cc1"))
+    data.y = torch.arange(600.0).view(100, 6)[7:8]  # a view of a larger storage
+    data.has_pos = torch.tensor([True, False])
+    data.weight = table[3:4]
+    data.count = 3
+    status, back = _loads(_dumps(("ok", data)))
+    assert status == "ok" and type(back) is Data and list(back.keys()) == list(data.keys())
+    for key in data.keys():
+        value, other = data[key], back[key]
+        if isinstance(value, torch.Tensor):
+            assert other.dtype == value.dtype and torch.equal(other, value), key
+            assert other.untyped_storage().nbytes() == value.numel() * value.element_size()
+        else:
+            assert other == value, key
+    marked = _loads(_dumps(Marked(y=table[5:6])))
+    assert type(marked) is Marked and torch.equal(marked.y, table[5:6])
+    assert marked.y.untyped_storage().nbytes() == 4 * 2
+    assert _loads(_dumps(["CCO", 2])) == ["CCO", 2]
 
 
 def test_apply_transform_workers_hold_no_file_descriptor_per_tensor():
