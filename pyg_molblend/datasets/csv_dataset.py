@@ -16,8 +16,16 @@ from torch_geometric.data import Data
 from tqdm import tqdm
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS, TASK_TYPES
-from pyg_molblend.data.featurize import from_smiles
-from pyg_molblend.datasets.utils import CachedDataset, Rejections, shorten, warn_user
+from pyg_molblend.datasets.utils import (
+    INVALID_SMILES,
+    TOO_MANY_ATOMS,
+    CachedDataset,
+    Rejections,
+    featurize_rows,
+    shorten,
+    warn_user,
+    worker_pool,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -340,31 +348,31 @@ class SmilesTableDataset(CachedDataset):
             f"above max_atoms={self.max_atoms} (see .too_large)", self.skip_invalid, source
         )
         data_list: list[Data] = []
-        unlabeled: list[tuple[int, str]] = []
         smiles_list = table[smiles_column].str.strip().tolist()
         lines = table.index.tolist()
-        for row, smiles in enumerate(tqdm(smiles_list, desc=f"Featurizing {self.display_name}")):
-            y = targets[row].view(1, -1)
-            if bool(y.isnan().all()):
-                unlabeled.append((row, smiles))
-                continue
-            where = f"{source}, line {lines[row]}"
-            try:
-                data = from_smiles(smiles)
-            except ValueError as error:
-                invalid.add(row, smiles, f"{where}: {error}")
-                continue
-            if self.max_atoms is not None and data.num_nodes > self.max_atoms:
-                large.add(
-                    row,
-                    smiles,
-                    f"{where}: molecule {shorten(smiles)!r} has {data.num_nodes} atoms, above "
-                    f"max_atoms={self.max_atoms}",
-                )
-                continue
-            data.y = y
-            data.source_row = torch.tensor([row])
-            data_list.append(data)
+        labelled = (~targets.isnan().all(1)).tolist()
+        unlabeled = [(row, s) for row, s in enumerate(smiles_list) if not labelled[row]]
+        rows = [row for row in range(len(smiles_list)) if labelled[row]]
+        with worker_pool(self.num_workers) as pool:
+            results = featurize_rows(
+                [smiles_list[row] for row in rows], self.max_atoms, None, pool, self.num_workers
+            )
+            bar = tqdm(results, total=len(rows), desc=f"Featurizing {self.display_name}")
+            for row, (outcome, data) in zip(rows, bar, strict=True):
+                smiles, where = smiles_list[row], f"{source}, line {lines[row]}"
+                if outcome == INVALID_SMILES:
+                    invalid.add(row, smiles, f"{where}: {data}")
+                elif outcome == TOO_MANY_ATOMS:
+                    large.add(
+                        row,
+                        smiles,
+                        f"{where}: molecule {shorten(smiles)!r} has {data} atoms, above "
+                        f"max_atoms={self.max_atoms}",
+                    )
+                else:
+                    data.y = targets[row].view(1, -1)
+                    data.source_row = torch.tensor([row])
+                    data_list.append(data)
         if unlabeled:
             row, smiles = unlabeled[0]
             warn_user(

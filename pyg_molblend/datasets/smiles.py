@@ -11,9 +11,17 @@ from typing import TYPE_CHECKING, Any
 from torch_geometric.data import Data
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
-from pyg_molblend.data.featurize import from_mol, from_smiles, quiet_rdkit
+from pyg_molblend.data.featurize import from_mol, quiet_rdkit
 from pyg_molblend.datasets.csv_dataset import iter_csv_table, open_input, uncompressed_name
-from pyg_molblend.datasets.utils import CachedDataset, Rejections, input_files, shorten
+from pyg_molblend.datasets.utils import (
+    INVALID_SMILES,
+    TOO_MANY_ATOMS,
+    CachedDataset,
+    Rejections,
+    featurize_rows,
+    input_files,
+    shorten,
+)
 
 __all__ = [
     "SDFDataset",
@@ -178,6 +186,8 @@ def featurize_smiles(
     max_atoms: int | None = None,
     lines: Sequence[int] | None = None,
     rejections: tuple[Rejections, Rejections] | None = None,
+    pool: Any = None,
+    num_workers: int = 0,
 ) -> tuple[list[Data], list[tuple[int, str]]]:
     """Graphs of :obj:`smiles` (:func:`~pyg_molblend.data.from_smiles`) and the
     ``(row, smiles)`` pairs (0-based rows) that have no graph: invalid, or above
@@ -197,6 +207,9 @@ def featurize_smiles(
             that reads a file in chunks and warns once at its end (their :obj:`skip` then
             decides, and nothing is warned here); by default this call's own, warned at
             its end.
+        pool (multiprocessing.Pool, optional, keyword-only): a
+            :func:`~pyg_molblend.datasets.utils.worker_pool` of :obj:`num_workers`
+            processes to featurize in (the same graphs); by default this process.
 
     Raises:
         ValueError: naming the source, line (or row) and string of the first invalid or
@@ -217,22 +230,21 @@ def featurize_smiles(
         invalid, large = rejections
     before = len(invalid.items), len(large.items)
     graphs = []
-    for row, text in enumerate(smiles):
+    results = featurize_rows(smiles, max_atoms, pool=pool, num_workers=num_workers)
+    for row, (outcome, data) in enumerate(results):
+        text = smiles[row]
         where = f"{source}, line {lines[row]}" if lines is not None else f"{source}, row {row}"
-        try:
-            data = from_smiles(text)
-        except ValueError as error:
-            invalid.add(row, text, f"{where}: {error}")
-            continue
-        if max_atoms is not None and data.num_nodes > max_atoms:
+        if outcome == INVALID_SMILES:
+            invalid.add(row, text, f"{where}: {data}")
+        elif outcome == TOO_MANY_ATOMS:
             large.add(
                 row,
                 text,
-                f"{where}: molecule {shorten(text)!r} has {data.num_nodes} atoms, above "
+                f"{where}: molecule {shorten(text)!r} has {data} atoms, above "
                 f"max_atoms={max_atoms}",
             )
-            continue
-        graphs.append(data)
+        else:
+            graphs.append(data)
     if rejections is None:
         invalid.warn()
         large.warn()

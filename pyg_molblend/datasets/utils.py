@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 import pyg_molblend
 from pyg_molblend.constants import FEATURIZER
+from pyg_molblend.data.featurize import from_smiles
 
 __all__ = [
     "CachedDataset",
@@ -34,6 +36,7 @@ __all__ = [
     "apply_transform",
     "cache_key",
     "check_num_workers",
+    "featurize_rows",
     "file_content",
     "imap_in_pool",
     "merge_datasets",
@@ -430,9 +433,63 @@ def imap_in_pool(
     return (_loads(result) for result in results)
 
 
+#: Outcomes of :func:`featurize_rows`.
+FEATURIZED, INVALID_SMILES, TOO_MANY_ATOMS = "ok", "invalid_smiles", "too_many_atoms"
+
+
+class _RowFeaturizer:
+    """:func:`featurize_rows`'s work for one SMILES (picklable, for worker processes)."""
+
+    def __init__(self, max_atoms: int | None, transform: Transform | None) -> None:
+        self.max_atoms = max_atoms
+        self.transform = transform
+
+    def __call__(self, text: str) -> tuple[str, Any]:
+        try:
+            data = from_smiles(text)
+        except ValueError as error:
+            return INVALID_SMILES, str(error)
+        if self.max_atoms is not None and data.num_nodes > self.max_atoms:
+            return TOO_MANY_ATOMS, data.num_nodes
+        if self.transform is not None:
+            with warnings.catch_warnings():  # a transform's warnings are the caller's to count
+                warnings.simplefilter("ignore")
+                data = self.transform(data)
+        return FEATURIZED, data
+
+
+def featurize_rows(
+    smiles: Sequence[str],
+    max_atoms: int | None = None,
+    transform: Transform | None = None,
+    pool: Any = None,
+    num_workers: int = 0,
+) -> Iterator[tuple[str, Any]]:
+    """For each SMILES, in order, its graph (:func:`~pyg_molblend.data.from_smiles`, then
+    :obj:`transform`, whose warnings are silenced) or why it has none:
+    ``(FEATURIZED, graph)``, ``(INVALID_SMILES, RDKit's message)`` or
+    ``(TOO_MANY_ATOMS, heavy atoms)`` above :obj:`max_atoms`. The one loop of the
+    datasets, ``predict`` and ``embed``; callers word the messages. With a
+    :func:`worker_pool` :obj:`pool` of :obj:`num_workers` processes the work runs there
+    (the same results, :func:`imap_in_pool`), in this process otherwise.
+
+    Examples:
+        >>> results = list(featurize_rows(["CCO", "CCCC", "C1CC"], max_atoms=3))
+        >>> [outcome for outcome, _ in results], results[0][1].num_nodes, results[1][1]
+        (['ok', 'too_many_atoms', 'invalid_smiles'], 3, 4)
+        >>> results[2][1]
+        "Invalid SMILES string (RDKit cannot parse it: SMILES syntax error): 'C1CC'"
+    """
+    featurize = _RowFeaturizer(max_atoms, transform)
+    if pool is None:
+        return map(featurize, smiles)
+    return imap_in_pool(pool, featurize, smiles, num_workers)
+
+
 def worker_pool(num_workers: int) -> Any:
     """A :class:`multiprocessing.Pool` whose workers run torch on one thread each, as
-    :class:`~torch.utils.data.DataLoader` workers do.
+    :class:`~torch.utils.data.DataLoader` workers do; for no workers, a context that
+    gives :obj:`None` (work in this process).
 
     A worker forked from a process whose OpenMP thread pool has run (any multi-threaded
     torch operation: a matrix product, say) hangs at its own first multi-threaded
@@ -446,6 +503,8 @@ def worker_pool(num_workers: int) -> Any:
         ...     pool.apply(torch.get_num_threads)
         1
     """
+    if num_workers == 0:
+        return contextlib.nullcontext()
     return multiprocessing.Pool(num_workers, initializer=torch.set_num_threads, initargs=(1,))
 
 

@@ -4,7 +4,6 @@ chunks."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import warnings
@@ -15,13 +14,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch_geometric.data import Data
+from torch_geometric.transforms import Compose
 from tqdm.auto import tqdm
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
-from pyg_molblend.data.featurize import from_smiles
 from pyg_molblend.datasets.csv_dataset import uncompressed_name
 from pyg_molblend.datasets.smiles import iter_smiles_table
-from pyg_molblend.datasets.utils import check_num_workers, imap_in_pool, shorten, worker_pool
+from pyg_molblend.datasets.utils import (
+    INVALID_SMILES,
+    TOO_MANY_ATOMS,
+    check_num_workers,
+    featurize_rows,
+    shorten,
+    worker_pool,
+)
 from pyg_molblend.models import MoleBlendPredictor, output_names
 from pyg_molblend.training.checkpoint import (
     PRETRAINED_NAME,
@@ -305,31 +311,6 @@ def _dropout_rates(predictor: MoleBlendPredictor) -> list[float]:
     return [r for r in rates if r > 0]
 
 
-class _Featurize:
-    """The work of :func:`_prepare` for one SMILES, picklable so that worker processes
-    can run it: ``("ok", graph)`` with its shortest paths (and conformer, in 3D modes),
-    ``("invalid_smiles", message)`` or ``("too_many_atoms", atoms)``."""
-
-    def __init__(self, max_atoms: int | None, conformer: AddConformer | None) -> None:
-        self.max_atoms = max_atoms
-        self.conformer = conformer
-        self.shortest = AddShortestPath()
-
-    def __call__(self, text: str) -> tuple[str, Any]:
-        try:
-            data = from_smiles(text.strip())
-        except ValueError as error:
-            return "invalid_smiles", str(error)
-        if self.max_atoms is not None and data.num_nodes > self.max_atoms:
-            return "too_many_atoms", data.num_nodes
-        data = self.shortest(data)
-        if self.conformer is not None:
-            with warnings.catch_warnings():  # counted by the caller, once
-                warnings.simplefilter("ignore")
-                data = self.conformer(data)
-        return "ok", data
-
-
 def _prepare(
     smiles: Sequence[str],
     mode: str,
@@ -345,22 +326,19 @@ def _prepare(
     :obj:`descriptors`), their positions, and every row's status; featurized by the
     :obj:`num_workers` processes of :obj:`pool` when given (the same graphs, in the same
     order), here otherwise."""
-    featurize = _Featurize(max_atoms, conformer)
-    texts = [str(text) for text in smiles]
-    if pool is None:
-        results = map(featurize, texts)
-    else:
-        results = imap_in_pool(pool, featurize, texts, num_workers)
+    texts = [str(text).strip() for text in smiles]
+    transform = AddShortestPath() if conformer is None else Compose([AddShortestPath(), conformer])
+    results = featurize_rows(texts, max_atoms, transform, pool, num_workers)
     graphs, kept, status = [], [], []
     for i, (outcome, data) in enumerate(results):
-        if outcome == "invalid_smiles":
+        if outcome == INVALID_SMILES:
             if not skip_invalid:
                 raise ValueError(
                     f"{where[i]}: {data}; pass skip_invalid=True to predict the others"
                 )
             status.append(outcome)
             continue
-        if outcome == "too_many_atoms":
+        if outcome == TOO_MANY_ATOMS:
             if not skip_invalid:
                 raise ValueError(
                     f"{where[i]}: molecule {shorten(texts[i])!r} has {data} atoms, "
@@ -501,7 +479,7 @@ def predict_smiles(
     smiles = [str(s) for s in smiles]
     models.check_descriptors(descriptors, len(smiles))
     conformer = AddConformer(seed=CONFORMER_SEED) if models.mode != "2d" else None
-    with _featurizers(num_workers) as pool:
+    with worker_pool(num_workers) as pool:
         frame, status = _prediction_frame(
             models,
             smiles,
@@ -520,11 +498,6 @@ def predict_smiles(
         )
     _warn_fallbacks(status.count("ok_2d_fallback"))
     return pd.concat([pd.DataFrame({"smiles": smiles}), frame], axis=1)
-
-
-def _featurizers(num_workers: int) -> contextlib.AbstractContextManager[Any]:
-    """The pool of :obj:`num_workers` featurizing processes, or :obj:`None` for none."""
-    return worker_pool(num_workers) if num_workers else contextlib.nullcontext()
 
 
 def _warn_fallbacks(fallbacks: int) -> None:
@@ -599,7 +572,7 @@ def predict_file(
     lines = _count_lines(os.fspath(path))
     bar = tqdm(total=lines, desc="predict", unit="mol", disable=not progress)
     try:
-        with atomic_path(out) as tmp, _featurizers(num_workers) as pool:
+        with atomic_path(out) as tmp, worker_pool(num_workers) as pool:
             with open(tmp, "w", newline="") as f:
                 first = True
                 for chunk, column in iter_smiles_table(path, smiles_column, chunk_size):

@@ -387,6 +387,41 @@ def test_dataset_pre_transform_with_workers(tmp_path):
         assert torch.equal(data.pos, expected)
 
 
+def test_dataset_featurizes_in_workers_as_in_this_process(tmp_path):
+    # With num_workers the SMILES are featurized in worker processes too: the same
+    # graphs, labels and source rows, and the same invalid, too large and unlabelled rows
+    # with the same counted warnings (lines as a text editor shows them).
+    rows = ["CCO,1", "C1CC,2", "CCCCCCCCCCCC,3", "c1ccccc1O,", "CC(=O)O,5", "OCC,6"]
+    path = _write(tmp_path / "mols.csv", "smiles,y\n" + "\n".join(rows) + "\n")
+    made = {}
+    for workers in (0, 2):
+        with pytest.warns(UserWarning) as caught:
+            made[workers] = CSVDataset(
+                str(tmp_path / f"ds{workers}"),
+                str(path),
+                "smiles",
+                ["y"],
+                "regression",
+                skip_invalid=True,
+                max_atoms=10,
+                num_workers=workers,
+            )
+        messages = (str(w.message).replace(f"ds{workers}", "") for w in caught)
+        made[workers, "warnings"] = sorted(messages)
+    serial, parallel = made[0], made[2]
+    assert serial.smiles == parallel.smiles == ["CCO", "CC(=O)O", "OCC"]
+    assert serial.source_rows == parallel.source_rows == [0, 4, 5]
+    for a, b in zip(serial, parallel, strict=True):
+        for key in ("x", "edge_index", "edge_attr", "y"):
+            assert torch.equal(a[key], b[key]), key
+    for key in ("skipped", "too_large", "unlabeled"):
+        assert getattr(serial, key) == getattr(parallel, key), key
+    assert serial.skipped == [(1, "C1CC")] and serial.too_large == [(2, "CCCCCCCCCCCC")]
+    assert serial.unlabeled == [(3, "c1ccccc1O")]
+    assert made[0, "warnings"] == made[2, "warnings"] and len(made[0, "warnings"]) == 3
+    assert any("line 3" in w and "'C1CC'" in w for w in made[0, "warnings"])
+
+
 # ------------------------------------------------------------------------------------ QM9
 
 
