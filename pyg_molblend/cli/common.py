@@ -125,9 +125,10 @@ def probability(text: str) -> float:
 
 
 def add_smiles_file_arguments(parser: argparse.ArgumentParser, done: str, kept: str) -> None:
-    """``--smiles``, ``--smiles-column``, ``--chunk-size`` and ``--max-atoms``: the SMILES
-    file that ``predict`` and ``embed`` stream, :obj:`done` (``"predicted"``) to each
-    chunk, :obj:`kept` saying what of the input the output keeps."""
+    """``--smiles``, ``--smiles-column``, ``--chunk-size``, ``--max-atoms`` and
+    ``--num-workers``: the SMILES file that ``predict`` and ``embed`` stream, :obj:`done`
+    (``"predicted"``) to each chunk, :obj:`kept` saying what of the input the output
+    keeps, and the processes that featurize it."""
     parser.add_argument(
         "--smiles",
         required=True,
@@ -147,6 +148,13 @@ def add_smiles_file_arguments(parser: argparse.ArgumentParser, done: str, kept: 
         type=int,
         default=DEFAULT_MAX_ATOMS,
         help=f"largest molecule accepted, in heavy atoms (default: {DEFAULT_MAX_ATOMS})",
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="processes that featurize the molecules (RDKit, shortest paths, conformers of "
+        f"3D modes) before this one has them {done}; the same output (default: 0)",
     )
 
 

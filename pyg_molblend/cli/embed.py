@@ -11,13 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch_geometric.data import Data
+from torch_geometric.transforms import Compose
 from tqdm.auto import tqdm
 
 from pyg_molblend.cli.common import add_device_argument, add_smiles_file_arguments, positive_int
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.datasets import featurize_smiles
 from pyg_molblend.datasets.smiles import iter_smiles_table
-from pyg_molblend.datasets.utils import Rejections
+from pyg_molblend.datasets.utils import Rejections, check_num_workers, worker_pool
 from pyg_molblend.training.checkpoint import load_checkpoint, load_encoder
 from pyg_molblend.training.finetune import map_batches
 from pyg_molblend.training.io import atomic_path, check_writable
@@ -41,20 +42,22 @@ class _Embedder:
         payload = load_checkpoint(checkpoint)
         self.mode = mode or payload.get("predictor", {}).get("mode", "2d")
         self.encoder = load_encoder(checkpoint).to(device).eval()
-        self.conformer = AddConformer(seed=0) if self.mode != "2d" else None
+        # What featurizing a molecule adds, wherever it runs (this process or workers).
+        self.transform: Any = AddShortestPath()
+        if self.mode != "2d":
+            self.transform = Compose([AddShortestPath(), AddConformer(seed=0)])
+        self.fallbacks = 0  # molecules embedded without a conformer in a 3D mode
         self.batch_size, self.device, self.precision = batch_size, device, precision
 
     @torch.no_grad()
     def rows(self, graphs: list[Data], skipped: list[tuple[int, str]], size: int) -> np.ndarray:
-        """``[size, C]`` float32: the embeddings of :obj:`graphs`, in order, with a NaN
-        row at each of the :obj:`skipped` rows."""
-        prepared = []
-        for data in graphs:
-            data = AddShortestPath()(data)
-            prepared.append(self.conformer(data) if self.conformer is not None else data)
+        """``[size, C]`` float32: the embeddings of :obj:`graphs` (featurized with
+        :attr:`transform`), in order, with a NaN row at each of the :obj:`skipped` rows."""
+        if self.mode != "2d":
+            self.fallbacks += sum(not bool(data.has_pos.all()) for data in graphs)
         rows = map_batches(
             lambda dense: self.encoder.encode(dense, self.mode, nodes=False).graph.float(),
-            prepared,
+            graphs,
             self.batch_size,
             self.device,
             max_hops=self.encoder.max_hops,
@@ -68,9 +71,9 @@ class _Embedder:
         return out
 
     def warn_fallbacks(self) -> None:
-        if self.conformer is not None and self.conformer.num_failures:
+        if self.fallbacks:
             warnings.warn(
-                f"{self.conformer.num_failures} molecules had no conformer and were "
+                f"{self.fallbacks} molecules had no conformer and were "
                 "embedded from their 2D relations",
                 stacklevel=3,
             )
@@ -88,14 +91,16 @@ def embed_smiles(
     max_atoms: int | None = DEFAULT_MAX_ATOMS,
     source: str = "the SMILES file",
     lines: list[int] | None = None,
+    num_workers: int = 0,
 ) -> np.ndarray:
     """Graph embeddings ``[len(smiles), C]`` (float32) from a checkpoint's encoder, in
     eval mode, so the same input always gives the same rows (computed in :obj:`precision`,
     :data:`~pyg_molblend.training.utils.PRECISIONS`). With :obj:`skip_invalid` an
     invalid SMILES, or a molecule above :obj:`max_atoms` heavy atoms, gets a row of NaN
     (and is counted in a warning); otherwise it raises a :class:`ValueError` naming
-    :obj:`source` and the line (from :obj:`lines`) or row. A file of any length:
-    :func:`embed_file`.
+    :obj:`source` and the line (from :obj:`lines`) or row. :obj:`num_workers` processes
+    featurize the molecules (RDKit, shortest paths, conformers in 3D modes; the same
+    rows). A file of any length: :func:`embed_file`.
 
     Examples:
         >>> import warnings
@@ -105,10 +110,19 @@ def embed_smiles(
         >>> rows.shape, np.isnan(rows).all(axis=1).tolist()
         ((3, 128), [False, True, False])
     """
+    check_num_workers(num_workers)
     embedder = _Embedder(checkpoint, mode, batch_size, device, precision)
-    graphs, skipped = featurize_smiles(
-        smiles, skip_invalid, source=source, max_atoms=max_atoms, lines=lines
-    )
+    with worker_pool(num_workers) as pool:
+        graphs, skipped = featurize_smiles(
+            smiles,
+            skip_invalid,
+            source=source,
+            max_atoms=max_atoms,
+            lines=lines,
+            transform=embedder.transform,
+            pool=pool,
+            num_workers=num_workers,
+        )
     out = embedder.rows(graphs, skipped, len(smiles))
     embedder.warn_fallbacks()
     return out
@@ -128,17 +142,20 @@ def embed_file(
     precision: str = "fp32",
     max_atoms: int | None = DEFAULT_MAX_ATOMS,
     progress: bool = True,
+    num_workers: int = 0,
 ) -> tuple[tuple[int, int], int]:
     """:func:`embed_smiles` over a SMILES file
     (:func:`~pyg_molblend.datasets.smiles.iter_smiles_table`), :obj:`chunk_size` rows at
     a time, into the ``.npy`` file :obj:`out` (``[rows, C]`` float32, one row per data
     row, in order; NaN for a skipped molecule), written in place through a memory map, so
     memory stays bounded whatever the file's length; the file appears only when complete.
-    Skipped molecules are counted in one warning per reason.
+    Skipped molecules are counted in one warning per reason. :obj:`num_workers`
+    processes featurize the molecules, as in :func:`embed_smiles`.
 
     Returns:
         The shape of the array written (``(rows, C)``) and the number of rows embedded.
     """
+    check_num_workers(num_workers)
     embedder = _Embedder(checkpoint, mode, batch_size, device, precision)
     source = os.fspath(path)
     # a first pass counts the rows for the .npy header: reading is cheap next to embedding
@@ -150,7 +167,7 @@ def embed_file(
     done = 0
     bar = tqdm(total=total, desc="embed", unit="mol", disable=not progress)
     try:
-        with atomic_path(out) as tmp:
+        with atomic_path(out) as tmp, worker_pool(num_workers) as pool:
             table = np.lib.format.open_memmap(
                 tmp, mode="w+", dtype=np.float32, shape=(total, embedder.encoder.channels)
             )
@@ -163,6 +180,9 @@ def embed_file(
                     max_atoms=max_atoms,
                     lines=[int(line) for line in chunk.index],
                     rejections=rejections,
+                    transform=embedder.transform,
+                    pool=pool,
+                    num_workers=num_workers,
                 )
                 table[done : done + len(smiles)] = embedder.rows(graphs, skipped, len(smiles))
                 done += len(smiles)
@@ -218,6 +238,7 @@ def run(args: argparse.Namespace) -> tuple[tuple[int, int], int]:
         device=args.device,
         precision=args.precision,
         max_atoms=args.max_atoms,
+        num_workers=args.num_workers,
     )
     skipped = f" ({rows - embedded} skipped: NaN rows)" if rows > embedded else ""
     print(f"wrote {rows} x {channels} embeddings to {path}{skipped}")

@@ -48,13 +48,6 @@ def add_arguments(subparsers: Any) -> None:
         "a header, .npy or .npz, one row per molecule of --smiles, in order",
     )
     pr.add_argument("--seed", type=int, default=0, help="seed of the dropout samples")
-    pr.add_argument(
-        "--num-workers",
-        type=int,
-        default=0,
-        help="processes that featurize the molecules (RDKit, shortest paths, conformers of "
-        "3D models) before this one predicts them; the same output (default: 0)",
-    )
     add_device_argument(pr)
 
 

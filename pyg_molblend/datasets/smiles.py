@@ -186,6 +186,7 @@ def featurize_smiles(
     max_atoms: int | None = None,
     lines: Sequence[int] | None = None,
     rejections: tuple[Rejections, Rejections] | None = None,
+    transform: Transform | None = None,
     pool: Any = None,
     num_workers: int = 0,
 ) -> tuple[list[Data], list[tuple[int, str]]]:
@@ -207,6 +208,8 @@ def featurize_smiles(
             that reads a file in chunks and warns once at its end (their :obj:`skip` then
             decides, and nothing is warned here); by default this call's own, warned at
             its end.
+        transform (callable, optional, keyword-only): applied to each graph where it is
+            made (its warnings silenced: the caller counts what it needs).
         pool (multiprocessing.Pool, optional, keyword-only): a
             :func:`~pyg_molblend.datasets.utils.worker_pool` of :obj:`num_workers`
             processes to featurize in (the same graphs); by default this process.
@@ -230,7 +233,7 @@ def featurize_smiles(
         invalid, large = rejections
     before = len(invalid.items), len(large.items)
     graphs = []
-    results = featurize_rows(smiles, max_atoms, pool=pool, num_workers=num_workers)
+    results = featurize_rows(smiles, max_atoms, transform, pool, num_workers)
     for row, (outcome, data) in enumerate(results):
         text = smiles[row]
         where = f"{source}, line {lines[row]}" if lines is not None else f"{source}, row {row}"

@@ -57,3 +57,33 @@ def test_embed_streams_a_file_in_chunks_and_counts_skips_once(tmp_path, monkeypa
     assert main([*args, "--chunk-size", "2"]) == 2
     assert f"{path}, line 4" in capsys.readouterr().err
     assert list(tmp_path.glob("*.npy*")) == [] and list(tmp_path.glob(".e.npy*")) == []
+
+
+def test_embed_with_workers_writes_the_same_rows_in_3d(tmp_path, monkeypatch):
+    # --num-workers featurizes (conformers included) in other processes: the same .npy,
+    # byte for byte, NaN rows and counted warnings included; a molecule without a
+    # conformer is counted in the main process from its has_pos flag.
+    from pyg_molblend.transforms import AddConformer
+
+    real = AddConformer.embed
+
+    def flaky(self, smiles, num_nodes):  # forked workers inherit the patch
+        return None if smiles == "CN" else real(self, smiles, num_nodes)
+
+    monkeypatch.setattr(AddConformer, "embed", flaky)
+    path = tmp_path / "library.smi"
+    path.write_text("CCO\nC1CC\nc1ccccc1O\nCN\nCC(=O)Nc1ccc(O)cc1\n")
+    args = ["embed", "--checkpoint", "pretrained", "--smiles", str(path), "--mode", "2d+3d"]
+    args += ["--skip-invalid", "--chunk-size", "3"]
+    written, warned = [], []
+    for workers in ("0", "2"):
+        out = tmp_path / f"e{workers}.npy"
+        with pytest.warns(UserWarning) as caught:
+            assert main([*args, "--out", str(out), "--num-workers", workers]) == 0
+        written.append(out.read_bytes())
+        warned.append(sorted(str(w.message) for w in caught))
+    assert written[0] == written[1]
+    assert warned[0] == warned[1]
+    assert any(m.startswith("1 molecules had no conformer") for m in warned[0])
+    rows = np.load(tmp_path / "e2.npy")
+    assert np.isnan(rows[1]).all() and np.isfinite(rows[[0, 2, 3, 4]]).all()
