@@ -556,10 +556,11 @@ class _PackedGraph:
                 self.fields[key] = value
 
     def unpack(self) -> Data:
-        fields = dict(self.fields)
-        for key in self.arrays:
-            fields[key] = torch.from_numpy(fields[key])
-        return Data(**fields)
+        data = Data()  # fields set in their order (Data(**fields) puts x, edge_*, y first)
+        arrays = set(self.arrays)
+        for key, value in self.fields.items():
+            data[key] = torch.from_numpy(value) if key in arrays else value
+        return data
 
 
 def _pack(obj: Any) -> Any:
