@@ -17,11 +17,10 @@ from tqdm import tqdm
 
 from pyg_molblend.constants import DEFAULT_MAX_ATOMS, TASK_TYPES
 from pyg_molblend.datasets.utils import (
-    INVALID_SMILES,
-    TOO_MANY_ATOMS,
     CachedDataset,
     Rejections,
     featurize_rows,
+    reject_row,
     shorten,
     warn_user,
     worker_pool,
@@ -359,17 +358,11 @@ class SmilesTableDataset(CachedDataset):
             )
             bar = tqdm(results, total=len(rows), desc=f"Featurizing {self.display_name}")
             for row, (outcome, data) in zip(rows, bar, strict=True):
-                smiles, where = smiles_list[row], f"{source}, line {lines[row]}"
-                if outcome == INVALID_SMILES:
-                    invalid.add(row, smiles, f"{where}: {data}")
-                elif outcome == TOO_MANY_ATOMS:
-                    large.add(
-                        row,
-                        smiles,
-                        f"{where}: molecule {shorten(smiles)!r} has {data} atoms, above "
-                        f"max_atoms={self.max_atoms}",
-                    )
-                else:
+                where = f"{source}, line {lines[row]}"
+                rejections = (invalid, large)
+                if not reject_row(
+                    outcome, data, row, smiles_list[row], where, rejections, self.max_atoms
+                ):
                     data.y = targets[row].view(1, -1)
                     data.source_row = torch.tensor([row])
                     data_list.append(data)

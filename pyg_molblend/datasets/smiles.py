@@ -14,12 +14,11 @@ from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.data.featurize import from_mol, quiet_rdkit
 from pyg_molblend.datasets.csv_dataset import iter_csv_table, open_input, uncompressed_name
 from pyg_molblend.datasets.utils import (
-    INVALID_SMILES,
-    TOO_MANY_ATOMS,
     CachedDataset,
     Rejections,
     featurize_rows,
     input_files,
+    reject_row,
     shorten,
 )
 
@@ -235,18 +234,8 @@ def featurize_smiles(
     graphs = []
     results = featurize_rows(smiles, max_atoms, transform, pool, num_workers)
     for row, (outcome, data) in enumerate(results):
-        text = smiles[row]
         where = f"{source}, line {lines[row]}" if lines is not None else f"{source}, row {row}"
-        if outcome == INVALID_SMILES:
-            invalid.add(row, text, f"{where}: {data}")
-        elif outcome == TOO_MANY_ATOMS:
-            large.add(
-                row,
-                text,
-                f"{where}: molecule {shorten(text)!r} has {data} atoms, above "
-                f"max_atoms={max_atoms}",
-            )
-        else:
+        if not reject_row(outcome, data, row, smiles[row], where, (invalid, large), max_atoms):
             graphs.append(data)
     if rejections is None:
         invalid.warn()

@@ -486,6 +486,29 @@ def featurize_rows(
     return imap_in_pool(pool, featurize, smiles, num_workers)
 
 
+def reject_row(
+    outcome: str,
+    value: Any,
+    row: int,
+    text: str,
+    where: str,
+    rejections: tuple[Rejections, Rejections],
+    max_atoms: int | None,
+) -> bool:
+    """Records a row that :func:`featurize_rows` gave no graph in the invalid or the too
+    large :class:`Rejections` of :obj:`rejections` (which raise unless they skip), its
+    message naming :obj:`where` (file and line); :obj:`False` for a row with a graph."""
+    invalid, large = rejections
+    if outcome == INVALID_SMILES:
+        invalid.add(row, text, f"{where}: {value}")
+    elif outcome == TOO_MANY_ATOMS:
+        message = f"{where}: molecule {shorten(text)!r} has {value} atoms, above "
+        large.add(row, text, message + f"max_atoms={max_atoms}")
+    else:
+        return False
+    return True
+
+
 def worker_pool(num_workers: int) -> Any:
     """A :class:`multiprocessing.Pool` whose workers run torch on one thread each, as
     :class:`~torch.utils.data.DataLoader` workers do; for no workers, a context that
