@@ -483,7 +483,10 @@ def featurize_rows(
     featurize = _RowFeaturizer(max_atoms, transform)
     if pool is None:
         return map(featurize, smiles)
-    return imap_in_pool(pool, featurize, smiles, num_workers)
+    # Every result is taken before the caller may stop at a bad row: a pool torn down
+    # (Pool.__exit__ terminates) with tasks still in flight can hang in joining its
+    # task thread, as the suite once did under pytest-xdist.
+    return iter(list(imap_in_pool(pool, featurize, smiles, num_workers)))
 
 
 def reject_row(
