@@ -357,9 +357,9 @@ class SmilesTableDataset(CachedDataset):
                 [smiles_list[row] for row in rows], self.max_atoms, None, pool, self.num_workers
             )
             bar = tqdm(results, total=len(rows), desc=f"Featurizing {self.display_name}")
+            rejections = (invalid, large)
             for row, (outcome, data) in zip(rows, bar, strict=True):
                 where = f"{source}, line {lines[row]}"
-                rejections = (invalid, large)
                 if not reject_row(
                     outcome, data, row, smiles_list[row], where, rejections, self.max_atoms
                 ):

@@ -41,6 +41,7 @@ __all__ = [
     "imap_in_pool",
     "merge_datasets",
     "num_without_pos",
+    "rejection_message",
     "worker_pool",
 ]
 
@@ -501,15 +502,27 @@ def reject_row(
     """Records a row that :func:`featurize_rows` gave no graph in the invalid or the too
     large :class:`Rejections` of :obj:`rejections` (which raise unless they skip), its
     message naming :obj:`where` (file and line); :obj:`False` for a row with a graph."""
-    invalid, large = rejections
-    if outcome == INVALID_SMILES:
-        invalid.add(row, text, f"{where}: {value}")
-    elif outcome == TOO_MANY_ATOMS:
-        message = f"{where}: molecule {shorten(text)!r} has {value} atoms, above "
-        large.add(row, text, message + f"max_atoms={max_atoms}")
-    else:
+    if outcome == FEATURIZED:
         return False
+    invalid, large = rejections
+    rejected = invalid if outcome == INVALID_SMILES else large
+    rejected.add(row, text, rejection_message(outcome, value, text, where, max_atoms))
     return True
+
+
+def rejection_message(
+    outcome: str, value: Any, text: str, where: str, max_atoms: int | None
+) -> str:
+    """Why :func:`featurize_rows` gave the SMILES :obj:`text` no graph (its
+    :obj:`outcome` and :obj:`value`), naming :obj:`where` (file and line).
+
+    Examples:
+        >>> rejection_message(TOO_MANY_ATOMS, 4, "CCCC", "a.csv, line 3", max_atoms=3)
+        "a.csv, line 3: molecule 'CCCC' has 4 atoms, above max_atoms=3"
+    """
+    if outcome == INVALID_SMILES:
+        return f"{where}: {value}"
+    return f"{where}: molecule {shorten(text)!r} has {value} atoms, above max_atoms={max_atoms}"
 
 
 def worker_pool(num_workers: int) -> Any:

@@ -21,11 +21,10 @@ from pyg_molblend.constants import DEFAULT_MAX_ATOMS
 from pyg_molblend.datasets.csv_dataset import uncompressed_name
 from pyg_molblend.datasets.smiles import iter_smiles_table
 from pyg_molblend.datasets.utils import (
-    INVALID_SMILES,
-    TOO_MANY_ATOMS,
+    FEATURIZED,
     check_num_workers,
     featurize_rows,
-    shorten,
+    rejection_message,
     worker_pool,
 )
 from pyg_molblend.models import MoleBlendPredictor, output_names
@@ -331,19 +330,10 @@ def _prepare(
     results = featurize_rows(texts, max_atoms, transform, pool, num_workers)
     graphs, kept, status = [], [], []
     for i, (outcome, data) in enumerate(results):
-        if outcome == INVALID_SMILES:
+        if outcome != FEATURIZED:  # INVALID_SMILES or TOO_MANY_ATOMS, the row's status
             if not skip_invalid:
-                raise ValueError(
-                    f"{where[i]}: {data}; pass skip_invalid=True to predict the others"
-                )
-            status.append(outcome)
-            continue
-        if outcome == TOO_MANY_ATOMS:
-            if not skip_invalid:
-                raise ValueError(
-                    f"{where[i]}: molecule {shorten(texts[i])!r} has {data} atoms, "
-                    f"above max_atoms={max_atoms}; pass skip_invalid=True to predict the others"
-                )
+                message = rejection_message(outcome, data, texts[i], where[i], max_atoms)
+                raise ValueError(f"{message}; pass skip_invalid=True to predict the others")
             status.append(outcome)
             continue
         if descriptors is not None:
