@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import math
 import os
 import platform
@@ -31,6 +32,7 @@ __all__ = [
     "cpu_has_bf16_kernels",
     "dense_batch",
     "make_optimizer",
+    "onednn_fp32_matmul",
     "pin_memory_for",
     "precision_scope",
     "rng_state",
@@ -437,11 +439,81 @@ def check_precision(precision: str, device: str | torch.device) -> None:
         )
 
 
+def _cpu_vendor() -> str | None:
+    """The CPU's vendor string (``"AuthenticAMD"``, ``"GenuineIntel"``) on Linux,
+    :obj:`None` where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def _onednn_matmul_flag() -> Iterator[None]:
+    # torch's switch that sends float32 mm/addmm/bmm/baddbmm to oneDNN (with more than
+    # 16 ** 3 multiply-adds) instead of the BLAS; named for the bf16 arithmetic it allows,
+    # which oneDNN uses only where it has a bf16 kernel for float32 inputs (AMX).
+    matmul = torch.backends.mkldnn.matmul
+    previous = matmul.fp32_precision
+    matmul.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = previous
+
+
+def _onednn_matmul_exact() -> bool:
+    """Whether oneDNN computes float32 products in float32 here: inputs of
+    ``1 + 2 ** -12``, which bf16 rounds to 1, must give their exact sums (every partial sum
+    is a multiple of ``2 ** -12`` below ``2 ** 12``, exact in float32 in any order), in
+    each product the model uses and in each operand layout its backward pass does."""
+    k, value = 128, 1.0 + 2.0**-12
+    a, b = torch.full((512, k), value), torch.ones(k, 64)
+    with _onednn_matmul_flag(), torch.no_grad():
+        products = (
+            torch.mm(a, b),
+            torch.addmm(torch.zeros(64), a, b),
+            torch.mm(b.t(), a.t()).t(),
+            torch.bmm(a.view(8, 64, k), b.expand(8, k, 64)),
+            torch.baddbmm(torch.zeros(8, 64, 64), a.view(8, 64, k), b.expand(8, k, 64)),
+        )
+    return all(bool((product == k * value).all()) for product in products)
+
+
+@functools.cache
+def onednn_fp32_matmul() -> bool:
+    """Whether :func:`precision_scope` sends this CPU's float32 matrix products to oneDNN
+    in ``"fp32"`` precision: torch's BLAS, MKL, takes its AVX2 code on CPUs not made by
+    Intel, where oneDNN uses AVX-512 and measures 2x faster (an AMD EPYC with AVX-512, 2
+    threads: ``[1344, 128] x [128, 128]`` in 112 us against 224 us; a ``small``
+    pretraining step 17% faster, an ESOL fine-tuning epoch 6-10%).
+
+    :obj:`True` on an x86-64 CPU not made by Intel, with torch built with MKL and oneDNN,
+    where a product of inputs that bf16 cannot hold comes out exact through oneDNN (the
+    arithmetic stays float32); :obj:`False` otherwise, and on Intel CPUs, whose MKL
+    kernels are already their fastest (and where oneDNN could compute in bf16 on AMX).
+    Checked once per process."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    if not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()):
+        return False
+    vendor = _cpu_vendor()
+    if vendor is None or vendor == "GenuineIntel":
+        return False
+    return _onednn_matmul_exact()
+
+
 @contextlib.contextmanager
 def precision_scope(precision: str, device: str | torch.device) -> Iterator[None]:
-    """Matrix products in :obj:`precision` within the scope, forward and backward
-    (``"tf32"``: TF32 on CUDA; torch's global flags are restored on exit); wrap a whole
-    loop in it, and each forward pass in :func:`autocast`.
+    """Matrix products in :obj:`precision` within the scope, forward and backward; wrap a
+    whole loop in it, and each forward pass in :func:`autocast`. ``"tf32"``: TF32 on
+    CUDA. ``"fp32"`` on a CPU where :func:`onednn_fp32_matmul` holds: float32 products
+    through oneDNN instead of MKL, still in float32 arithmetic (2x faster there). torch's
+    global flags are restored on exit.
 
     Examples:
         >>> with precision_scope("fp32", "cpu"):
@@ -449,6 +521,10 @@ def precision_scope(precision: str, device: str | torch.device) -> Iterator[None
         False
     """
     check_precision(precision, device)
+    if precision == "fp32" and torch.device(device).type == "cpu" and onednn_fp32_matmul():
+        with _onednn_matmul_flag():
+            yield
+        return
     if precision != "tf32":
         yield
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from pyg_molblend.training.finetune import predict, train_step
 from pyg_molblend.training.inference import ModelSet
 from pyg_molblend.training.utils import (
     FiniteGuard,
+    dense_batch,
     make_optimizer,
     precision_scope,
     warmup_cosine,
@@ -186,3 +188,94 @@ def test_finetune_and_pretrain_commands_run_in_bf16(tmp_path):
     payload = torch.load(tmp_path / "pt" / "checkpoint.pt", weights_only=True)
     assert payload["config"]["precision"] == "bf16"
     assert all(v.dtype != torch.bfloat16 for v in payload["encoder_state"].values())
+
+
+@pytest.fixture
+def fresh_onednn_check():
+    from pyg_molblend.training import utils
+
+    check = utils.onednn_fp32_matmul  # the cached original (tests may patch the name)
+    check.cache_clear()
+    yield utils
+    check.cache_clear()
+
+
+def test_onednn_fp32_products_only_off_intel_and_only_when_exact(monkeypatch, fresh_onednn_check):
+    utils = fresh_onednn_check
+    monkeypatch.setattr(utils.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(utils, "_onednn_matmul_exact", lambda: True)
+    for vendor, expected in (("AuthenticAMD", True), ("GenuineIntel", False), (None, False)):
+        monkeypatch.setattr(utils, "_cpu_vendor", lambda vendor=vendor: vendor)
+        utils.onednn_fp32_matmul.cache_clear()
+        assert utils.onednn_fp32_matmul() is expected, vendor
+    monkeypatch.setattr(utils, "_cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(utils, "_onednn_matmul_exact", lambda: False)  # oneDNN rounds: MKL stays
+    utils.onednn_fp32_matmul.cache_clear()
+    assert utils.onednn_fp32_matmul() is False
+    monkeypatch.setattr(utils, "_onednn_matmul_exact", lambda: True)
+    monkeypatch.setattr(utils.platform, "machine", lambda: "arm64")
+    utils.onednn_fp32_matmul.cache_clear()
+    assert utils.onednn_fp32_matmul() is False
+
+
+def test_onednn_exactness_probe_catches_bf16_arithmetic(monkeypatch, fresh_onednn_check):
+    utils = fresh_onednn_check
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    # Whatever library computes them, float32 products are exact on these inputs.
+    assert utils._onednn_matmul_exact()
+    mm = torch.mm
+
+    def bf16_mm(a, b):  # what a kernel that rounds its inputs to bf16 would give
+        return mm(a.bfloat16().float(), b.bfloat16().float())
+
+    monkeypatch.setattr(torch, "mm", bf16_mm)
+    assert not utils._onednn_matmul_exact()
+
+
+def test_fp32_scope_sets_the_onednn_switch_and_restores_it(monkeypatch, fresh_onednn_check):
+    utils = fresh_onednn_check
+    flag = torch.backends.mkldnn.matmul
+    before = flag.fp32_precision
+    monkeypatch.setattr(utils, "onednn_fp32_matmul", lambda: True)
+    with precision_scope("fp32", "cpu"):
+        assert flag.fp32_precision == "bf16"
+    assert flag.fp32_precision == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with precision_scope("fp32", "cpu"):
+            raise RuntimeError("inside")
+    assert flag.fp32_precision == before
+    for precision, device in (("fp32", "cuda"), ("bf16", "cpu")):  # not its business there
+        with precision_scope(precision, device):
+            assert flag.fp32_precision == before
+    monkeypatch.setattr(utils, "onednn_fp32_matmul", lambda: False)
+    with precision_scope("fp32", "cpu"):
+        assert flag.fp32_precision == before
+
+
+def test_fp32_scope_keeps_float32_arithmetic_on_this_cpu(real_smiles):
+    # Inside the scope products may go through oneDNN (onednn_fp32_matmul); whichever
+    # library runs them, a training step's loss and gradient match float64's to float32
+    # rounding, far inside bf16's (about 3 significant digits).
+    batch = Batch.from_data_list(_graphs(real_smiles[:32]))
+    batch.y = torch.linspace(-3.0, 1.0, 32).view(-1, 1)
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        predictor = _predictor().to(dtype).eval()  # no dropout: the same function twice
+        predictor.fit_targets(batch.y.to(dtype))
+        with precision_scope("fp32", "cpu"):
+            dense = dense_batch(batch, "cpu", predictor.encoder.max_hops)
+            floats = {
+                field.name: value.to(dtype)
+                for field in dataclasses.fields(dense)
+                if isinstance(value := getattr(dense, field.name), torch.Tensor)
+                and value.is_floating_point()
+            }
+            dense = dataclasses.replace(dense, **floats)
+            loss = predictor.loss(batch, predictor(dense))
+            loss.backward()
+        grad = torch.cat([p.grad.reshape(-1) for p in predictor.parameters() if p.grad is not None])
+        results[dtype] = loss.detach().double(), grad.double()
+    (loss32, grad32), (loss64, grad64) = results[torch.float32], results[torch.float64]
+    assert abs(loss32 - loss64) < 1e-5 * abs(loss64)
+    assert (grad32 - grad64).norm() < 1e-4 * grad64.norm()
