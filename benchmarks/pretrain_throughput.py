@@ -12,7 +12,8 @@ relations per batch; before it a :class:`~pyg_molblend.datasets.SmilesDataset` w
 ``pyg_molblend.training.pretrain.pretrain(model, dataset, out, config)`` call for S1 and
 for S2 optimizer steps (``progress=False``, the CLI's defaults otherwise: batch 64, mode
 ``blend``, seed 0). Throughput is ``(S2 - S1) * batch_size / (t(S2) - t(S1))``, so
-start-up, the first (warm-up) steps and the final checkpoint cancel out.
+start-up, the first (warm-up) steps and the final checkpoint cancel out. The default
+``--steps 40 140`` starts after the corpus's first epoch (until 2026-12-08: ``5 25``).
 
 The corpus is the first ``--num-molecules`` RDKit-parsable SMILES of ``--smiles``
 (default: MOSES test from the shared data), written once to ``--cache`` as a CSV; the
@@ -249,7 +250,10 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--tree", type=Path, default=REPO, help="the tree measured as 'new'")
     parser.add_argument("--baseline", type=Path, help="a source tree to compare against")
-    parser.add_argument("--steps", type=int, nargs=2, default=[5, 25], metavar=("S1", "S2"))
+    # S1 past the corpus's first epoch (32 batches of 64): every batch shape has been seen
+    # once, so oneDNN's per-shape setup (about 0.3 ms a new product shape) is not counted;
+    # a real run takes thousands of steps over the same shapes.
+    parser.add_argument("--steps", type=int, nargs=2, default=[40, 140], metavar=("S1", "S2"))
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
