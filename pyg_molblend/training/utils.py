@@ -491,15 +491,18 @@ def onednn_fp32_matmul() -> bool:
     where oneDNN uses AVX-512 and measures 2x faster on a product alone (an AMD EPYC with
     AVX-512, 2 threads: ``[1344, 128] x [128, 128]`` in 112 against 224 us).
 
-    :obj:`True` on an x86-64 CPU not made by Intel, with torch built with MKL and oneDNN,
-    where a product of inputs that bf16 cannot hold comes out exact through oneDNN (the
-    arithmetic stays float32); :obj:`False` otherwise, and on Intel CPUs, whose MKL
-    kernels are already their fastest (and where oneDNN could compute in bf16 on AMX).
-    Checked once per process."""
+    :obj:`True` on an x86-64 CPU not made by Intel, with torch built with MKL and oneDNN
+    and offering ``torch.backends.mkldnn.matmul.fp32_precision``, where a product of
+    inputs that bf16 cannot hold comes out exact through oneDNN (the arithmetic stays
+    float32); :obj:`False` otherwise, and on Intel CPUs, whose MKL kernels are already
+    their fastest (and where oneDNN could compute in bf16 on AMX). Checked once per
+    process."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     if not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()):
         return False
+    if not hasattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision"):
+        return False  # torch before the per-backend precision switch: leave the BLAS alone
     vendor = _cpu_vendor()
     if vendor is None or vendor == "GenuineIntel":
         return False

@@ -216,6 +216,10 @@ def test_onednn_fp32_products_only_off_intel_and_only_when_exact(monkeypatch, fr
     monkeypatch.setattr(utils.platform, "machine", lambda: "arm64")
     utils.onednn_fp32_matmul.cache_clear()
     assert utils.onednn_fp32_matmul() is False
+    monkeypatch.setattr(utils.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.mkldnn, "matmul", object())  # an older torch: no switch
+    utils.onednn_fp32_matmul.cache_clear()
+    assert utils.onednn_fp32_matmul() is False
 
 
 def test_onednn_exactness_probe_catches_bf16_arithmetic(monkeypatch, fresh_onednn_check):
