@@ -456,7 +456,9 @@ def _cpu_vendor() -> str | None:
 def _onednn_matmul_flag() -> Iterator[None]:
     # torch's switch that sends float32 mm/addmm/bmm/baddbmm to oneDNN (with more than
     # 16 ** 3 multiply-adds) instead of the BLAS; named for the bf16 arithmetic it allows,
-    # which oneDNN uses only where it has a bf16 kernel for float32 inputs (AMX).
+    # which oneDNN takes where it has a bf16 kernel for float32 inputs (AMX CPUs); on an
+    # AVX-512 AMD EPYC it ran its float32 kernel (brg_matmul:avx512_core). The probe below
+    # checks which, rather than trusting either.
     matmul = torch.backends.mkldnn.matmul
     previous = matmul.fp32_precision
     matmul.fp32_precision = "bf16"
