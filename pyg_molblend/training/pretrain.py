@@ -329,7 +329,7 @@ class _Run:
         """One optimizer step; returns its log record."""
         model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
         precision = self.config.precision
-        with precision_scope(precision, self.device, onednn=True):
+        with precision_scope(precision, self.device):
             dense = dense_batch(batch, self.device, model.max_hops)
             optimizer.zero_grad()
             with autocast(precision, self.device):

@@ -488,8 +488,8 @@ def _onednn_matmul_exact() -> bool:
 
 @functools.cache
 def onednn_fp32_matmul() -> bool:
-    """Whether ``precision_scope(..., onednn=True)`` sends this CPU's float32 matrix
-    products to oneDNN: torch's BLAS, MKL, takes its AVX2 code on CPUs not made by Intel,
+    """Whether :func:`precision_scope` sends this CPU's float32 matrix products to oneDNN
+    in ``"fp32"``: torch's BLAS, MKL, takes its AVX2 code on CPUs not made by Intel,
     where oneDNN uses AVX-512 and measures 2x faster on a product alone (an AMD EPYC with
     AVX-512, 2 threads: ``[1344, 128] x [128, 128]`` in 112 against 224 us).
 
@@ -512,21 +512,18 @@ def onednn_fp32_matmul() -> bool:
 
 
 @contextlib.contextmanager
-def precision_scope(
-    precision: str, device: str | torch.device, onednn: bool = False
-) -> Iterator[None]:
+def precision_scope(precision: str, device: str | torch.device) -> Iterator[None]:
     """Matrix products in :obj:`precision` within the scope, forward and backward; wrap a
     whole loop in it, and each forward pass in :func:`autocast`. ``"tf32"``: TF32 on
-    CUDA. torch's global flags are restored on exit.
+    CUDA. ``"fp32"`` on a CPU where :func:`onednn_fp32_matmul` holds: float32 products
+    through oneDNN instead of MKL, still in float32 arithmetic. torch's global flags are
+    restored on exit.
 
-    With :obj:`onednn` and ``"fp32"`` on a CPU where :func:`onednn_fp32_matmul` holds,
-    float32 products go through oneDNN instead of MKL, still in float32 arithmetic. Each
-    new product shape then costs oneDNN about 0.3 ms of setup (cached for the process), so
-    it pays where products are large: ``small`` pretraining (batches of 64) runs 1.16x
-    (the shipped weights' corpus, whole commands) to 1.35x (2,000 ZINC molecules) faster
-    on an AMD EPYC with AVX-512, and the pretraining loop asks for it; fine-tuning epochs
-    on ESOL (batches of 32 small molecules) were level, and a 3-epoch run took 0.5-1 s
-    longer for the setup, so fine-tuning and inference do not.
+    oneDNN sets up each new product shape once per process (about 0.3 ms), then runs it
+    faster the larger it is (an AMD EPYC with AVX-512, 2 threads): ``small`` pretraining
+    1.16-1.35x, ``base`` pretraining 1.58x and ``base`` fine-tuning on ESOL 1.78x; a
+    ``small`` model's fine-tuning epochs and predictions (batches of 32 small molecules)
+    are level, and a 3-epoch ESOL run takes about 0.35 s longer for the setup.
 
     Examples:
         >>> with precision_scope("fp32", "cpu"):
@@ -534,12 +531,7 @@ def precision_scope(
         False
     """
     check_precision(precision, device)
-    if (
-        onednn
-        and precision == "fp32"
-        and torch.device(device).type == "cpu"
-        and onednn_fp32_matmul()
-    ):
+    if precision == "fp32" and torch.device(device).type == "cpu" and onednn_fp32_matmul():
         with _onednn_matmul_flag():
             yield
         return

@@ -242,46 +242,44 @@ def test_fp32_scope_sets_the_onednn_switch_and_restores_it(monkeypatch, fresh_on
     flag = torch.backends.mkldnn.matmul
     before = flag.fp32_precision
     monkeypatch.setattr(utils, "onednn_fp32_matmul", lambda: True)
-    with precision_scope("fp32", "cpu", onednn=True):
+    with precision_scope("fp32", "cpu"):
         assert flag.fp32_precision == "bf16"
     assert flag.fp32_precision == before
     with pytest.raises(RuntimeError, match="inside"):
-        with precision_scope("fp32", "cpu", onednn=True):
+        with precision_scope("fp32", "cpu"):
             raise RuntimeError("inside")
     assert flag.fp32_precision == before
-    # Not asked for (fine-tuning, inference), or not its business (CUDA, autocast's bf16).
-    for precision, device, onednn in (
-        ("fp32", "cpu", False),
-        ("fp32", "cuda", True),
-        ("bf16", "cpu", True),
-    ):
-        with precision_scope(precision, device, onednn=onednn):
+    for precision, device in (("fp32", "cuda"), ("bf16", "cpu")):  # not its business there
+        with precision_scope(precision, device):
             assert flag.fp32_precision == before
     monkeypatch.setattr(utils, "onednn_fp32_matmul", lambda: False)  # an Intel CPU
-    with precision_scope("fp32", "cpu", onednn=True):
+    with precision_scope("fp32", "cpu"):
         assert flag.fp32_precision == before
 
 
-def test_pretraining_steps_ask_for_onednn_products(monkeypatch, tmp_path):
-    import importlib
-
-    # (the package's ``pretrain`` is the function; the loop's module is what calls the scope)
-    pretrain_module = importlib.import_module("pyg_molblend.training.pretrain")
-
-    scopes = []
-    scope = pretrain_module.precision_scope
-
-    def recording_scope(precision, device, onednn=False):
-        scopes.append((precision, str(device), onednn))
-        return scope(precision, device, onednn)
-
-    monkeypatch.setattr(pretrain_module, "precision_scope", recording_scope)
-    smiles = tmp_path / "corpus.smi"
-    smiles.write_text("\n".join(["CCO", "CCN", "c1ccccc1O", "CC(=O)O"]))
-    args = ["pretrain", "--smiles", str(smiles), "--steps", "2", "--batch-size", "2"]
-    args += ["--warmup-steps", "1", "--device", "cpu", "--out", str(tmp_path / "pt")]
-    assert main(args) == 0
-    assert scopes == [("fp32", "cpu", True)] * 2
+def test_training_and_prediction_run_their_products_in_the_scope(
+    monkeypatch, fresh_onednn_check, real_smiles
+):
+    # Whatever the CPU, the switch is on inside a fine-tuning step's forward and backward
+    # passes and a prediction's forward pass when the check holds, and off after them.
+    utils = fresh_onednn_check
+    monkeypatch.setattr(utils, "onednn_fp32_matmul", lambda: True)
+    flag = torch.backends.mkldnn.matmul
+    before = flag.fp32_precision
+    seen = []
+    predictor = _predictor()
+    predictor.head.register_forward_hook(lambda *_: seen.append(flag.fp32_precision))
+    predictor.head.register_full_backward_hook(lambda *_: seen.append(flag.fp32_precision))
+    batch = Batch.from_data_list(_graphs(real_smiles[:8]))
+    batch.y = torch.linspace(-1.0, 1.0, 8).view(-1, 1)
+    predictor.fit_targets(batch.y)
+    optimizer = make_optimizer(predictor.parameters(), lr=1e-4, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(1, 10))
+    guard = FiniteGuard(optimizer, "cpu")
+    train_step(predictor, batch, optimizer, scheduler, guard, 5.0, "cpu", "-")
+    predict(predictor, _graphs(real_smiles[:8]), batch_size=4)
+    assert seen == ["bf16"] * 4  # forward, backward, two prediction batches
+    assert flag.fp32_precision == before
 
 
 def test_fp32_scope_keeps_float32_arithmetic_on_this_cpu(real_smiles):
@@ -294,7 +292,7 @@ def test_fp32_scope_keeps_float32_arithmetic_on_this_cpu(real_smiles):
     for dtype in (torch.float32, torch.float64):
         predictor = _predictor().to(dtype).eval()  # no dropout: the same function twice
         predictor.fit_targets(batch.y.to(dtype))
-        with precision_scope("fp32", "cpu", onednn=True):
+        with precision_scope("fp32", "cpu"):
             dense = dense_batch(batch, "cpu", predictor.encoder.max_hops)
             floats = {
                 field.name: value.to(dtype)
