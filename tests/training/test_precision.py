@@ -190,6 +190,12 @@ def test_finetune_and_pretrain_commands_run_in_bf16(tmp_path):
     assert all(v.dtype != torch.bfloat16 for v in payload["encoder_state"].values())
 
 
+needs_onednn_switch = pytest.mark.skipif(
+    not hasattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision"),
+    reason="a torch without torch.backends.mkldnn.matmul.fp32_precision",
+)
+
+
 @pytest.fixture
 def fresh_onednn_check():
     from pyg_molblend.training import utils
@@ -200,9 +206,12 @@ def fresh_onednn_check():
     check.cache_clear()
 
 
+@needs_onednn_switch
 def test_onednn_fp32_products_only_off_intel_and_only_when_exact(monkeypatch, fresh_onednn_check):
     utils = fresh_onednn_check
     monkeypatch.setattr(utils.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
     monkeypatch.setattr(utils, "_onednn_matmul_exact", lambda: True)
     for vendor, expected in (("AuthenticAMD", True), ("GenuineIntel", False), (None, False)):
         monkeypatch.setattr(utils, "_cpu_vendor", lambda vendor=vendor: vendor)
@@ -222,6 +231,7 @@ def test_onednn_fp32_products_only_off_intel_and_only_when_exact(monkeypatch, fr
     assert utils.onednn_fp32_matmul() is False
 
 
+@needs_onednn_switch
 def test_onednn_exactness_probe_catches_bf16_arithmetic(monkeypatch, fresh_onednn_check):
     utils = fresh_onednn_check
     if not torch.backends.mkldnn.is_available():
@@ -237,6 +247,7 @@ def test_onednn_exactness_probe_catches_bf16_arithmetic(monkeypatch, fresh_onedn
     assert not utils._onednn_matmul_exact()
 
 
+@needs_onednn_switch
 def test_fp32_scope_sets_the_onednn_switch_and_restores_it(monkeypatch, fresh_onednn_check):
     utils = fresh_onednn_check
     flag = torch.backends.mkldnn.matmul
@@ -257,6 +268,7 @@ def test_fp32_scope_sets_the_onednn_switch_and_restores_it(monkeypatch, fresh_on
         assert flag.fp32_precision == before
 
 
+@needs_onednn_switch
 def test_training_and_prediction_run_their_products_in_the_scope(
     monkeypatch, fresh_onednn_check, real_smiles
 ):
