@@ -452,6 +452,12 @@ def _cpu_vendor() -> str | None:
     return None
 
 
+def _onednn_switch_available() -> bool:
+    """Whether this torch has ``torch.backends.mkldnn.matmul.fp32_precision`` (newer than
+    the package's oldest supported torch)."""
+    return hasattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision")
+
+
 @contextlib.contextmanager
 def _onednn_matmul_flag() -> Iterator[None]:
     # torch's switch that sends float32 mm/addmm/bmm/baddbmm to oneDNN (with more than
@@ -503,7 +509,7 @@ def onednn_fp32_matmul() -> bool:
         return False
     if not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()):
         return False
-    if not hasattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision"):
+    if not _onednn_switch_available():
         return False  # torch before the per-backend precision switch: leave the BLAS alone
     vendor = _cpu_vendor()
     if vendor is None or vendor == "GenuineIntel":

@@ -16,7 +16,7 @@ from torch_geometric.data import Batch
 from pyg_molblend.cli import main
 from pyg_molblend.data import from_smiles
 from pyg_molblend.models import MoleBlendPredictor
-from pyg_molblend.training import FinetuneConfig, PretrainConfig
+from pyg_molblend.training import FinetuneConfig, PretrainConfig, utils
 from pyg_molblend.training.checkpoint import load_encoder
 from pyg_molblend.training.finetune import predict, train_step
 from pyg_molblend.training.inference import ModelSet
@@ -77,8 +77,6 @@ def test_unknown_or_unrunnable_precision_is_refused_by_name(make):
 
 def test_bf16_on_a_cpu_without_bf16_kernels_warns_and_runs(monkeypatch):
     import warnings
-
-    from pyg_molblend.training import utils
 
     monkeypatch.setattr(utils, "cpu_has_bf16_kernels", lambda: True)
     monkeypatch.setattr(utils, "_bf16_warned", False)
@@ -191,15 +189,13 @@ def test_finetune_and_pretrain_commands_run_in_bf16(tmp_path):
 
 
 needs_onednn_switch = pytest.mark.skipif(
-    not hasattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision"),
+    not utils._onednn_switch_available(),
     reason="a torch without torch.backends.mkldnn.matmul.fp32_precision",
 )
 
 
 @pytest.fixture
 def fresh_onednn_check():
-    from pyg_molblend.training import utils
-
     check = utils.onednn_fp32_matmul  # the cached original (tests may patch the name)
     check.cache_clear()
     yield utils
